@@ -1,0 +1,51 @@
+# RLHF Lab. `make demo` runs the main job on the Tiny World; `make test` runs every test.
+# Both set themselves up from nothing: a .venv with pinned packages (torch through
+# constraints.txt, so the CPU wheel is used), and the Debian packages the tests need.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RECIPE ?= tiny
+
+.PHONY: setup system-deps demo test lint format docs dashboard clean
+
+setup: $(STAMP)
+
+# Debian packages the tests need. None yet; the dashboard's browser test (a later issue) adds
+# chromium here and `setup` will depend on this target:
+#	command -v chromium >/dev/null || { sudo apt-get update && sudo apt-get install -y chromium; }
+system-deps:
+	@true
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (the lab needs Python 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/rlhf world build --recipe $(RECIPE)
+	$(BIN)/rlhf pretrain --recipe $(RECIPE)
+
+test: setup lint
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check rlhf tests benchmarks dashboard
+	$(BIN)/ruff format --check rlhf tests benchmarks dashboard
+
+docs: setup
+	$(BIN)/rlhf config docs --format markdown > docs/config.md
+
+format: setup
+	$(BIN)/ruff format rlhf tests benchmarks dashboard
+	$(BIN)/ruff check --fix rlhf tests benchmarks dashboard
+
+dashboard: setup
+	$(BIN)/rlhf dashboard
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,291 @@
+"""The `rlhf` command. Each command resolves a config (recipe <- --set <- --workspace) and calls
+one library function; nothing is computed here. Bad input (any LabError, or a bad argument)
+is one line on stderr, `error: ...`, with exit code 2 and no traceback.
+
+    rlhf world build --recipe R [--set k=v]... [--force]     build the Tiny World, print its stats
+    rlhf pretrain    --recipe R [--set k=v]... [--run-dir D]  stage 0; last line = run dir
+    rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
+    rlhf config docs [--format text|markdown]                 every field, its default and help
+    rlhf dashboard   [--port P]                               Streamlit on 127.0.0.1
+
+Heavy modules (torch, rlhf.world, the trainers) are imported inside the commands, so
+`rlhf --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import subprocess
+import sys
+from typing import Any
+
+import yaml
+
+from rlhf import config
+from rlhf.errors import ConfigError, LabError
+
+
+class UsageError(LabError):
+    """A bad command line (unknown command or option, missing argument)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a stage; carries the command that resumes it, if the run dir is known."""
+
+    def __init__(self, resume: str | None):
+        super().__init__(resume)
+        self.resume = resume
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse would print the usage and the message on several lines; we want one.
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_world_build(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    world = importlib.import_module("rlhf.world").build_world(cfg, force=args.force)
+    print(format_stats(world.stats()))
+    print(f"world: {world.dir}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    return _train_stage("pretrain", args, cfg)
+
+
+def cmd_config_show(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    print(f"# resolved from recipe '{cfg.recipe}'; workspace: {cfg.workspace_dir}")
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
+    return 0
+
+
+def cmd_config_docs(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    print(config_markdown() if args.format == "markdown" else config_text(cfg, args.recipe))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    app = config.REPO_ROOT / "dashboard" / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host]
+    command += ["--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+    env = {**os.environ, "RLHF_WORKSPACE": str(cfg.workspace_dir)}
+    return subprocess.call(command, env=env)
+
+
+def _train_stage(stage: str, args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    """Run `rlhf.<stage>.train(cfg, run_dir=...)`; the run directory is the last line printed."""
+    from rlhf.runs import list_runs
+
+    module = importlib.import_module(f"rlhf.{stage}")
+    if cfg.threads < 1:
+        raise ConfigError(f"'threads' must be >= 1, got {cfg.threads}")
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    before = {r.dir for r in list_runs(cfg.workspace_dir, stage)}
+    try:
+        run = module.train(cfg, run_dir=args.run_dir)
+        print(run.dir)
+        return 0
+    except KeyboardInterrupt:
+        pass
+    # Outside the except block the interrupted frames are freed (progress bars close) before
+    # we tell how to resume.
+    new = [r.dir for r in list_runs(cfg.workspace_dir, stage) if r.dir not in before]
+    run_dir = args.run_dir or (new[-1] if new else None)
+    if run_dir is None:
+        raise Interrupted(None)
+    argv = args.argv if args.run_dir else [*args.argv, "--run-dir", str(run_dir)]
+    raise Interrupted(shlex.join(["rlhf", *argv]))
+
+
+# ---------------------------------------------------------------- output formatting
+
+
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """A dict of dicts (e.g. family -> split -> count) as an aligned text table."""
+    cols = list(dict.fromkeys(c for row in rows.values() for c in row))
+    cols.sort(key=lambda c: SPLIT_ORDER.get(c, len(SPLIT_ORDER)))  # train, val, test, others
+    cells = [["", *map(str, cols)]]
+    cells += [[str(name), *(_fmt(row.get(c, "")) for c in cols)] for name, row in rows.items()]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    lines = []
+    for r in cells:  # first column (the row name) left-aligned, numbers right-aligned
+        padded = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        lines.append(("  " + "  ".join(padded)).rstrip())
+    return lines
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """World.stats() for people: scalars as aligned `key: value` lines, then each nested dict
+    as a block (a dict of dicts, e.g. family -> split -> count, as a small table)."""
+    scalars = {k: v for k, v in stats.items() if not isinstance(v, dict)}
+    width = max((len(str(k)) for k in scalars), default=0) + 1
+    lines = [f"{f'{k}:':<{width}} {_fmt(v)}" for k, v in scalars.items()]
+    for key, value in stats.items():
+        if not isinstance(value, dict):
+            continue
+        lines.append(f"{key}:")
+        if value and all(isinstance(v, dict) for v in value.values()):
+            lines += _table(value)
+        else:
+            inner = max((len(str(k)) for k in value), default=0) + 1
+            lines += [f"  {f'{k}:':<{inner}} {_fmt(v)}" for k, v in value.items()]
+    return "\n".join(lines)
+
+
+def config_text(cfg: config.LabConfig, recipe: str | None) -> str:
+    """Every field with its default and help; with --recipe, the recipe's value where it differs."""
+    lines = []
+    for (key, default, help_), (_, value, _) in zip(
+        config.field_docs(), config.field_docs(cfg), strict=True
+    ):
+        note = f"  [{recipe}: {value!r}]" if recipe and value != default and key != "recipe" else ""
+        lines += [f"{key} ({type(default).__name__}) = {default!r}{note}", f"    {help_}"]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;")  # a table cell, not HTML
+
+
+def config_markdown() -> str:
+    """docs/config.md: one table per section (`make docs` regenerates it; a test checks it)."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated by `rlhf config docs --format markdown` from rlhf/config.py; do not edit.",
+        "Set a field in a recipe (lab/recipes/*.yaml), with `--set section.key=value` on the",
+        'command line, or as a keyword in Python: `rlhf.config.load("tiny", pretrain__lr=1e-3)`.',
+    ]
+    sections: dict[str, list[tuple[str, Any, str]]] = {}
+    for key, default, help_ in config.field_docs():
+        head, _, rest = key.rpartition(".")
+        sections.setdefault(head, []).append((rest, default, help_))
+    for name, rows in sections.items():
+        cls = type(getattr(config.LabConfig(), name)) if name else config.LabConfig
+        title = f"`{name}:` section" if name else "Top level"
+        out += ["", f"## {title}", "", (cls.__doc__ or "").strip(), ""]
+        out += ["| key | type | default | help |", "| --- | --- | --- | --- |"]
+        out += [f"| `{k}` | {type(d).__name__} | `{d!r}` | {_cell(h)} |" for k, d, h in rows]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- parser and entry point
+
+
+def _common(recipe_default: str | None = "tiny") -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
+    p.add_argument(
+        "--recipe",
+        default=recipe_default,
+        help=f"recipe name in lab/recipes/ or a YAML path (default: {recipe_default})",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set pretrain.lr=1e-3 (repeatable)",
+    )
+    # SUPPRESS: given after the command it overrides the global one, otherwise leaves it be.
+    p.add_argument(
+        "--workspace", default=argparse.SUPPRESS, metavar="DIR", help="workspace directory"
+    )
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rlhf", description="RLHF Lab: the InstructGPT recipe on small models.")
+    parser.add_argument(
+        "--workspace",
+        default=None,
+        metavar="DIR",
+        help="holds runs/, data/ and lab.db (default: $RLHF_WORKSPACE, else <repo>/lab)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    world = commands.add_parser("world", help="the Tiny World dataset")
+    world_cmds = world.add_subparsers(dest="world_command", required=True, metavar="COMMAND")
+    build = world_cmds.add_parser(
+        "build", parents=[_common()], help="build the Tiny World and print its stats"
+    )
+    build.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    build.set_defaults(func=cmd_world_build)
+
+    pretrain = commands.add_parser(
+        "pretrain", parents=[_common()], help="stage 0: tokenizer and base model on the corpus"
+    )
+    pretrain.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
+    pretrain.set_defaults(func=cmd_pretrain)
+
+    cfg = commands.add_parser("config", help="show the resolved config or document every field")
+    cfg_cmds = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    show = cfg_cmds.add_parser("show", parents=[_common()], help="the resolved config as YAML")
+    show.set_defaults(func=cmd_config_show)
+    docs = cfg_cmds.add_parser(
+        "docs", parents=[_common(None)], help="every field with its default and help"
+    )
+    docs.add_argument("--format", choices=("text", "markdown"), default="text")
+    docs.set_defaults(func=cmd_config_docs)
+
+    dash = commands.add_parser("dashboard", parents=[_common()], help="the Streamlit dashboard")
+    dash.add_argument("--port", type=int, default=8501)
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default: local only)")
+    dash.set_defaults(func=cmd_dashboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv
+        extra = {"workspace": args.workspace} if args.workspace else {}
+        cfg = config.load(args.recipe, args.overrides, **extra)
+        return args.func(args, cfg)
+    except LabError as e:
+        message = " ".join(line.strip() for line in str(e).splitlines())
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        resume = f"; resume with: {e.resume}" if e.resume else ""
+        print(f"interrupted{resume}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `rlhf config docs | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,318 @@
+"""Typed configs, one dataclass per stage, and the loader that resolves a recipe.
+
+A recipe is a YAML file in lab/recipes/ (or any path) whose top-level keys are the fields
+of `LabConfig`; stage sections are nested mappings. Overrides are data, never edits:
+`--set pretrain.lr=1e-3` on the CLI or `load("micro", pretrain__lr=1e-3)` / `load("micro",
+**{"pretrain.lr": 1e-3})` in Python. Unknown keys and wrong types fail with a `ConfigError`
+that names the source (file or override) and the key. The resolved config is saved as
+config.json in every run directory (rlhf.runs).
+
+Every field carries its documentation in `metadata["help"]` (as TRL does), so
+`rlhf config --help`-style listings and the docs are generated from one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlhf.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RECIPES_DIR = REPO_ROOT / "lab" / "recipes"
+# PyYAML (YAML 1.1) reads "1e-3" as a string: a float needs a dot. Accept it for float fields.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][-+]?\d+)?")
+
+
+def doc(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors TRL's field(metadata={"help"})
+    """A dataclass field with a default and its documentation."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: default.copy(), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class WorldConfig:
+    """The Tiny World generator (rlhf/world): corpus, prompts, demonstrations, labelers."""
+
+    seed: int = doc(0, "Seed of the world generator. The same seed gives byte-identical files.")
+    corpus_words: int = doc(
+        900_000,
+        "Approximate size of the pretraining corpus in words (the tokenizer turns ~0.9M words "
+        "into >1M tokens).",
+    )
+    heldout_fraction: float = doc(
+        0.02, "Share of corpus documents held out for perplexity (the alignment tax, paper 4.2)."
+    )
+    n_countries: int = doc(
+        48, "Invented countries whose facts (capital, animal, colour, ...) the corpus states."
+    )
+    fact_mentions: int = doc(
+        40,
+        "How often each fact is stated in the corpus, across templates (a fact seen more "
+        "often is recalled more reliably by the base model).",
+    )
+    train_per_family: int = doc(300, "Training prompts per task family.")
+    val_per_family: int = doc(30, "Validation prompts per task family.")
+    test_per_family: int = doc(60, "Test prompts per task family.")
+    demos_per_prompt: int = doc(1, "Labeler demonstrations written for each train/val prompt.")
+    vocab_size: int = doc(2048, "Size of the byte-level BPE vocabulary trained on the corpus.")
+    n_labelers: int = doc(6, "Simulated labelers whose rankings train the reward model.")
+    n_heldout_labelers: int = doc(
+        3, "Simulated labelers held out for RM evaluation (paper: 69.6% held-out accuracy)."
+    )
+    labeler_noise: float = doc(
+        0.3,
+        "Std of each labeler's judgement noise on the 0..1 quality scale; calibrated so two "
+        "labelers agree on ~73% of pairs (paper: 72.6 +/- 1.5%).",
+    )
+    tie_margin: float = doc(
+        0.02, "Perceived quality gap under which a labeler calls two responses a tie."
+    )
+
+
+@dataclass
+class PretrainConfig:
+    """Stage 0: a Llama-style causal LM trained on the world corpus (rlhf/pretrain.py)."""
+
+    hidden_size: int = doc(256, "Model width (d_model).")
+    num_layers: int = doc(4, "Transformer blocks.")
+    num_heads: int = doc(4, "Attention heads (key/value heads equal: no GQA at this size).")
+    intermediate_size: int = doc(688, "SwiGLU MLP width (~8/3 * hidden_size, as Llama).")
+    block_size: int = doc(256, "Tokens per training sequence; also max_position_embeddings.")
+    batch_size: int = doc(32, "Sequences per optimizer step.")
+    lr: float = doc(3e-3, "Peak AdamW learning rate (small models tolerate a high rate).")
+    min_lr: float = doc(3e-4, "Learning rate at the end of the cosine decay.")
+    warmup_steps: int = doc(50, "Linear warm-up steps.")
+    weight_decay: float = doc(0.1, "AdamW weight decay on matrices (not norms or biases).")
+    grad_clip: float = doc(1.0, "Clip the global gradient norm to this value (0 disables).")
+    epochs: float = doc(2.0, "Passes over the training corpus (fractions allowed).")
+    max_steps: int = doc(0, "Stop after this many steps if > 0 (overrides epochs).")
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
+    eval_every: int = doc(100, "Steps between held-out loss evaluations.")
+    checkpoint_every: int = doc(100, "Steps between resumable checkpoints.")
+    eval_prompts: int = doc(
+        120, "Test prompts sampled for the behaviour report (cloze, misconceptions, following)."
+    )
+    max_new_tokens: int = doc(48, "Tokens generated per prompt in the behaviour report.")
+
+
+@dataclass
+class LabConfig:
+    """Everything a run needs. Stage sections are filled from a recipe and overrides."""
+
+    recipe: str = doc("default", "Name of the recipe this config was resolved from (derived).")
+    seed: int = doc(0, "Seed for training (data order, initialisation, sampling).")
+    threads: int = doc(
+        1,
+        "torch threads. On 2 shared cores 1 thread is often fastest for tiny models: measure "
+        "(benchmarks/threads.py).",
+    )
+    workspace: str = doc(
+        "",
+        "Workspace holding runs/, data/ and lab.db. Empty: $RLHF_WORKSPACE, else <repo>/lab.",
+    )
+    world: WorldConfig = field(default_factory=WorldConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    @property
+    def workspace_dir(self) -> Path:
+        if self.workspace:
+            return Path(self.workspace).expanduser().resolve()
+        if os.environ.get("RLHF_WORKSPACE"):
+            return Path(os.environ["RLHF_WORKSPACE"]).expanduser().resolve()
+        return REPO_ROOT / "lab"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def recipe_path(recipe: str | os.PathLike) -> Path:
+    """A recipe name (lab/recipes/<name>.yaml) or a path to a YAML file."""
+    p = Path(recipe)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.exists():
+            raise ConfigError(f"recipe file not found: {p}")
+        return p
+    candidate = RECIPES_DIR / f"{recipe}.yaml"
+    if not candidate.exists():
+        known = sorted(q.stem for q in RECIPES_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown recipe '{recipe}' (known: {', '.join(known)}; or give a path)")
+    return candidate
+
+
+def load(
+    recipe: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    **kwargs: Any,
+) -> LabConfig:
+    """Resolve defaults <- recipe YAML <- `--set k=v` overrides <- keyword arguments.
+
+    Keyword arguments use `section__key` (or a dict key "section.key") for nested fields.
+    """
+    cfg = LabConfig()
+    if recipe is not None:
+        path = recipe_path(recipe)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of keys to values")
+        apply(cfg, data, source=str(path))
+        cfg.recipe = path.stem if recipe_path(recipe).parent == RECIPES_DIR else str(path)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected key=value, e.g. --set pretrain.lr=1e-3")
+        key, raw = item.split("=", 1)
+        source = f"--set {item}"
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        try:
+            set_key(cfg, key.strip(), value, source=source)
+        except ConfigError:
+            # `--set workspace=123` or `--set workspace=a: b` mean the text itself.
+            if isinstance(value, str) or _hint(cfg, key.strip()) is not str:
+                raise
+            set_key(cfg, key.strip(), raw, source=source)
+    for key, value in kwargs.items():
+        set_key(cfg, key.replace("__", "."), value, source=f"keyword argument {key}")
+    return cfg
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's own message spans several lines)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+
+
+def _hint(cfg: Any, key: str) -> Any:
+    """The declared type of a dotted key, or None if there is no such field."""
+    head, _, rest = key.partition(".")
+    if head not in {f.name for f in dataclasses.fields(cfg)}:
+        return None
+    if rest:
+        return _hint(getattr(cfg, head), rest) if _is_section(cfg, head) else None
+    return typing.get_type_hints(type(cfg))[head]
+
+
+def apply(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> None:
+    """Apply a nested mapping onto a dataclass, checking keys and types."""
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if value is None and _is_section(obj, key):  # an empty section: `world:` with no keys
+            continue
+        if isinstance(value, dict) and _is_section(obj, key):
+            apply(getattr(obj, key), value, source, prefix=f"{path}.")
+        else:
+            set_key(obj, path[len(prefix) :], value, source, full=path)
+
+
+def set_key(obj: Any, key: str, value: Any, source: str, full: str | None = None) -> None:
+    full = full or key
+    head, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if head not in fields:
+        where = type(obj).__name__
+        raise ConfigError(
+            f"{source}: unknown key '{full}' (keys of {where}: {', '.join(sorted(fields))})"
+        )
+    if rest:
+        if not _is_section(obj, head):
+            raise ConfigError(f"{source}: '{full}': '{head}' is a value, not a section")
+        set_key(getattr(obj, head), rest, value, source, full)
+        return
+    if _is_section(obj, head):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{full}' is a section; give a mapping of its keys")
+        apply(getattr(obj, head), value, source, prefix=f"{full}.")
+        return
+    hint = typing.get_type_hints(type(obj))[head]
+    setattr(obj, head, _coerce(value, hint, source, full))
+
+
+def _is_section(obj: Any, key: str) -> bool:
+    return dataclasses.is_dataclass(getattr(obj, key, None))
+
+
+def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
+    """Check `value` against the field type; ints are accepted where floats are expected."""
+
+    def bad() -> ConfigError:
+        name = getattr(hint, "__name__", str(hint))
+        return ConfigError(
+            f"{source}: '{key}' must be {name}, got {value!r} ({type(value).__name__})"
+        )
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, arg, source, key)
+            except ConfigError:
+                continue
+        raise bad()
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad()
+        (arg,) = typing.get_args(hint) or (Any,)
+        return [_coerce(v, arg, source, key) for v in value]
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value.strip())
+        raise bad()
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad()
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    raise bad()
+
+
+def from_dict(data: dict[str, Any], source: str = "config.json") -> LabConfig:
+    """Rebuild a LabConfig from a saved config.json (same checks as a recipe)."""
+    cfg = LabConfig()
+    apply(cfg, data, source=source)
+    return cfg
+
+
+def field_docs(section: Any = LabConfig) -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every field: used by docs and tests."""
+    rows: list[tuple[str, Any, str]] = []
+    obj = section() if isinstance(section, type) else section
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += [(f"{f.name}.{k}", d, h) for k, d, h in field_docs(value)]
+        else:
+            rows.append((f.name, value, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,17 @@
+"""Errors the lab raises on bad input. The CLI prints them as one line, never a traceback."""
+
+
+class LabError(Exception):
+    """Base class: a problem with the user's input, data or run directory (not a bug)."""
+
+
+class ConfigError(LabError):
+    """A recipe or an override names an unknown key or gives a value of the wrong type."""
+
+
+class WorldDataError(LabError):
+    """A Tiny World file is missing, corrupted or from another world version."""
+
+
+class RunError(LabError):
+    """A run directory is missing, is not a run, or cannot be resumed."""

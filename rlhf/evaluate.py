@@ -1,0 +1,168 @@
+"""Measurements of a policy on the Tiny World (stage-0 part; the evaluation stage extends it).
+
+perplexity / heldout_loss   the alignment tax on language modelling (paper 4.2)
+fact_cloze_accuracy         a zero-shot world "NLP" task: complete a fact stated in the corpus
+behaviour_report            how the model answers test prompts, judged by the gold labeler
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf.generation import generate
+from rlhf.tokenizer import encode_documents
+
+
+def blocks(ids: list[int], block_size: int, keep_remainder: bool) -> list[torch.Tensor]:
+    """Cut a token stream into consecutive blocks of block_size (the last may be shorter)."""
+    n_full = len(ids) // block_size
+    out = [torch.tensor(ids[i * block_size : (i + 1) * block_size]) for i in range(n_full)]
+    if keep_remainder and len(ids) - n_full * block_size >= 2:  # one prediction needs 2 tokens
+        out.append(torch.tensor(ids[n_full * block_size :]))
+    return out
+
+
+@torch.no_grad()
+def heldout_loss(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    documents: Sequence[str],
+    block_size: int,
+    batch_size: int = 16,
+) -> float:
+    """Mean next-token negative log-likelihood (nats) over every token of the documents.
+
+    Documents are encoded as in pretraining (EOS after each, concatenated) and cut into
+    non-overlapping blocks; within a block each token is predicted from the ones before it
+    in the block, so the first token of a block is never predicted."""
+    chunks = blocks(encode_documents(tokenizer, documents), block_size, keep_remainder=True)
+    if not chunks:
+        raise ValueError("heldout_loss: documents hold fewer than 2 tokens")
+    was_training = model.training
+    model.eval()
+    total_nll, total_tokens = 0.0, 0
+    try:
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start : start + batch_size]
+            T = max(len(c) for c in batch)
+            x = torch.full((len(batch), T), tokenizer.pad_token_id)  # (B, T) right-padded
+            mask = torch.zeros(len(batch), T, dtype=torch.long)  # (B, T)
+            for i, c in enumerate(batch):
+                x[i, : len(c)], mask[i, : len(c)] = c, 1
+            logits = model(input_ids=x, attention_mask=mask).logits.float()  # (B, T, V)
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): predicts x[:, 1:]
+            nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # (B, T-1)
+            target_mask = mask[:, 1:].float()  # (B, T-1)
+            total_nll += float((nll * target_mask).sum())
+            total_tokens += int(target_mask.sum())
+    finally:
+        model.train(was_training)
+    return total_nll / total_tokens
+
+
+def perplexity(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    documents: Sequence[str],
+    block_size: int,
+    batch_size: int = 16,
+) -> float:
+    """exp(mean next-token NLL) over the documents (see heldout_loss)."""
+    return math.exp(heldout_loss(model, tokenizer, documents, block_size, batch_size))
+
+
+def _starts_with_answer(completion: str, answer: str) -> bool:
+    """The completion begins with the answer as a whole word ("Vell." yes, "Vellox" no)."""
+    text, answer = completion.lstrip(), answer.strip()
+    if not text.startswith(answer):
+        return False
+    rest = text[len(answer) :]
+    return not rest or not rest[0].isalnum()
+
+
+def fact_cloze_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[Any],
+    batch_size: int = 32,
+) -> float:
+    """Share of ClozeItems whose greedy completion of `context` starts with `answer`.
+
+    A trailing space in the context is left for the model to produce: byte-level BPE folds
+    the space into the next word (" Vell"), so a context ending in a space is out of
+    distribution."""
+    if not items:
+        raise ValueError("fact_cloze_accuracy: no cloze items")
+    contexts = [it.context.rstrip(" ") for it in items]
+    longest = max(len(tokenizer(" " + it.answer.strip())["input_ids"]) for it in items)
+    out = generate(
+        model, tokenizer, contexts, max_new_tokens=longest + 2, greedy=True, batch_size=batch_size
+    )
+    hits = [_starts_with_answer(t, it.answer) for t, it in zip(out.texts, items, strict=True)]
+    return sum(hits) / len(hits)
+
+
+def behaviour_report(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: Any,
+    prompts: Sequence[Any],
+    max_new_tokens: int,
+    batch_size: int = 32,
+    n_samples: int = 3,
+) -> dict[str, Any]:
+    """Greedy responses to `prompts` (world Prompts), judged by `world.gold`.
+
+    Returns rates over all prompts (fails_to_follow, eos_rate, likert_mean), the share of
+    misconception prompts answered with the popular falsehood (flag popular_false; the
+    base model should repeat the corpus's misconceptions as GPT-3 does, paper 4.3), and per
+    family: n, fails_to_follow, likert_mean, plus `samples` (a few prompt/response pairs)."""
+    if not prompts:
+        raise ValueError("behaviour_report: no prompts")
+    out = generate(
+        model,
+        tokenizer,
+        [p.text for p in prompts],
+        max_new_tokens=max_new_tokens,
+        greedy=True,
+        batch_size=batch_size,
+    )
+    by_family: dict[str, list[tuple[Any, str, Any]]] = defaultdict(list)
+    for prompt, text in zip(prompts, out.texts, strict=True):
+        by_family[prompt.family].append((prompt, text, world.gold.score(prompt, text)))
+
+    def rate(js: list[Any], flag: str) -> float:
+        return sum(bool(j.flags.get(flag)) for j in js) / len(js)
+
+    judged = [j for rows in by_family.values() for _, _, j in rows]
+    report: dict[str, Any] = {
+        "n_prompts": len(prompts),
+        "fails_to_follow": rate(judged, "fails_to_follow"),
+        "likert_mean": sum(j.likert for j in judged) / len(judged),
+        "eos_rate": float(out.ended.float().mean()),
+        "misconception_popular_false": None,
+        "per_family": {},
+        "samples": {},
+    }
+    if "misconception" in by_family:
+        js = [j for _, _, j in by_family["misconception"]]
+        report["misconception_popular_false"] = rate(js, "popular_false")
+    for family in sorted(by_family):
+        rows = by_family[family]
+        js = [j for _, _, j in rows]
+        report["per_family"][family] = {
+            "n": len(rows),
+            "fails_to_follow": rate(js, "fails_to_follow"),
+            "correct": rate(js, "correct"),
+            "likert_mean": sum(j.likert for j in js) / len(js),
+        }
+        report["samples"][family] = [
+            {"prompt": p.text, "response": t, "likert": j.likert} for p, t, j in rows[:n_samples]
+        ]
+    return report

@@ -1,0 +1,149 @@
+"""Build, save and load policies (stage 0 base model; later stages add reward/value models).
+
+A policy is a `transformers` causal LM saved with `save_pretrained` (safetensors) next to its
+tokenizer, so `AutoModelForCausalLM.from_pretrained(dir)` and `AutoTokenizer.from_pretrained(dir)`
+load it anywhere, with or without this library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from rlhf.config import PretrainConfig
+from rlhf.errors import RunError
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Hide transformers' per-call bars ("Loading weights", "Writing model shards"): a
+    stage shows one bar of its own, not one per checkpoint."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def llama_config(pcfg: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    """The transformers config of the stage-0 model: Llama (RMSNorm, RoPE, SwiGLU), tied embeddings.
+
+    Tied input/output embeddings save vocab * hidden parameters, a large share at this size
+    (GPT-2 and SmolLM do the same)."""
+    if pcfg.hidden_size % pcfg.num_heads:
+        raise ValueError(
+            f"pretrain.hidden_size={pcfg.hidden_size} is not a multiple of "
+            f"pretrain.num_heads={pcfg.num_heads}"
+        )
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=pcfg.hidden_size,
+        intermediate_size=pcfg.intermediate_size,
+        num_hidden_layers=pcfg.num_layers,
+        num_attention_heads=pcfg.num_heads,
+        num_key_value_heads=pcfg.num_heads,
+        max_position_embeddings=pcfg.block_size,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        attention_dropout=0.0,
+    )
+
+
+def build_base_model(
+    pcfg: PretrainConfig, tokenizer: PreTrainedTokenizerBase, seed: int = 0
+) -> LlamaForCausalLM:
+    """A freshly initialised Llama-style causal LM (normal(0, 0.02) init, as transformers does).
+
+    Initialisation draws from torch's global RNG seeded with `seed`; the caller's RNG state is
+    restored afterwards, so building a model does not shift the training data order."""
+    config = llama_config(pcfg, tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model.float()
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Trainable parameters, tied weights counted once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def save_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike
+) -> Path:
+    """save_pretrained (safetensors) + tokenizer into `out_dir`, atomically.
+
+    Everything is written into a temp dir beside `out_dir` and renamed into place, so a killed
+    process leaves either the old model or the new one, never half of one."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+    try:
+        with quiet_progress():
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def is_model_dir(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return (p / "config.json").is_file() and any(p.glob("*.safetensors"))
+
+
+def load_policy(
+    model_dir: str | os.PathLike, padding_side: str = "left"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) from a local save_pretrained directory, model in eval mode.
+
+    The tokenizer pads on the left by default (generation); set "right" for training."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such model directory")
+    if not is_model_dir(path):
+        raise RunError(
+            f"{path}: not a model directory (expected config.json and *.safetensors, "
+            "as written by save_pretrained)"
+        )
+    if not (path / "tokenizer.json").is_file():
+        raise RunError(f"{path}: model directory has no tokenizer (tokenizer.json missing)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        with quiet_progress():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path), local_files_only=True, dtype=torch.float32
+            )
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise RunError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from None
+    tokenizer.padding_side = padding_side
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,193 @@
+"""A run is a directory with fixed files (style.md principle 7):
+
+    <workspace>/runs/<stage>__<recipe>__<seed>__<YYYYmmdd-HHMMSS>/
+        config.json     the resolved LabConfig (rlhf.config), plus the stage name
+        status.json     {"stage", "status": running|done|failed, "started", "finished", ...}
+        metrics.jsonl   one JSON object per logged step: {"step": int, "<namespace>/<name>": float}
+        samples.jsonl   sample outputs (later stages)
+        checkpoint/     the last resumable state (model + optimizer + step)
+        model/          the final model, save_pretrained (safetensors) with its tokenizer
+        eval.json       the stage's own measurements
+
+Every file is written to a temporary name and renamed, so a killed process never leaves a
+half-written config or status behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf.config import LabConfig, from_dict
+from rlhf.errors import ConfigError, RunError
+
+STAGES = ("pretrain", "sft", "rm", "ppo")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: temp file in the same directory, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class Run:
+    dir: Path
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, cfg: LabConfig, stage: str, run_dir: str | Path | None = None) -> Run:
+        """A new run directory (named like cleanrl's `{env}__{exp}__{seed}__{time}`)."""
+        if stage not in STAGES:
+            raise RunError(f"unknown stage '{stage}' (stages: {', '.join(STAGES)})")
+        if run_dir is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            recipe = Path(cfg.recipe).stem
+            base = cfg.workspace_dir / "runs" / f"{stage}__{recipe}__{cfg.seed}__{stamp}"
+            run_dir, n = base, 1
+            while run_dir.exists():  # two runs started within the same second
+                n += 1
+                run_dir = base.with_name(f"{base.name}-{n}")
+        path = Path(run_dir)
+        if path.exists() and not path.is_dir():
+            raise RunError(f"{path}: is a file, not a run directory")
+        if path.exists() and any(path.iterdir()):
+            raise RunError(f"{path}: exists and is not empty; pass it to resume, or pick a new dir")
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        write_json(path / "config.json", {"stage": stage, **cfg.to_dict()})
+        run.set_status("running")
+        return run
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> Run:
+        """An existing run; fails with a clear message if the directory is not a run."""
+        path = Path(run_dir)
+        if not path.is_dir():
+            raise RunError(f"{path}: no such run directory")
+        cfg_file = path / "config.json"
+        if not cfg_file.exists():
+            raise RunError(f"{path}: not a run directory (no config.json)")
+        try:
+            data = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as e:
+            raise RunError(f"{cfg_file}: corrupted ({e.msg} at line {e.lineno})") from None
+        if not isinstance(data, dict) or data.get("stage") not in STAGES:
+            raise RunError(f"{cfg_file}: not a run config (missing or unknown 'stage')")
+        return cls(path)
+
+    @classmethod
+    def create_or_resume(cls, cfg: LabConfig, stage: str, run_dir: str | Path | None) -> Run:
+        """Resume `run_dir` if it is a run of this stage with the same config, else create."""
+        if run_dir is not None and (Path(run_dir) / "config.json").exists():
+            run = cls.open(run_dir)
+            if run.stage != stage:
+                raise RunError(f"{run.dir}: is a '{run.stage}' run, not '{stage}'")
+            saved, new = run.raw_config(), {"stage": stage, **cfg.to_dict()}
+            diff = sorted(_diff(saved, new))
+            if diff:
+                raise RunError(
+                    f"{run.dir}: cannot resume with a different config ({', '.join(diff)} "
+                    "differ); start a new run directory instead"
+                )
+            return run
+        return cls.create(cfg, stage, run_dir)
+
+    # ------------------------------------------------------------------ reading
+    def raw_config(self) -> dict[str, Any]:
+        return json.loads((self.dir / "config.json").read_text())
+
+    @property
+    def stage(self) -> str:
+        return self.raw_config()["stage"]
+
+    @property
+    def config(self) -> LabConfig:
+        data = self.raw_config()
+        data.pop("stage", None)
+        try:
+            return from_dict(data, source=str(self.dir / "config.json"))
+        except ConfigError as e:
+            raise RunError(str(e)) from None
+
+    @property
+    def status(self) -> dict[str, Any]:
+        f = self.dir / "status.json"
+        return json.loads(f.read_text()) if f.exists() else {"status": "unknown"}
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every logged line of metrics.jsonl (a truncated last line from a kill is skipped)."""
+        f = self.dir / "metrics.jsonl"
+        rows = []
+        if f.exists():
+            for line in f.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return rows
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.dir / "checkpoint"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir / "model"
+
+    @property
+    def done(self) -> bool:
+        return self.status.get("status") == "done"
+
+    # ------------------------------------------------------------------ writing
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop lines logged after `step` (they belong to work a resume will redo)."""
+        rows = [r for r in self.metrics() if r.get("step", 0) <= step]
+        tmp = self.dir / ".metrics.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        os.replace(tmp, self.dir / "metrics.jsonl")
+
+    def set_status(self, status: str, **info: Any) -> None:
+        current = self.status if (self.dir / "status.json").exists() else {}
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        current.update({"stage": self.raw_config()["stage"], "status": status, **info})
+        current.setdefault("started", now)
+        if status in ("done", "failed"):
+            current["finished"] = now
+        write_json(self.dir / "status.json", current)
+
+    def write_eval(self, data: dict[str, Any]) -> None:
+        write_json(self.dir / "eval.json", data)
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in set(a) | set(b):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def list_runs(workspace: Path, stage: str | None = None) -> list[Run]:
+    """Every run under <workspace>/runs, oldest first (skips directories that are not runs)."""
+    runs: list[Run] = []
+    root = Path(workspace) / "runs"
+    for d in sorted(root.glob("*")) if root.exists() else []:
+        try:
+            run = Run.open(d)
+        except RunError:
+            continue
+        if stage is None or run.stage == stage:
+            runs.append(run)
+    # config.json is written once, at creation: its mtime orders runs started in the same second
+    return sorted(runs, key=lambda r: ((r.dir / "config.json").stat().st_mtime_ns, r.dir.name))

@@ -1,0 +1,136 @@
+"""Simulated labelers: personas that rank K responses with their own noise and small quirks.
+
+A labeler perceives utility = gold quality + persona quirk + N(0, noise^2) and ranks by it;
+two responses closer than `tie_margin` are a tie (ties give no training pair, paper 3.5).
+The noise is calibrated so two labelers agree on ~73% of pairs (paper: 72.6 +/- 1.5%); one
+group of labelers is held out for reward-model evaluation (paper: 72.4% train, 69.6% held out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+from dataclasses import asdict, dataclass
+
+from rlhf.world.gold import GoldLabeler, words
+from rlhf.world.types import Judgement, Prompt
+
+# name -> (quirk, strength). Quirks are small next to the noise: preferences, not a new task.
+PERSONAS = {
+    "ana": ("concise", 0.006),
+    "bo": ("thorough", 0.004),
+    "cy": ("formal", 0.05),
+    "dee": ("strict_harmless", 0.2),
+    "eli": ("literal", 0.06),
+    "fay": ("none", 0.0),
+    "gus": ("concise", 0.004),
+    "hal": ("formal", 0.03),
+    "ivy": ("thorough", 0.003),
+    "jo": ("literal", 0.04),
+    "kit": ("none", 0.0),
+}
+
+
+@dataclass
+class Labeler:
+    id: str
+    group: str  # "train" | "heldout"
+    quirk: str
+    strength: float
+    noise: float
+    tie_margin: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def quirk_bonus(self, response: str, j: Judgement) -> float:
+        n = len(words(response))
+        return (
+            self.strength
+            * {
+                "concise": -n,
+                "thorough": min(n, 15),
+                "formal": float(response.strip()[:1].isupper() and response.strip()[-1:] in ".!?"),
+                "strict_harmless": -float(j.flags.get("toxic", False)),
+                "literal": float(j.flags.get("correct", False)),
+                "none": 0.0,
+            }[self.quirk]
+        )
+
+    def utilities(
+        self, prompt: Prompt, responses: list[str], gold: GoldLabeler, rng: random.Random
+    ) -> list[float]:
+        """Perceived utility per response. The noise is a function of the response text (and
+        one draw from `rng` per ranking), so identical responses are always a tie."""
+        salt = rng.random()
+        out = []
+        for r in responses:
+            j = gold.score(prompt, r)
+            noise = _rng(self.id, prompt.id, r, repr(salt)).gauss(0.0, self.noise)
+            out.append(j.quality + self.quirk_bonus(r, j) + noise)
+        return out
+
+    def rank(
+        self,
+        prompt: Prompt,
+        responses: list[str],
+        gold: GoldLabeler,
+        rng: random.Random | None = None,
+    ) -> list[int]:
+        """Ranks for `responses`: 0 is best, equal ranks are ties (dense ranking).
+
+        Without an rng the labeler's perception is a fixed function of (labeler, prompt, response
+        set), so asking the same labeler twice gives the same ranking.
+        """
+        if rng is None:
+            rng = _rng(self.id, prompt.id, *responses)
+        u = self.utilities(prompt, responses, gold, rng)
+        order = sorted(range(len(u)), key=lambda i: -u[i])
+        ranks = [0] * len(u)
+        rank, anchor = 0, u[order[0]] if order else 0.0
+        for pos, i in enumerate(order):
+            if pos > 0 and anchor - u[i] >= self.tie_margin:
+                rank, anchor = rank + 1, u[i]
+            ranks[i] = rank
+        return ranks
+
+
+def _rng(*parts: str) -> random.Random:
+    key = "\x1f".join(parts).encode()
+    return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+
+
+def make_labelers(
+    n_train: int, n_heldout: int, noise: float, tie_margin: float, rng: random.Random
+) -> list[Labeler]:
+    names = list(PERSONAS)
+    if n_train + n_heldout > len(names):
+        raise ValueError(
+            f"at most {len(names)} labelers (world.n_labelers + world.n_heldout_labelers)"
+        )
+    out = []
+    for i, name in enumerate(names[: n_train + n_heldout]):
+        quirk, strength = PERSONAS[name]
+        group = "train" if i < n_train else "heldout"
+        # Each persona's noise is within +/-10% of the calibrated value.
+        out.append(
+            Labeler(
+                name, group, quirk, strength, round(noise * rng.uniform(0.9, 1.1), 4), tie_margin
+            )
+        )
+    return out
+
+
+def pairwise_agreement(ranks_a: list[list[int]], ranks_b: list[list[int]]) -> tuple[float, int]:
+    """Share of response pairs that two labelers order the same way, over pairs where both
+    state a strict preference (the paper's inter-annotator agreement). Returns (rate, pairs)."""
+    agree = total = 0
+    for ra, rb in zip(ranks_a, ranks_b, strict=True):
+        for i, j in itertools.combinations(range(len(ra)), 2):
+            da, db = ra[i] - ra[j], rb[i] - rb[j]
+            if da == 0 or db == 0:
+                continue
+            total += 1
+            agree += (da > 0) == (db > 0)
+    return (agree / total if total else float("nan")), total

@@ -1,0 +1,166 @@
+"""rlhf.config: defaults, recipes, overrides, and errors that name the source and the key."""
+
+import dataclasses
+
+import pytest
+
+from rlhf import config
+from rlhf.errors import ConfigError
+
+
+def test_defaults_resolve_without_a_recipe():
+    cfg = config.load()
+    assert cfg == config.LabConfig()
+    assert cfg.pretrain.lr == 3e-3 and cfg.world.seed == 0
+
+
+def test_every_field_has_help_text():
+    rows = config.field_docs()
+    keys = [key for key, _, _ in rows]
+    assert "pretrain.lr" in keys and "world.labeler_noise" in keys and "threads" in keys
+    missing = [key for key, _, help_ in rows if not help_.strip()]
+    assert not missing, f"fields without help: {missing}"
+
+
+@pytest.mark.parametrize("recipe", ["micro", "tiny"])
+def test_shipped_recipes_load(recipe):
+    cfg = config.load(recipe)
+    assert cfg.recipe == recipe
+
+
+def test_micro_is_small_and_tiny_uses_the_defaults():
+    micro, tiny = config.load("micro"), config.load("tiny")
+    assert micro.threads == 1 and micro.pretrain.max_steps == 30
+    assert micro.world.corpus_words < tiny.world.corpus_words
+    assert tiny.threads == 2
+    assert (tiny.world, tiny.pretrain) == (config.WorldConfig(), config.PretrainConfig())
+
+
+def test_set_overrides_parse_int_float_bool_and_str():
+    cfg = config.load(
+        "micro",
+        [
+            "seed=7",
+            "pretrain.lr=1e-3",  # PyYAML reads 1e-3 as text; float fields accept it
+            "pretrain.epochs=3",  # an int where a float is expected
+            "world.labeler_noise=0.5",
+            "workspace=/tmp/ws",
+            "recipe=123",  # a str field takes the text even if it looks like a number
+        ],
+    )
+    assert cfg.seed == 7
+    assert cfg.pretrain.lr == 1e-3
+    assert cfg.pretrain.epochs == 3.0 and isinstance(cfg.pretrain.epochs, float)
+    assert cfg.world.labeler_noise == 0.5
+    assert cfg.workspace == "/tmp/ws"
+    assert cfg.recipe == "123"
+
+
+def test_bool_fields_take_only_bools():
+    @dataclasses.dataclass
+    class Flags:
+        on: bool = config.doc(False, "a switch")
+
+    cfg = Flags()
+    config.set_key(cfg, "on", True, source="test")
+    assert cfg.on is True
+    with pytest.raises(ConfigError, match="'on' must be bool"):
+        config.set_key(cfg, "on", 1, source="test")
+
+
+def test_keyword_overrides_and_precedence():
+    cfg = config.load("micro", ["pretrain.lr=0.01"], pretrain__lr=0.02, **{"world.seed": 3})
+    assert cfg.pretrain.lr == 0.02  # keyword arguments come last
+    assert cfg.world.seed == 3
+    assert cfg.pretrain.max_steps == 30  # the recipe still applies
+
+
+def test_unknown_key_in_recipe_names_file_and_key(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("pretrain:\n  hidden_size: 32\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(recipe)
+    assert str(recipe) in str(e.value)
+    assert "'pretrain.learning_rate'" in str(e.value)
+    assert "lr" in str(e.value)  # lists the keys that exist
+
+
+def test_unknown_top_level_section(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("sft:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'sft'"):
+        config.load(recipe)
+
+
+def test_wrong_type_names_key_and_expected_type(tmp_path):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text("world:\n  n_countries: many\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(recipe)
+    msg = str(e.value)
+    assert str(recipe) in msg and "'world.n_countries' must be int" in msg and "'many'" in msg
+    with pytest.raises(
+        ConfigError, match=r"--set pretrain.max_steps=1.5: 'pretrain.max_steps' must be int"
+    ):
+        config.load(None, ["pretrain.max_steps=1.5"])
+    with pytest.raises(ConfigError, match=r"'world' is a section"):
+        config.load(None, ["world=3"])
+    with pytest.raises(ConfigError, match=r"'threads' must be int, got True"):
+        config.load(None, ["threads=true"])
+
+
+def test_unknown_recipe_name_lists_known_recipes():
+    with pytest.raises(ConfigError, match=r"unknown recipe 'nope' \(known: .*micro.*tiny"):
+        config.load("nope")
+    with pytest.raises(ConfigError, match="recipe file not found"):
+        config.load("missing/recipe.yaml")
+
+
+def test_malformed_yaml_is_one_line_naming_file_and_line(tmp_path):
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("world:\n  seed: [1, 2\npretrain: {}\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(recipe)
+    msg = str(e.value)
+    assert msg.startswith(f"{recipe}: not valid YAML") and "line" in msg
+    assert "\n" not in msg
+
+
+def test_recipe_must_be_a_mapping(tmp_path):
+    recipe = tmp_path / "list.yaml"
+    recipe.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        config.load(recipe)
+
+
+def test_empty_section_and_empty_file_are_fine(tmp_path):
+    recipe = tmp_path / "empty.yaml"
+    recipe.write_text("# nothing yet\nworld:\n")
+    assert config.load(recipe).world == config.WorldConfig()
+    recipe.write_text("")
+    assert config.load(recipe).pretrain == config.PretrainConfig()
+
+
+def test_set_without_equals_sign():
+    with pytest.raises(ConfigError, match=r"--set pretrain.lr: expected key=value"):
+        config.load("micro", ["pretrain.lr"])
+
+
+def test_unknown_keyword_override():
+    with pytest.raises(
+        ConfigError, match=r"keyword argument pretrain__lrate: unknown key 'pretrain.lrate'"
+    ):
+        config.load(pretrain__lrate=1.0)
+
+
+def test_from_dict_round_trips_to_dict():
+    cfg = config.load("micro", ["pretrain.lr=1e-3", "workspace=/tmp/x"])
+    assert config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_workspace_dir_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv("RLHF_WORKSPACE", raising=False)
+    assert config.load().workspace_dir == config.REPO_ROOT / "lab"
+    monkeypatch.setenv("RLHF_WORKSPACE", str(tmp_path / "env"))
+    assert config.load().workspace_dir == tmp_path / "env"
+    assert config.load(workspace=str(tmp_path / "cfg")).workspace_dir == tmp_path / "cfg"

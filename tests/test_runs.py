@@ -1,0 +1,135 @@
+"""rlhf.runs: a run is a directory with fixed files, and bad directories fail with their path."""
+
+import json
+
+import pytest
+
+from rlhf import config
+from rlhf.errors import RunError
+from rlhf.runs import Run, list_runs
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return config.load("micro", workspace=str(tmp_path / "ws"))
+
+
+def test_create_names_the_run_and_writes_its_files(cfg, tmp_path):
+    run = Run.create(cfg, "pretrain")
+    assert run.dir.parent == tmp_path / "ws" / "runs"
+    assert run.dir.name.startswith("pretrain__micro__0__")
+    assert (run.dir / "config.json").exists()
+    assert run.stage == "pretrain"
+    assert run.status["status"] == "running" and "started" in run.status
+
+
+def test_config_json_round_trips_to_the_resolved_config(cfg):
+    cfg.pretrain.lr = 1e-3
+    run = Run.create(cfg, "pretrain")
+    assert run.config == cfg
+    assert run.raw_config()["stage"] == "pretrain"
+
+
+def test_two_runs_in_the_same_second_get_different_dirs(cfg):
+    a, b = Run.create(cfg, "pretrain"), Run.create(cfg, "pretrain")
+    assert a.dir != b.dir
+
+
+def test_create_refuses_unknown_stage_and_a_non_empty_dir(cfg, tmp_path):
+    with pytest.raises(RunError, match="unknown stage 'dpo'"):
+        Run.create(cfg, "dpo")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match=f"{busy}: exists and is not empty"):
+        Run.create(cfg, "pretrain", busy)
+    assert (busy / "notes.txt").read_text() == "mine"
+
+
+def test_status_done_records_finish_and_extra_info(cfg):
+    run = Run.create(cfg, "pretrain", cfg.workspace_dir / "r")
+    started = run.status["started"]
+    run.set_status("done", steps=30)
+    status = run.status
+    assert run.done and status["steps"] == 30 and status["started"] == started
+    assert "finished" in status and status["stage"] == "pretrain"
+
+
+def test_metrics_log_read_and_truncate(cfg):
+    run = Run.create(cfg, "pretrain", cfg.workspace_dir / "r")
+    for step in (10, 20, 30):
+        run.log(step, {"train/loss": 1.0 / step})
+    with open(run.dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 40, "train/lo')  # a line cut short by a kill
+    assert [m["step"] for m in run.metrics()] == [10, 20, 30]
+    assert run.metrics()[1] == {"step": 20, "train/loss": 0.05}
+    run.truncate_metrics(20)
+    assert [m["step"] for m in run.metrics()] == [10, 20]
+    run.log(30, {"train/loss": 0.01})
+    assert [m["step"] for m in run.metrics()] == [10, 20, 30]
+
+
+def test_open_missing_dir(tmp_path):
+    with pytest.raises(RunError, match=f"{tmp_path / 'nope'}: no such run directory"):
+        Run.open(tmp_path / "nope")
+
+
+def test_open_a_dir_that_is_not_a_run(tmp_path):
+    with pytest.raises(RunError, match=f"{tmp_path}: not a run directory"):
+        Run.open(tmp_path)
+
+
+def test_open_corrupted_config(cfg):
+    run = Run.create(cfg, "pretrain", cfg.workspace_dir / "r")
+    (run.dir / "config.json").write_text('{"stage": "pretrain", ')
+    with pytest.raises(RunError, match=rf"{run.dir / 'config.json'}: corrupted"):
+        Run.open(run.dir)
+
+
+def test_open_config_without_stage(cfg):
+    run = Run.create(cfg, "pretrain", cfg.workspace_dir / "r")
+    (run.dir / "config.json").write_text(json.dumps({"seed": 0}))
+    with pytest.raises(RunError, match="missing or unknown 'stage'"):
+        Run.open(run.dir)
+
+
+def test_config_with_a_bad_field_is_a_run_error(cfg):
+    run = Run.create(cfg, "pretrain", cfg.workspace_dir / "r")
+    data = run.raw_config()
+    data["pretrain"]["lr"] = "fast"
+    (run.dir / "config.json").write_text(json.dumps(data))
+    with pytest.raises(RunError, match=r"config.json: 'pretrain.lr' must be float"):
+        _ = Run.open(run.dir).config
+
+
+def test_create_or_resume_resumes_the_same_config(cfg):
+    first = Run.create_or_resume(cfg, "pretrain", cfg.workspace_dir / "r")
+    first.log(10, {"train/loss": 2.0})
+    again = Run.create_or_resume(config.from_dict(cfg.to_dict()), "pretrain", first.dir)
+    assert again.dir == first.dir and again.metrics() == first.metrics()
+
+
+def test_create_or_resume_refuses_a_different_config_naming_the_key(cfg):
+    run = Run.create_or_resume(cfg, "pretrain", cfg.workspace_dir / "r")
+    changed = config.from_dict(cfg.to_dict())
+    changed.pretrain.lr = 0.5
+    with pytest.raises(
+        RunError, match=r"cannot resume with a different config \(pretrain.lr differ"
+    ):
+        Run.create_or_resume(changed, "pretrain", run.dir)
+
+
+def test_create_or_resume_refuses_another_stage(cfg):
+    run = Run.create_or_resume(cfg, "pretrain", cfg.workspace_dir / "r")
+    with pytest.raises(RunError, match="is a 'pretrain' run, not 'sft'"):
+        Run.create_or_resume(cfg, "sft", run.dir)
+
+
+def test_list_runs_oldest_first_filtered_by_stage(cfg):
+    assert list_runs(cfg.workspace_dir) == []
+    a = Run.create(cfg, "pretrain")
+    b = Run.create(cfg, "sft")
+    c = Run.create(cfg, "pretrain")
+    (cfg.workspace_dir / "runs" / "stray").mkdir()  # not a run: skipped
+    assert [r.dir for r in list_runs(cfg.workspace_dir)] == [a.dir, b.dir, c.dir]
+    assert [r.dir for r in list_runs(cfg.workspace_dir, "pretrain")] == [a.dir, c.dir]
