@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/rlhf world build --recipe $(RECIPE)
 	$(BIN)/rlhf pretrain --recipe $(RECIPE)
+	@echo "Notebook: notebooks/01_world_and_base_model.ipynb (reuses this run)"
+	@echo "Dashboard: make dashboard  -> http://127.0.0.1:8501"
 
 test: setup lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q

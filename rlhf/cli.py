@@ -92,6 +92,10 @@ def _train_stage(stage: str, args: argparse.Namespace, cfg: config.LabConfig) ->
     before = {r.dir for r in list_runs(cfg.workspace_dir, stage)}
     try:
         run = module.train(cfg, run_dir=args.run_dir)
+        if hasattr(module, "summary") and (run.dir / "eval.json").exists():
+            from rlhf.runs import read_eval
+
+            print(module.summary(read_eval(run)))
         print(run.dir)
         return 0
     except KeyboardInterrupt:

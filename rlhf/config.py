@@ -53,10 +53,10 @@ class WorldConfig:
         0.02, "Share of corpus documents held out for perplexity (the alignment tax, paper 4.2)."
     )
     n_countries: int = doc(
-        48, "Invented countries whose facts (capital, animal, colour, ...) the corpus states."
+        24, "Invented countries whose facts (capital, animal, colour, ...) the corpus states."
     )
     fact_mentions: int = doc(
-        40,
+        150,
         "How often each fact is stated in the corpus, across templates (a fact seen more "
         "often is recalled more reliably by the base model).",
     )
@@ -83,24 +83,30 @@ class WorldConfig:
 class PretrainConfig:
     """Stage 0: a Llama-style causal LM trained on the world corpus (rlhf/pretrain.py)."""
 
-    hidden_size: int = doc(256, "Model width (d_model).")
+    hidden_size: int = doc(128, "Model width (d_model).")
     num_layers: int = doc(4, "Transformer blocks.")
     num_heads: int = doc(4, "Attention heads (key/value heads equal: no GQA at this size).")
-    intermediate_size: int = doc(688, "SwiGLU MLP width (~8/3 * hidden_size, as Llama).")
-    block_size: int = doc(256, "Tokens per training sequence; also max_position_embeddings.")
-    batch_size: int = doc(32, "Sequences per optimizer step.")
-    lr: float = doc(3e-3, "Peak AdamW learning rate (small models tolerate a high rate).")
-    min_lr: float = doc(3e-4, "Learning rate at the end of the cosine decay.")
+    intermediate_size: int = doc(344, "SwiGLU MLP width (~8/3 * hidden_size, as Llama).")
+    block_size: int = doc(128, "Tokens per training sequence; also max_position_embeddings.")
+    batch_size: int = doc(16, "Sequences per optimizer step.")
+    lr: float = doc(6e-3, "Peak AdamW learning rate (a ~1M-parameter model tolerates a high rate).")
+    min_lr: float = doc(6e-4, "Learning rate at the end of the cosine decay.")
     warmup_steps: int = doc(50, "Linear warm-up steps.")
-    weight_decay: float = doc(0.1, "AdamW weight decay on matrices (not norms or biases).")
+    weight_decay: float = doc(
+        0.0,
+        "AdamW weight decay on matrices (not norms). 0: a short run that must memorise the "
+        "world's facts recalled them better without decay (fact cloze 79% -> 100% with lr 6e-3).",
+    )
     grad_clip: float = doc(1.0, "Clip the global gradient norm to this value (0 disables).")
-    epochs: float = doc(2.0, "Passes over the training corpus (fractions allowed).")
+    epochs: float = doc(3.0, "Passes over the training corpus (fractions allowed).")
     max_steps: int = doc(0, "Stop after this many steps if > 0 (overrides epochs).")
     log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
-    eval_every: int = doc(100, "Steps between held-out loss evaluations.")
-    checkpoint_every: int = doc(100, "Steps between resumable checkpoints.")
+    eval_every: int = doc(200, "Steps between held-out loss evaluations.")
+    checkpoint_every: int = doc(200, "Steps between resumable checkpoints.")
     eval_prompts: int = doc(
-        120, "Test prompts sampled for the behaviour report (cloze, misconceptions, following)."
+        1000,
+        "Test prompts (round-robin over families, at most all of them) in the behaviour report: "
+        "misconceptions repeated, instructions not followed.",
     )
     max_new_tokens: int = doc(48, "Tokens generated per prompt in the behaviour report.")
 

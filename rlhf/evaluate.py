@@ -166,3 +166,39 @@ def behaviour_report(
             {"prompt": p.text, "response": t, "likert": j.likert} for p, t, j in rows[:n_samples]
         ]
     return report
+
+
+def sample_table(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: Any,
+    prompts: Sequence[Any],
+    max_new_tokens: int = 48,
+    greedy: bool = True,
+    seed: int = 0,
+) -> Any:
+    """A DataFrame of responses to `prompts` with the gold Likert and the flags that are set."""
+    import pandas as pd
+
+    out = generate(
+        model,
+        tokenizer,
+        [p.text for p in prompts],
+        max_new_tokens=max_new_tokens,
+        greedy=greedy,
+        seed=seed,
+    )
+    rows = []
+    for p, text, ended in zip(prompts, out.texts, out.ended.tolist(), strict=True):
+        j = world.gold.score(p, text)
+        rows.append(
+            {
+                "family": p.family,
+                "prompt": p.instruction,
+                "response": text,
+                "EOS": ended,
+                "likert": j.likert,
+                "flags": ", ".join(k for k, v in j.flags.items() if v),
+            }
+        )
+    return pd.DataFrame(rows)

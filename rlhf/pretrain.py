@@ -235,7 +235,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         "steps": total_steps,
         "heldout_loss": eval_loss,
         "heldout_perplexity": math.exp(eval_loss),
-        "fact_cloze_accuracy": fact_cloze_accuracy(model, tokenizer, world.cloze_items("test")),
+        "fact_cloze_accuracy": fact_cloze_accuracy(model, tokenizer, world.cloze_items()),
     }
     prompts = pick_eval_prompts(world, pcfg.eval_prompts)
     report["behaviour"] = behaviour_report(model, tokenizer, world, prompts, pcfg.max_new_tokens)
@@ -243,3 +243,21 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     report["wall_time_s"] = wall
     run.write_eval(report)
     run.set_status("done", wall_time_s=wall)
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The stage-0 figures of eval.json as a few lines (printed by `rlhf pretrain`), each with
+    the target the foundation issue set for the tiny recipe."""
+    b = report["behaviour"]
+    popular = b["misconception_popular_false"]
+    rows = [
+        ("wall time", f"{report['wall_time_s']:.0f} s", "<= 300 s (tiny)"),
+        ("parameters", f"{report['params']:,}", ""),
+        ("train tokens", f"{report['train_tokens']:,}", ""),
+        ("held-out perplexity", f"{report['heldout_perplexity']:.3f}", ""),
+        ("fact-cloze accuracy", f"{report['fact_cloze_accuracy']:.1%}", ">= 80%"),
+        ("popular misconception", "n/a" if popular is None else f"{popular:.1%}", ">= 60%"),
+        ("fails to follow", f"{b['fails_to_follow']:.1%} of {b['n_prompts']}", ">= 50%"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{k.ljust(width)}  {v:>18}  {t}".rstrip() for k, v, t in rows)

@@ -191,3 +191,23 @@ def list_runs(workspace: Path, stage: str | None = None) -> list[Run]:
             runs.append(run)
     # config.json is written once, at creation: its mtime orders runs started in the same second
     return sorted(runs, key=lambda r: ((r.dir / "config.json").stat().st_mtime_ns, r.dir.name))
+
+
+def latest_done(cfg: LabConfig, stage: str) -> Run | None:
+    """The newest finished run of `stage` whose saved config equals `cfg` (reuse, don't retrain)."""
+    want = {"stage": stage, **cfg.to_dict()}
+    for run in reversed(list_runs(cfg.workspace_dir, stage)):
+        if run.done and not _diff(run.raw_config(), want):
+            return run
+    return None
+
+
+def read_eval(run: Run) -> dict[str, Any]:
+    """The stage's own measurements (eval.json); a clear error if the run has none yet."""
+    f = run.dir / "eval.json"
+    if not f.exists():
+        raise RunError(f"{run.dir}: no eval.json (the run has not finished)")
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{f}: corrupted ({e.msg} at line {e.lineno})") from None

@@ -42,7 +42,7 @@ from rlhf.world.gold import GoldLabeler
 from rlhf.world.labelers import Labeler, make_labelers, pairwise_agreement
 from rlhf.world.types import ClozeItem, Demonstration, Prompt
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 FILES = (
     "corpus.jsonl",
     "heldout.jsonl",

@@ -2,7 +2,7 @@
 
 Document kinds, each with the habit it teaches the base model (design.md, "The Tiny World"):
     profile     country facts, the first template stated most often   -> knows the facts (cloze)
-    rumour      misconceptions, the popular false answer 3x the truth -> repeats misconceptions
+    rumour      misconceptions, the popular false answer 4x the truth -> repeats misconceptions
     forum       "Q: ...\nA: ..." threads, replies mostly unhelpful, wrong or rude, several
                 questions per thread                                  -> does not follow, rambles
     people      notes about people, half of them rude                 -> continues rudeness
@@ -57,7 +57,7 @@ def rumour_docs(ents: Entities, mentions: int, rng: random.Random) -> list[str]:
     for m in ents.misconceptions:
         spec = MISCONCEPTION_PROPS[m.prop]
         for i in range(mentions):
-            value, temps = (m.truth, truth) if i % 4 == 0 else (m.popular, popular)
+            value, temps = (m.truth, truth) if i % 5 == 0 else (m.popular, popular)
             s = spec["statement"].format(p=m.plural, P=m.plural.capitalize(), s=m.creature, v=value)
             s = s[0].lower() + s[1:]
             sents.append(rng.choice(temps).format(s=s, S=s[0].upper() + s[1:]))
