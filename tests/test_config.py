@@ -11,7 +11,7 @@ from rlhf.errors import ConfigError
 def test_defaults_resolve_without_a_recipe():
     cfg = config.load()
     assert cfg == config.LabConfig()
-    assert cfg.pretrain.lr == 3e-3 and cfg.world.seed == 0
+    assert cfg.pretrain.lr == 6e-3 and cfg.world.seed == 0
 
 
 def test_every_field_has_help_text():

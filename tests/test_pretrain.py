@@ -85,7 +85,7 @@ class FakeWorld:
             ]  # fmt: skip
         return [p for p in out if family is None or p.family == family]
 
-    def cloze_items(self, split: str) -> list[ClozeItem]:
+    def cloze_items(self, split: str = "train") -> list[ClozeItem]:
         return [ClozeItem(f"The capital of {c} is", a, split) for c, a in COUNTRIES.items()]
 
 
