@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RECIPE ?= tiny
 
-.PHONY: setup system-deps demo test lint format docs dashboard clean
+.PHONY: setup system-deps demo test lint format docs dashboard notebook clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,11 @@ format: setup
 
 dashboard: setup
 	$(BIN)/rlhf dashboard
+
+# JupyterLab on 127.0.0.1 (installed into .venv on first use; the tests need only nbclient).
+notebook: setup
+	test -x $(BIN)/jupyter-lab || PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip install --quiet jupyterlab==4.6.6
+	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
