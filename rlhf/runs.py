@@ -57,7 +57,10 @@ class Run:
         if path.exists() and not path.is_dir():
             raise RunError(f"{path}: is a file, not a run directory")
         if path.exists() and any(path.iterdir()):
-            raise RunError(f"{path}: exists and is not empty; pass it to resume, or pick a new dir")
+            raise RunError(
+                f"{path}: not a run directory (no config.json) and not empty; "
+                "give a new or empty directory, or a run directory to resume"
+            )
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         write_json(path / "config.json", {"stage": stage, **cfg.to_dict()})
@@ -89,7 +92,8 @@ class Run:
             if run.stage != stage:
                 raise RunError(f"{run.dir}: is a '{run.stage}' run, not '{stage}'")
             saved, new = run.raw_config(), {"stage": stage, **cfg.to_dict()}
-            diff = sorted(_diff(saved, new))
+            # threads and workspace change where and how fast, not what is computed.
+            diff = sorted(set(_diff(saved, new)) - {"threads", "workspace"})
             if diff:
                 raise RunError(
                     f"{run.dir}: cannot resume with a different config ({', '.join(diff)} "

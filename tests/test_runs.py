@@ -41,7 +41,9 @@ def test_create_refuses_unknown_stage_and_a_non_empty_dir(cfg, tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    with pytest.raises(RunError, match=f"{busy}: exists and is not empty"):
+    with pytest.raises(
+        RunError, match=f"{busy}: not a run directory \\(no config.json\\) and not empty"
+    ):
         Run.create(cfg, "pretrain", busy)
     assert (busy / "notes.txt").read_text() == "mine"
 
@@ -133,3 +135,13 @@ def test_list_runs_oldest_first_filtered_by_stage(cfg):
     (cfg.workspace_dir / "runs" / "stray").mkdir()  # not a run: skipped
     assert [r.dir for r in list_runs(cfg.workspace_dir)] == [a.dir, b.dir, c.dir]
     assert [r.dir for r in list_runs(cfg.workspace_dir, "pretrain")] == [a.dir, c.dir]
+
+
+def test_resume_allows_other_threads_and_workspace(tmp_path):
+    from rlhf.config import load
+    from rlhf.runs import Run
+
+    cfg = load("micro", workspace=str(tmp_path))
+    run = Run.create(cfg, "pretrain", tmp_path / "r")
+    other = load("micro", workspace=str(tmp_path / "elsewhere"), threads=2)
+    assert Run.create_or_resume(other, "pretrain", tmp_path / "r").dir == run.dir
