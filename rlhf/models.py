@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from transformers.utils import logging as hf_logging
 
 from rlhf.config import PretrainConfig
 from rlhf.errors import RunError
+from rlhf.files import atomic_dir
 
 
 @contextlib.contextmanager
@@ -95,24 +94,11 @@ def save_model(
 
     Everything is written into a temp dir beside `out_dir` and renamed into place, so a killed
     process leaves either the old model or the new one, never half of one."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         with quiet_progress():
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from tqdm.auto import tqdm
 from rlhf.config import LabConfig, PretrainConfig
 from rlhf.errors import RunError
 from rlhf.evaluate import behaviour_report, blocks, fact_cloze_accuracy, heldout_loss
+from rlhf.files import atomic_dir
 from rlhf.models import build_base_model, count_parameters, save_model
 from rlhf.runs import Run
 from rlhf.tokenizer import encode_documents
@@ -98,22 +97,11 @@ def save_checkpoint(
 ) -> None:
     """model.safetensors + optimizer.pt + trainer_state.pt (+ a readable state.json), written
     into a temp dir and swapped in, so a kill leaves the previous checkpoint intact."""
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.tmp", dir=ckpt_dir.parent))
-    try:
+    with atomic_dir(ckpt_dir) as tmp:
         save_safetensors_model(model, str(tmp / "model.safetensors"))  # handles the tied weight
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save({"rng": torch.get_rng_state(), **state}, tmp / "trainer_state.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        if ckpt_dir.exists():
-            old = ckpt_dir.with_name(f".checkpoint.old{os.getpid()}")
-            os.replace(ckpt_dir, old)
-            os.replace(tmp, ckpt_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, ckpt_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_checkpoint(

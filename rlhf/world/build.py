@@ -21,10 +21,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import random
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -35,6 +32,7 @@ from tqdm.auto import tqdm
 
 from rlhf.config import LabConfig, WorldConfig
 from rlhf.errors import WorldDataError
+from rlhf.files import atomic_dir
 from rlhf.world.corpus import make_corpus
 from rlhf.world.entities import FACT_ATTRS, Entities, make_entities
 from rlhf.world.families import Family, Item, candidate_responses, make_families
@@ -172,8 +170,7 @@ def build_world(cfg: LabConfig, force: bool = False, progress: bool = True) -> W
     heldout, corpus = docs[:n_heldout], docs[n_heldout:]
     steps.update()
 
-    tmp = Path(tempfile.mkdtemp(prefix=".world-", dir=_mkdir(out.parent)))
-    try:
+    with steps, atomic_dir(out) as tmp:
         _write_jsonl(tmp / "corpus.jsonl", [{"text": d} for d in corpus])
         _write_jsonl(tmp / "heldout.jsonl", [{"text": d} for d in heldout])
         _write_jsonl(tmp / "prompts.jsonl", [p.to_dict() for p in prompts])
@@ -198,13 +195,6 @@ def build_world(cfg: LabConfig, force: bool = False, progress: bool = True) -> W
             {"version": WORLD_VERSION, "config": asdict(wc), "files": files, "stats": stats},
         )
         steps.update()
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        steps.close()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return World(out)
 
 
@@ -361,11 +351,6 @@ def _stats(corpus, heldout, prompts, demos, cloze, tok, agreement) -> dict[str, 
 
 
 # ------------------------------------------------------------------------- files
-
-
-def _mkdir(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def _write_json(path: Path, data: Any) -> None:
