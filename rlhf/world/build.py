@@ -40,7 +40,7 @@ from rlhf.world.gold import GoldLabeler
 from rlhf.world.labelers import Labeler, make_labelers, pairwise_agreement
 from rlhf.world.types import ClozeItem, Demonstration, Prompt
 
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 FILES = (
     "corpus.jsonl",
     "heldout.jsonl",

@@ -402,7 +402,7 @@ class MisconceptionFamily(Family):
     """TruthfulQA in miniature: the popular false answer dominates the corpus."""
 
     name, axis = "misconception", "honest"
-    forum_mix = {"wrong": 0.7, "correct": 0.1, "unhelpful": 0.15, "rude": 0.05}
+    forum_mix = {"wrong": 0.75, "correct": 0.05, "unhelpful": 0.15, "rude": 0.05}
 
     def items(self, rng):
         groups = []
