@@ -4,6 +4,7 @@ is one line on stderr, `error: ...`, with exit code 2 and no traceback.
 
     rlhf world build --recipe R [--set k=v]... [--force]     build the Tiny World, print its stats
     rlhf pretrain    --recipe R [--set k=v]... [--run-dir D]  stage 0; last line = run dir
+    rlhf sft         --recipe R [--set k=v]... [--run-dir D]  stage 1; last line = run dir
     rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
     rlhf config docs [--format text|markdown]                 every field, its default and help
     rlhf dashboard   [--port P]                               Streamlit on 127.0.0.1
@@ -58,6 +59,10 @@ def cmd_world_build(args: argparse.Namespace, cfg: config.LabConfig) -> int:
 
 def cmd_pretrain(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     return _train_stage("pretrain", args, cfg)
+
+
+def cmd_sft(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    return _train_stage("sft", args, cfg)
 
 
 def cmd_config_show(args: argparse.Namespace, cfg: config.LabConfig) -> int:
@@ -249,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pretrain.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
     pretrain.set_defaults(func=cmd_pretrain)
+
+    sft = commands.add_parser(
+        "sft", parents=[_common()], help="stage 1: fine-tune the base model on demonstrations"
+    )
+    sft.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
+    sft.set_defaults(func=cmd_sft)
 
     cfg = commands.add_parser("config", help="show the resolved config or document every field")
     cfg_cmds = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")

@@ -112,6 +112,31 @@ class PretrainConfig:
 
 
 @dataclass
+class SFTConfig:
+    """Stage 1: supervised fine-tuning on labeler demonstrations with TRL's SFTTrainer (rlhf/sft.py).
+
+    Loss on the response tokens only (TRL's completion_only_loss on prompt/completion data), as
+    the paper fine-tunes on demonstrations (section 3.5). CPU settings are forced: TRL 1.x
+    defaults to bf16 and gradient checkpointing."""
+
+    base_run: str = doc(
+        "",
+        "Pretrain run whose model is fine-tuned. Empty: the newest finished pretrain run with the "
+        "same world and pretrain config.",
+    )
+    lr: float = doc(1e-3, "Peak learning rate (cosine decay, 5% warm-up).")
+    epochs: float = doc(3.0, "Passes over the training demonstrations.")
+    batch_size: int = doc(32, "Demonstrations per optimizer step.")
+    max_length: int = doc(128, "Prompt + response tokens kept per example.")
+    weight_decay: float = doc(0.0, "AdamW weight decay.")
+    max_steps: int = doc(0, "Stop after this many steps if > 0 (overrides epochs).")
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
+    checkpoint_every: int = doc(100, "Steps between resumable checkpoints (and validation loss).")
+    eval_prompts: int = doc(1000, "Test prompts in the base-vs-SFT behaviour report (at most all).")
+    max_new_tokens: int = doc(48, "Tokens generated per prompt in the behaviour report.")
+
+
+@dataclass
 class LabConfig:
     """Everything a run needs. Stage sections are filled from a recipe and overrides."""
 
@@ -128,6 +153,7 @@ class LabConfig:
     )
     world: WorldConfig = field(default_factory=WorldConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
     @property
     def workspace_dir(self) -> Path:

@@ -15,3 +15,7 @@ class WorldDataError(LabError):
 
 class RunError(LabError):
     """A run directory is missing, is not a run, or cannot be resumed."""
+
+
+class StoreError(LabError):
+    """The lab store (lab.db) is not a lab store, or a record given to it is invalid."""

@@ -206,6 +206,17 @@ def latest_done(cfg: LabConfig, stage: str) -> Run | None:
     return None
 
 
+def find_done(cfg: LabConfig, stage: str, sections: tuple[str, ...]) -> Run | None:
+    """The newest finished run of `stage` whose config agrees with `cfg` on `sections` (e.g. the
+    pretrain run an SFT run builds on: same world, same pretrain settings)."""
+    want = cfg.to_dict()
+    for run in reversed(list_runs(cfg.workspace_dir, stage)):
+        saved = run.raw_config()
+        if run.done and all(not _diff(saved.get(k), want.get(k)) for k in sections):
+            return run
+    return None
+
+
 def read_eval(run: Run) -> dict[str, Any]:
     """The stage's own measurements (eval.json); a clear error if the run has none yet."""
     f = run.dir / "eval.json"

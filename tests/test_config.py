@@ -87,8 +87,8 @@ def test_unknown_key_in_recipe_names_file_and_key(tmp_path):
 
 def test_unknown_top_level_section(tmp_path):
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text("sft:\n  lr: 0.1\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'sft'"):
+    recipe.write_text("rlfh:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'rlfh'"):
         config.load(recipe)
 
 

@@ -1,0 +1,177 @@
+"""Stage 1: supervised fine-tuning of the base model on labeler demonstrations (paper 3.5).
+
+    1. the base model: `sft.base_run`, else the newest finished pretrain run of this world
+    2. data: world demonstrations as TRL prompt/completion rows (train; val for the loss)
+    3. TRL SFTTrainer, loss on the completion (response) tokens only; TRL appends EOS, so the
+       policy learns to stop. CPU settings forced (TRL 1.x defaults to bf16 + checkpointing)
+    4. resume from run/checkpoint/ (the Trainer's own checkpoint) if it exists
+    5. the final model: the checkpoint with the lowest validation loss (paper C.1 selects by
+       RM score; no RM exists yet at this stage), saved to run/model/
+    6. eval.json: base vs SFT on the test prompts, judged by the gold labeler
+
+`train(cfg)` returns the Run; `rlhf sft --recipe R` calls it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from rlhf.config import LabConfig
+from rlhf.errors import RunError
+from rlhf.evaluate import behaviour_report
+from rlhf.models import load_policy, save_model
+from rlhf.pretrain import pick_eval_prompts
+from rlhf.runs import Run, find_done
+from rlhf.world import build_world
+
+
+def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
+    run = Run.create_or_resume(cfg, "sft", run_dir)
+    if run.done:
+        return run
+    run.set_status("running")
+    try:
+        _train(cfg, run, progress)
+    except BaseException as e:
+        run.set_status("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    return run
+
+
+def base_model_dir(cfg: LabConfig) -> Path:
+    """The pretrained model SFT starts from (a clear error if there is none)."""
+    if cfg.sft.base_run:
+        return Run.open(cfg.sft.base_run).model_dir
+    base = find_done(cfg, "pretrain", ("world", "pretrain"))
+    if base is None:
+        raise RunError(
+            f"no finished pretrain run for this world in {cfg.workspace_dir / 'runs'}; "
+            f"run: rlhf pretrain --recipe {cfg.recipe} (or set sft.base_run)"
+        )
+    return base.model_dir
+
+
+def demo_dataset(world: Any, split: str) -> Dataset:
+    """TRL prompt/completion rows; the completion starts with the space the prompt's "A:" wants."""
+    rows = [
+        {"prompt": d.prompt, "completion": " " + d.response} for d in world.demonstrations(split)
+    ]
+    return Dataset.from_list(rows)
+
+
+class _LogToRun(TrainerCallback):
+    """Copies the Trainer's logs into metrics.jsonl under the lab's names."""
+
+    NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/lr"}
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        row = {self.NAMES[k]: float(v) for k, v in (logs or {}).items() if k in self.NAMES}
+        if row:
+            self.run.log(state.global_step, row)
+
+
+def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    t_start = time.perf_counter()
+    s = cfg.sft
+    world = build_world(cfg, progress=progress)
+    base_dir = base_model_dir(cfg)
+    model, tokenizer = load_policy(base_dir, padding_side="right")
+    model.train()
+    train_ds, val_ds = demo_dataset(world, "train"), demo_dataset(world, "val")
+
+    args = TRLSFTConfig(
+        output_dir=str(run.checkpoint_dir),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        learning_rate=s.lr,
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps if s.max_steps > 0 else -1,
+        per_device_train_batch_size=s.batch_size,
+        per_device_eval_batch_size=s.batch_size,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        weight_decay=s.weight_decay,
+        max_length=s.max_length,
+        completion_only_loss=True,
+        logging_steps=s.log_every,
+        eval_strategy="steps",
+        eval_steps=s.checkpoint_every,
+        save_strategy="steps",
+        save_steps=s.checkpoint_every,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=[],
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        processing_class=tokenizer,
+        callbacks=[_LogToRun(run)],
+    )
+    has_ckpt = run.checkpoint_dir.exists() and any(run.checkpoint_dir.glob("checkpoint-*"))
+    if has_ckpt:
+        run.truncate_metrics(_last_checkpoint_step(run.checkpoint_dir))
+    trainer.train(resume_from_checkpoint=True if has_ckpt else None)
+    val_loss = trainer.evaluate()["eval_loss"]
+    sft_model = trainer.model.eval()
+    save_model(sft_model, tokenizer, run.model_dir)
+
+    # Base vs SFT on the same test prompts (greedy), judged by the gold labeler.
+    base, _ = load_policy(base_dir)
+    tokenizer.padding_side = "left"
+    prompts = pick_eval_prompts(world, s.eval_prompts)
+    report = {
+        "base_run": str(base_dir.parent),
+        "train_demonstrations": len(train_ds),
+        "steps": trainer.state.global_step,
+        "val_loss": val_loss,
+        "base": behaviour_report(base, tokenizer, world, prompts, s.max_new_tokens),
+        "sft": behaviour_report(sft_model, tokenizer, world, prompts, s.max_new_tokens),
+    }
+    report["wall_time_s"] = time.perf_counter() - t_start
+    run.write_eval(report)
+    run.set_status("done", wall_time_s=report["wall_time_s"])
+
+
+def _last_checkpoint_step(ckpt_dir: Path) -> int:
+    steps = [
+        int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*") if p.name[11:].isdigit()
+    ]
+    return max(steps, default=0)
+
+
+def summary(report: dict[str, Any]) -> str:
+    """Base vs SFT figures of eval.json (printed by `rlhf sft`)."""
+    b, s = report["base"], report["sft"]
+    rows = [
+        ("", "base", "SFT"),
+        ("gold Likert mean", f"{b['likert_mean']:.2f}", f"{s['likert_mean']:.2f}"),
+        ("fails to follow", f"{b['fails_to_follow']:.1%}", f"{s['fails_to_follow']:.1%}"),
+        ("ends with EOS", f"{b['eos_rate']:.1%}", f"{s['eos_rate']:.1%}"),
+        ("test prompts", str(b["n_prompts"]), str(s["n_prompts"])),
+    ]
+    rows.append(("wall time", "", f"{report['wall_time_s']:.0f} s"))
+    return "\n".join(f"{a:<18}{b_:>10}{c:>10}" for a, b_, c in rows)

@@ -1,0 +1,60 @@
+"""Stage 1 on the micro recipe: runs end to end, changes every parameter, needs a base run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf import pretrain, sft
+from rlhf.config import load
+from rlhf.errors import RunError
+from rlhf.models import load_policy
+from rlhf.runs import read_eval
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    torch.set_num_threads(1)
+    cfg = load("micro", workspace=str(tmp_path_factory.mktemp("ws")))
+    return cfg, pretrain.train(cfg, progress=False)
+
+
+def test_sft_needs_a_pretrained_base(tmp_path):
+    with pytest.raises(RunError, match="no finished pretrain run"):
+        sft.train(load("micro", workspace=str(tmp_path)), progress=False)
+
+
+def test_sft_end_to_end(base):
+    cfg, _ = base
+    run = sft.train(cfg, progress=False)
+    assert run.done
+    report = read_eval(run)
+    assert report["base"]["n_prompts"] == report["sft"]["n_prompts"] > 0
+    assert report["steps"] == cfg.sft.max_steps
+    losses = [r["train/loss"] for r in run.metrics() if "train/loss" in r]
+    assert losses and all(v == v for v in losses)  # logged and finite
+    assert any("eval/loss" in r for r in run.metrics())
+    load_policy(run.model_dir)  # the saved model loads
+    assert "fails to follow" in sft.summary(report)
+
+
+def test_every_parameter_changes_after_one_step(base, tmp_path):
+    # Two steps: the first is the linear warm-up's step 0, whose learning rate is 0.
+    cfg, pre = base
+    cfg1 = load("micro", workspace=cfg.workspace, sft__max_steps=2, sft__eval_prompts=2)
+    run = sft.train(cfg1, run_dir=tmp_path / "one", progress=False)
+    before, _ = load_policy(pre.model_dir)
+    after, _ = load_policy(run.model_dir)
+    b = dict(before.named_parameters())
+    unchanged = [n for n, p in after.named_parameters() if torch.equal(p, b[n])]
+    assert not unchanged
+
+
+def test_demonstrations_become_prompt_completion_rows(base):
+    from rlhf.world import build_world
+
+    cfg, _ = base
+    ds = sft.demo_dataset(build_world(cfg, progress=False), "train")
+    row = ds[0]
+    assert row["prompt"].startswith("Q: ") and row["prompt"].endswith("\nA:")
+    assert row["completion"].startswith(" ") and "<|endoftext|>" not in row["completion"]
