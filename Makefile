@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/rlhf world build --recipe $(RECIPE)
 	$(BIN)/rlhf pretrain --recipe $(RECIPE)
+	$(BIN)/rlhf sft --recipe $(RECIPE)
 	@echo "Notebook: notebooks/01_world_and_base_model.ipynb (reuses this run)"
 	@echo "Dashboard: make dashboard  -> http://127.0.0.1:8501"
 

@@ -1,0 +1,237 @@
+"""rlhf.store: comparisons round-trip, writes are all or nothing, bad records name index and field."""
+
+import json
+import multiprocessing
+import sqlite3
+import time
+
+import pytest
+
+from rlhf import config
+from rlhf.errors import LabError, StoreError
+from rlhf.store import Comparison, Store
+
+
+def comp(i=0, ranking=(0, 1, 2), labeler="ann", source="human", **kw):
+    return Comparison(
+        prompt=f"Q: question {i}\nA:",
+        responses=[f"answer {i} a", f"answer {i} b", f"answer {i} c"][: len(ranking)],
+        ranking=list(ranking),
+        labeler=labeler,
+        source=source,
+        **kw,
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "lab.db") as s:
+        yield s
+
+
+def test_round_trip(store):
+    rec = comp(
+        prompt_id="arithmetic-test-3",
+        policy="sft",
+        likert=[7, 3, 1],
+        flags=[{"correct": True}, {"rambles": True}, {"toxic": True}],
+    )
+    ids = store.add_comparisons([rec, comp(1, source="simulated", labeler="sim-0")])
+    assert len(ids) == 2 and ids[0] < ids[1]
+    got = store.comparisons()
+    assert [c.id for c in got] == ids
+    first = got[0]
+    assert first.prompt == rec.prompt and first.responses == rec.responses
+    assert first.ranking == [0, 1, 2] and first.labeler == "ann" and first.source == "human"
+    assert first.prompt_id == "arithmetic-test-3" and first.policy == "sft"
+    assert first.likert == [7, 3, 1] and first.flags[1] == {"rambles": True}
+    assert first.created
+    assert [c.labeler for c in store.comparisons(source="simulated")] == ["sim-0"]
+    assert [c.id for c in store.comparisons(labeler="ann")] == [ids[0]]
+    assert store.count_by_labeler() == {"ann": 1, "sim-0": 1}
+
+
+def test_open_uses_the_workspace_and_data_survives_reopening(tmp_path):
+    cfg = config.LabConfig(workspace=str(tmp_path / "ws"))
+    with Store.open(cfg) as s:
+        assert s.path == tmp_path / "ws" / "lab.db"
+        s.add_comparisons([comp()])
+    with Store.open(cfg) as s:
+        assert len(s.comparisons()) == 1
+
+
+def test_wal_mode_is_on(store):
+    assert store.journal_mode == "wal"
+    conn = sqlite3.connect(store.path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_export_kwise(store, tmp_path):
+    store.add_comparisons([comp(0), comp(1, source="simulated", labeler="sim")])
+    out = tmp_path / "out" / "kwise.jsonl"
+    assert store.export(out, "kwise") == 2
+    rows = read_jsonl(out)
+    assert rows[0] == {
+        "prompt": "Q: question 0\nA:",
+        "responses": ["answer 0 a", "answer 0 b", "answer 0 c"],
+        "ranking": [0, 1, 2],
+        "labeler": "ann",
+        "source": "human",
+    }
+    assert store.export(out, "kwise", source="human") == 1
+    assert len(read_jsonl(out)) == 1
+    assert not [p for p in out.parent.iterdir() if p.name != "kwise.jsonl"]  # no temp files left
+
+
+def test_export_pairs_orders_chosen_rejected_and_skips_ties(store, tmp_path):
+    recs = [
+        Comparison("p0", ["a", "b", "c", "d"], [2, 0, 1, 3], labeler="ann"),  # strict: 6 pairs
+        Comparison("p1", ["e", "f", "g"], [1, 0, 1], labeler="ann"),  # e = g tied: 2 pairs
+        Comparison("p2", ["h", "i"], [0, 0], labeler="ann"),  # all tied: no pair
+    ]
+    store.add_comparisons(recs)
+    out = tmp_path / "pairs.jsonl"
+    n = store.export(out, "pairs")
+    rows = read_jsonl(out)
+    expected = sum(
+        1
+        for r in recs
+        for i in range(len(r.ranking))
+        for j in range(len(r.ranking))
+        if r.ranking[i] < r.ranking[j]
+    )
+    assert n == len(rows) == expected == 8
+    assert all(set(row) == {"prompt", "chosen", "rejected"} for row in rows)
+    got = {(row["prompt"], row["chosen"], row["rejected"]) for row in rows}
+    assert ("p0", "b", "a") in got and ("p0", "c", "a") in got and ("p0", "a", "d") in got
+    assert ("p1", "f", "e") in got and ("p1", "f", "g") in got
+    assert not any(p in {("p1", "e", "g"), ("p1", "g", "e")} for p in got)
+    assert not any(row["prompt"] == "p2" for row in rows)
+    for r in recs:  # chosen is always ranked strictly better than rejected
+        rank = dict(zip(r.responses, r.ranking, strict=True))
+        for row in rows:
+            if row["prompt"] == r.prompt:
+                assert rank[row["chosen"]] < rank[row["rejected"]]
+
+
+def test_export_unknown_format_fails(store, tmp_path):
+    with pytest.raises(StoreError, match="format"):
+        store.export(tmp_path / "x.jsonl", "csv")
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+BAD = [
+    ("duplicated response", Comparison("p", ["same", "same"], [0, 1], "ann"), "responses"),
+    ("more ranks than responses", Comparison("p", ["a", "b"], [0, 1, 2], "ann"), "ranking"),
+    ("fewer ranks than responses", Comparison("p", ["a", "b", "c"], [0, 1], "ann"), "ranking"),
+    ("rank beyond the responses", Comparison("p", ["a", "b"], [0, 2], "ann"), "ranking"),
+    ("one response", Comparison("p", ["a"], [0], "ann"), "responses"),
+    ("no responses", Comparison("p", [], [], "ann"), "responses"),
+    ("float rank", Comparison("p", ["a", "b"], [0, 1.5], "ann"), "ranking"),
+    ("string rank", Comparison("p", ["a", "b"], [0, "1"], "ann"), "ranking"),
+    ("bool rank", Comparison("p", ["a", "b"], [0, True], "ann"), "ranking"),
+    ("negative rank", Comparison("p", ["a", "b"], [0, -1], "ann"), "ranking"),
+    ("likert out of range", Comparison("p", ["a", "b"], [0, 1], "ann", likert=[0, 7]), "likert"),
+    ("likert length", Comparison("p", ["a", "b"], [0, 1], "ann", likert=[5]), "likert"),
+    ("unknown source", Comparison("p", ["a", "b"], [0, 1], "ann", source="crowd"), "source"),
+]
+
+
+@pytest.mark.parametrize("case,bad,field", BAD, ids=[b[0] for b in BAD])
+def test_invalid_record_names_index_and_field_and_writes_nothing(store, case, bad, field):
+    store.add_comparisons([comp(0), comp(1)])
+    before = store.comparisons()
+    with pytest.raises(StoreError) as err:
+        store.add_comparisons([comp(2), comp(3), comp(4), bad])  # the bad one is record 3
+    assert f"record 3: field '{field}'" in str(err.value)
+    assert isinstance(err.value, LabError)
+    assert store.comparisons() == before  # previous rows intact, valid records of the batch too
+    assert len(before) == 2
+
+
+def test_error_message_for_a_short_ranking(store):
+    bad = Comparison("p", ["a", "b", "c"], [0, 1], "ann")
+    with pytest.raises(StoreError, match=r"^record 0: field 'ranking': 2 ranks for 3 responses$"):
+        store.add_comparisons([bad])
+
+
+def test_undo_last_removes_the_newest_batch_of_that_labeler_only(store):
+    store.add_comparisons([comp(0), comp(1)])
+    store.add_comparisons([comp(2), comp(3), comp(4)])
+    store.add_comparisons([comp(5, labeler="bob")])
+    assert store.undo_last("ann") == 3
+    assert [c.prompt for c in store.comparisons(labeler="ann")] == [
+        "Q: question 0\nA:",
+        "Q: question 1\nA:",
+    ]
+    assert store.count_by_labeler() == {"ann": 2, "bob": 1}
+    assert store.undo_last("ann") == 2
+    assert store.undo_last("ann") == 0
+    assert store.count_by_labeler() == {"bob": 1}
+
+
+def _writer(path, name, n_batches, barrier=None):
+    with Store(path) as s:
+        if barrier is not None:  # start writing together, so the batches interleave
+            barrier.wait(timeout=60)
+        for b in range(n_batches):
+            s.add_comparisons([comp(b, labeler=name), comp(b, labeler=name, ranking=(1, 0))])
+            time.sleep(0.002)  # let the other process in between batches
+
+
+def test_two_processes_write_concurrently(tmp_path):
+    path = tmp_path / "lab.db"  # not created beforehand: both processes race to create it
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_writer, args=(path, f"w{k}", 50, barrier)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    with Store(path) as s:
+        assert s.count_by_labeler() == {"w0": 100, "w1": 100}
+        rows = s.comparisons()
+        assert len({c.id for c in rows}) == 200
+        for name in ("w0", "w1"):  # each batch's two rows stayed together and complete
+            mine = [c for c in rows if c.labeler == name]
+            assert [c.ranking for c in mine] == [[0, 1, 2], [1, 0]] * 50
+
+
+def test_non_sqlite_file_fails_with_its_name(tmp_path):
+    path = tmp_path / "lab.db"
+    path.write_text("this is not a database\n" * 50)
+    with pytest.raises(StoreError, match=str(path)):
+        Store(path)
+    assert path.read_text().startswith("this is not")  # left untouched
+
+
+def test_corrupted_sqlite_file_fails_with_its_name(tmp_path):
+    path = tmp_path / "lab.db"
+    with Store(path) as s:
+        s.add_comparisons([comp(0)])
+    data = bytearray(path.read_bytes())
+    data[16:] = b"\xff" * (len(data) - 16)  # keep the header magic, destroy the rest
+    path.write_bytes(bytes(data))
+    for side in ("lab.db-wal", "lab.db-shm"):
+        (tmp_path / side).unlink(missing_ok=True)
+    with pytest.raises(StoreError, match=str(path)):
+        Store(path).comparisons()
+
+
+def test_other_sqlite_database_is_not_a_lab_store(tmp_path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="not a lab store"):
+        Store(path)
