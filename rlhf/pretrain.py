@@ -31,22 +31,13 @@ from rlhf.errors import RunError
 from rlhf.evaluate import behaviour_report, blocks, fact_cloze_accuracy, heldout_loss
 from rlhf.files import atomic_dir
 from rlhf.models import build_base_model, count_parameters, save_model
-from rlhf.runs import Run
+from rlhf.runs import Run, run_stage
 from rlhf.tokenizer import encode_documents
 
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Pretrain (or resume, or return if already done) the run in `run_dir` (new dir if None)."""
-    run = Run.create_or_resume(cfg, "pretrain", run_dir)
-    if run.done:
-        return run
-    run.set_status("running")
-    try:
-        _train(cfg, run, progress)
-    except BaseException as e:  # KeyboardInterrupt too: the run is resumable, not running
-        run.set_status("failed", error=f"{type(e).__name__}: {e}")
-        raise
-    return run
+    return run_stage(cfg, "pretrain", run_dir, lambda run: _train(cfg, run, progress))
 
 
 def lr_at(step: int, pcfg: PretrainConfig, total_steps: int) -> float:

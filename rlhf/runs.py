@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,23 @@ def list_runs(workspace: Path, stage: str | None = None) -> list[Run]:
             runs.append(run)
     # config.json is written once, at creation: its mtime orders runs started in the same second
     return sorted(runs, key=lambda r: ((r.dir / "config.json").stat().st_mtime_ns, r.dir.name))
+
+
+def run_stage(
+    cfg: LabConfig, stage: str, run_dir: str | Path | None, body: Callable[[Run], None]
+) -> Run:
+    """Every stage's `train`: create or resume the run, return it at once if it is done, else
+    run `body(run)`; an exception (Ctrl-C too) marks the run failed, resumable, and re-raises."""
+    run = Run.create_or_resume(cfg, stage, run_dir)
+    if run.done:
+        return run
+    run.set_status("running")
+    try:
+        body(run)
+    except BaseException as e:
+        run.set_status("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    return run
 
 
 def latest_done(cfg: LabConfig, stage: str) -> Run | None:

@@ -27,21 +27,13 @@ from rlhf.errors import RunError
 from rlhf.evaluate import behaviour_report
 from rlhf.models import load_policy, save_model
 from rlhf.pretrain import pick_eval_prompts
-from rlhf.runs import Run, find_done
+from rlhf.runs import Run, find_done, run_stage
 from rlhf.world import build_world
 
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
-    run = Run.create_or_resume(cfg, "sft", run_dir)
-    if run.done:
-        return run
-    run.set_status("running")
-    try:
-        _train(cfg, run, progress)
-    except BaseException as e:
-        run.set_status("failed", error=f"{type(e).__name__}: {e}")
-        raise
-    return run
+    """Fine-tune (or resume, or return if already done) the run in `run_dir` (new if None)."""
+    return run_stage(cfg, "sft", run_dir, lambda run: _train(cfg, run, progress))
 
 
 def base_model_dir(cfg: LabConfig) -> Path:
