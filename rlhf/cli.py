@@ -5,6 +5,8 @@ is one line on stderr, `error: ...`, with exit code 2 and no traceback.
     rlhf world build --recipe R [--set k=v]... [--force]     build the Tiny World, print its stats
     rlhf pretrain    --recipe R [--set k=v]... [--run-dir D]  stage 0; last line = run dir
     rlhf sft         --recipe R [--set k=v]... [--run-dir D]  stage 1; last line = run dir
+    rlhf compare     --recipe R [--set k=v]...                SFT samples ranked -> lab store
+    rlhf export comparisons --format kwise|pairs --out FILE   the store as JSONL
     rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
     rlhf config docs [--format text|markdown]                 every field, its default and help
     rlhf dashboard   [--port P]                               Streamlit on 127.0.0.1
@@ -63,6 +65,25 @@ def cmd_pretrain(args: argparse.Namespace, cfg: config.LabConfig) -> int:
 
 def cmd_sft(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     return _train_stage("sft", args, cfg)
+
+
+def cmd_compare(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    import torch
+
+    from rlhf import compare
+
+    torch.set_num_threads(max(1, cfg.threads))
+    print(compare.summary(compare.collect(cfg)))
+    return 0
+
+
+def cmd_export_comparisons(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    from rlhf.store import Store
+
+    with Store.open(cfg) as store:
+        n = store.export(args.out, format=args.format, source=args.source)
+    print(f"{n:,} {args.format} rows written to {args.out}")
+    return 0
 
 
 def cmd_config_show(args: argparse.Namespace, cfg: config.LabConfig) -> int:
@@ -260,6 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sft.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
     sft.set_defaults(func=cmd_sft)
+
+    cmp = commands.add_parser(
+        "compare",
+        parents=[_common()],
+        help="sample K responses per prompt from the SFT policy; labelers rank; store",
+    )
+    cmp.set_defaults(func=cmd_compare)
+
+    export = commands.add_parser("export", help="export lab data")
+    export_cmds = export.add_subparsers(dest="what", metavar="WHAT", required=True)
+    exp = export_cmds.add_parser(
+        "comparisons", parents=[_common()], help="comparisons from the lab store as JSONL"
+    )
+    exp.add_argument("--format", choices=("kwise", "pairs"), default="kwise")
+    exp.add_argument("--out", required=True, help="JSONL file to write")
+    exp.add_argument("--source", choices=("simulated", "human"), default=None)
+    exp.set_defaults(func=cmd_export_comparisons)
 
     cfg = commands.add_parser("config", help="show the resolved config or document every field")
     cfg_cmds = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")

@@ -137,6 +137,33 @@ class SFTConfig:
 
 
 @dataclass
+class CompareConfig:
+    """Comparison data (rlhf/compare.py): K samples per prompt from the SFT policy, ranked by
+    simulated labelers (paper 3.4: K between 4 and 9, all C(K,2) pairs from one ranking)."""
+
+    sft_run: str = doc(
+        "",
+        "SFT run whose policy is sampled. Empty: the newest finished SFT run with the same world, "
+        "pretrain and sft config.",
+    )
+    k_min: int = doc(4, "Fewest responses per prompt (paper: 4).")
+    k_max: int = doc(9, "Most responses per prompt (paper: 9); K is drawn per prompt.")
+    train_prompts: int = doc(0, "Train prompts to label (0: all).")
+    val_prompts: int = doc(
+        0,
+        "Validation prompts to label (0: all); each is ranked by one training and one held-out "
+        "labeler, for RM accuracy on both groups.",
+    )
+    agreement_prompts: int = doc(
+        200, "Train prompts also ranked by a second training labeler, to measure agreement."
+    )
+    temperature: float = doc(1.0, "Sampling temperature.")
+    top_p: float = doc(1.0, "Nucleus sampling mass.")
+    max_new_tokens: int = doc(48, "Tokens sampled per response.")
+    batch_size: int = doc(64, "Sequences generated together.")
+
+
+@dataclass
 class LabConfig:
     """Everything a run needs. Stage sections are filled from a recipe and overrides."""
 
@@ -154,6 +181,7 @@ class LabConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     @property
     def workspace_dir(self) -> Path:
