@@ -73,7 +73,7 @@ def cmd_compare(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     from rlhf import compare
 
     torch.set_num_threads(max(1, cfg.threads))
-    print(compare.summary(compare.collect(cfg)))
+    print(compare.summary(compare.collect(cfg, force=args.force)))
     return 0
 
 
@@ -117,7 +117,12 @@ def _train_stage(stage: str, args: argparse.Namespace, cfg: config.LabConfig) ->
     torch.set_num_threads(cfg.threads)
     before = {r.dir for r in list_runs(cfg.workspace_dir, stage)}
     try:
-        run = module.train(cfg, run_dir=args.run_dir)
+        from rlhf.runs import latest_done
+
+        reuse = None if (args.run_dir or args.new) else latest_done(cfg, stage)
+        if reuse is not None:
+            print(f"reusing finished run {reuse.dir} (same config; --new trains another)")
+        run = reuse or module.train(cfg, run_dir=args.run_dir)
         if hasattr(module, "summary") and (run.dir / "eval.json").exists():
             from rlhf.runs import read_eval
 
@@ -274,18 +279,27 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain", parents=[_common()], help="stage 0: tokenizer and base model on the corpus"
     )
     pretrain.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
+    pretrain.add_argument(
+        "--new", action="store_true", help="train even if a finished run has this config"
+    )
     pretrain.set_defaults(func=cmd_pretrain)
 
     sft = commands.add_parser(
         "sft", parents=[_common()], help="stage 1: fine-tune the base model on demonstrations"
     )
     sft.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
+    sft.add_argument(
+        "--new", action="store_true", help="train even if a finished run has this config"
+    )
     sft.set_defaults(func=cmd_sft)
 
     cmp = commands.add_parser(
         "compare",
         parents=[_common()],
         help="sample K responses per prompt from the SFT policy; labelers rank; store",
+    )
+    cmp.add_argument(
+        "--force", action="store_true", help="add comparisons even if this policy has some"
     )
     cmp.set_defaults(func=cmd_compare)
 

@@ -22,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from rlhf.config import LabConfig
-from rlhf.errors import ConfigError, RunError
+from rlhf.errors import ConfigError, RunError, StoreError
 from rlhf.generation import generate
 from rlhf.models import load_policy
 from rlhf.runs import Run, find_done
@@ -71,7 +71,7 @@ def sample_responses(
     return grouped
 
 
-def collect(cfg: LabConfig, progress: bool = True) -> dict[str, Any]:
+def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[str, Any]:
     c = cfg.compare
     if not 2 <= c.k_min <= c.k_max:
         raise ConfigError(
@@ -82,6 +82,13 @@ def collect(cfg: LabConfig, progress: bool = True) -> dict[str, Any]:
     model, tokenizer = load_policy(model_dir)
     rng = random.Random(cfg.seed)
     policy = str(model_dir.parent)
+    with Store.open(cfg) as store:
+        already = sum(1 for r in store.comparisons(source="simulated") if r.policy == policy)
+    if already and not force:
+        raise StoreError(
+            f"{cfg.workspace_dir / 'lab.db'}: already holds {already:,} simulated comparisons of "
+            f"{policy}; pass --force (force=True) to add more"
+        )
 
     plan = []  # (prompt, split)
     for split, n in (("train", c.train_prompts), ("val", c.val_prompts)):

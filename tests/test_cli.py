@@ -238,3 +238,17 @@ def test_dashboard_runs_streamlit_on_localhost(workspace, monkeypatch):
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.port") + 1] == "8600"
     assert env["RLHF_WORKSPACE"] == str(workspace)
+
+
+def test_stage_reuses_a_finished_run_with_the_same_config(tmp_path, capsys):
+    import torch
+
+    torch.set_num_threads(1)
+    base = ["--workspace", str(tmp_path), "pretrain", "--recipe", "micro"]
+    assert cli.main(base) == 0
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    assert cli.main(base) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("reusing finished run") and out[-1] == first
+    assert cli.main([*base, "--new"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] != first

@@ -72,3 +72,11 @@ def test_export_both_formats(collected, tmp_path, capsys):
     assert len(krows) == report["comparisons"] and len(prows) == report["pairs"]
     assert set(krows[0]) >= {"prompt", "responses", "ranking"}
     assert set(prows[0]) == {"prompt", "chosen", "rejected"}
+
+
+def test_second_collection_needs_force(collected):
+    from rlhf.errors import StoreError
+
+    cfg, report = collected
+    with pytest.raises(StoreError, match="already holds"):
+        compare.collect(cfg, progress=False)
