@@ -67,6 +67,12 @@ def cmd_sft(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     return _train_stage("sft", args, cfg)
 
 
+def cmd_rm(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    if args.with_human:
+        cfg.rm.with_human = True
+    return _train_stage("reward", args, cfg, stage="rm")
+
+
 def cmd_compare(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     import torch
 
@@ -105,11 +111,14 @@ def cmd_dashboard(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     return subprocess.call(command, env=env)
 
 
-def _train_stage(stage: str, args: argparse.Namespace, cfg: config.LabConfig) -> int:
-    """Run `rlhf.<stage>.train(cfg, run_dir=...)`; the run directory is the last line printed."""
+def _train_stage(
+    module_name: str, args: argparse.Namespace, cfg: config.LabConfig, stage: str | None = None
+) -> int:
+    """Run `rlhf.<module>.train(cfg, run_dir=...)`; the run directory is the last line printed."""
     from rlhf.runs import list_runs
 
-    module = importlib.import_module(f"rlhf.{stage}")
+    stage = stage or module_name
+    module = importlib.import_module(f"rlhf.{module_name}")
     if cfg.threads < 1:
         raise ConfigError(f"'threads' must be >= 1, got {cfg.threads}")
     import torch
@@ -292,6 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--new", action="store_true", help="train even if a finished run has this config"
     )
     sft.set_defaults(func=cmd_sft)
+
+    rm = commands.add_parser(
+        "rm", parents=[_common()], help="stage 2: reward model on the stored rankings"
+    )
+    rm.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
+    rm.add_argument(
+        "--new", action="store_true", help="train even if a finished run has this config"
+    )
+    rm.add_argument(
+        "--with-human", action="store_true", help="also train on hand-ranked comparisons"
+    )
+    rm.set_defaults(func=cmd_rm)
 
     cmp = commands.add_parser(
         "compare",

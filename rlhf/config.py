@@ -164,6 +164,28 @@ class CompareConfig:
 
 
 @dataclass
+class RMConfig:
+    """Stage 2: the reward model (rlhf/reward.py): the SFT model with a scalar head, trained on
+    K-wise rankings with the paper's Eq. 1 (all C(K,2) pairs of a prompt in one batch element,
+    each response forwarded once), then biased so demonstrations score mean 0 (paper 3.5)."""
+
+    sft_run: str = doc(
+        "", "SFT run the RM starts from. Empty: the newest finished SFT run of this config."
+    )
+    lr: float = doc(5e-4, "Peak learning rate (cosine decay, 5% warm-up).")
+    epochs: float = doc(
+        1.0, "Passes over the training comparisons (paper: 1, to avoid overfitting)."
+    )
+    batch_size: int = doc(16, "Comparisons (prompts) per step; each holds K = 4..9 responses.")
+    max_length: int = doc(128, "Prompt + response tokens kept per response.")
+    weight_decay: float = doc(0.0, "AdamW weight decay.")
+    max_steps: int = doc(0, "Stop after this many steps if > 0 (overrides epochs).")
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
+    checkpoint_every: int = doc(100, "Steps between resumable checkpoints.")
+    with_human: bool = doc(False, "Also train on the hand-ranked comparisons in the store.")
+
+
+@dataclass
 class LabConfig:
     """Everything a run needs. Stage sections are filled from a recipe and overrides."""
 
@@ -182,6 +204,7 @@ class LabConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
 
     @property
     def workspace_dir(self) -> Path:

@@ -1,0 +1,287 @@
+"""Stage 2: the reward model (paper 3.5).
+
+    1. the SFT model with its LM head replaced by a scalar head (AutoModelForSequenceClassification,
+       num_labels=1); the reward is read at the last non-pad token (right padding)
+    2. data: the store's comparisons; train = rankings of train prompts, evaluation = rankings
+       of val prompts by training labelers and by held-out labelers
+    3. K-wise loss (paper Eq. 1, `rlhf.losses.kwise_ranking_loss`): one batch element is one
+       prompt's ranking; its K responses are forwarded once and all C(K,2) pairs come from
+       those K rewards. Prompts with different K share a batch (ranks padded with -1).
+       A transformers Trainer with this loss (TRL's RewardTrainer takes pairs only).
+    4. bias: after training, shift so labeler demonstrations score mean 0 (paper 3.5); saved
+       as reward_bias.json beside the weights and added by `RewardModel`
+    5. eval.json: pairwise accuracy on both labeler groups, the demonstration mean after bias
+
+`train(cfg)` returns the Run; `rlhf rm --recipe R` calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+from rlhf.config import LabConfig
+from rlhf.errors import RunError
+from rlhf.losses import kwise_accuracy, kwise_ranking_loss
+from rlhf.models import load_policy, quiet_progress, save_model
+from rlhf.runs import Run, find_done, run_stage
+from rlhf.sft import _last_checkpoint_step, _LogToRun
+from rlhf.store import Comparison, Store
+from rlhf.world import build_world
+
+BIAS_FILE = "reward_bias.json"
+
+
+def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
+    """Train (or resume, or return if already done) the reward model in `run_dir`."""
+    return run_stage(cfg, "rm", run_dir, lambda run: _train(cfg, run, progress))
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class RewardModel(torch.nn.Module):
+    """Scalar reward of (prompt, response) texts: the head's value at the last non-pad token
+    plus the demonstration bias."""
+
+    def __init__(self, model, tokenizer, bias: float = 0.0, max_length: int = 128):
+        super().__init__()
+        self.model, self.tokenizer, self.bias, self.max_length = model, tokenizer, bias, max_length
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str], batch_size: int = 64) -> torch.Tensor:
+        """(N,) rewards; the response is scored as the policy emits it, ending with EOS."""
+        self.model.eval()
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            batch = encode_pairs(
+                self.tokenizer,
+                prompts[i : i + batch_size],
+                responses[i : i + batch_size],
+                self.max_length,
+            )
+            out.append(self.model(**batch).logits.squeeze(-1).float())
+        return torch.cat(out) + self.bias if out else torch.zeros(0)
+
+
+def load_reward_model(model_dir: str | os.PathLike) -> RewardModel:
+    path = Path(model_dir)
+    bias_file = path / BIAS_FILE
+    if not bias_file.exists():
+        raise RunError(f"{path}: not a reward model ({BIAS_FILE} missing)")
+    _, tokenizer = load_policy(path, padding_side="right")
+    with quiet_progress():
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True)
+    info = json.loads(bias_file.read_text())
+    return RewardModel(model, tokenizer, info["bias"], info.get("max_length", 128))
+
+
+def encode_pairs(
+    tokenizer, prompts: list[str], responses: list[str], max_length: int
+) -> dict[str, torch.Tensor]:
+    """Right-padded (N, T) input_ids/attention_mask of prompt + " " + response + EOS, keeping
+    the END of over-long sequences (the response and its EOS are what is scored)."""
+    eos = tokenizer.eos_token_id
+    rows = [
+        (p_ids + r_ids + [eos])[-max_length:]
+        for p_ids, r_ids in zip(
+            tokenizer(prompts, add_special_tokens=False)["input_ids"],
+            tokenizer([" " + r for r in responses], add_special_tokens=False)["input_ids"],
+            strict=True,
+        )
+    ]
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), tokenizer.pad_token_id)  # (N, T)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)  # (N, T)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class KwiseCollator:
+    """A batch of B rankings -> every response of every ranking as one (N, T) batch plus
+    ranks (B, Kmax), -1 where a prompt has fewer than Kmax responses. Responses are laid out
+    row-major, so rewards (N,) scatter back into the present slots of ranks in order."""
+
+    tokenizer: Any
+    max_length: int
+
+    def __call__(self, batch: list[Comparison]) -> dict[str, torch.Tensor]:
+        k_max = max(len(c.responses) for c in batch)
+        ranks = torch.full((len(batch), k_max), -1, dtype=torch.long)  # (B, Kmax)
+        prompts, responses = [], []
+        for b, c in enumerate(batch):
+            ranks[b, : len(c.ranking)] = torch.tensor(c.ranking)
+            prompts += [c.prompt] * len(c.responses)
+            responses += c.responses
+        return {**encode_pairs(self.tokenizer, prompts, responses, self.max_length), "ranks": ranks}
+
+
+def rewards_by_rank_slot(rewards: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """(N,) flat rewards -> (B, Kmax), zeros where no response is (masked in the loss)."""
+    return rewards.new_zeros(ranks.shape).masked_scatter(ranks >= 0, rewards)
+
+
+class KwiseTrainer(Trainer):
+    """transformers Trainer whose loss is the K-wise ranking loss over whole rankings."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ranks = inputs["ranks"]  # (B, Kmax)
+        logits = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).logits
+        rewards = rewards_by_rank_slot(logits.squeeze(-1), ranks)  # (B, Kmax)
+        loss = kwise_ranking_loss(rewards, ranks)
+        return (loss, {"rewards": rewards}) if return_outputs else loss
+
+
+def split_comparisons(rows: list[Comparison], heldout_ids: set[str]) -> dict[str, list[Comparison]]:
+    out: dict[str, list[Comparison]] = {
+        "train": [],
+        "val_train_labelers": [],
+        "val_heldout_labelers": [],
+    }
+    for c in rows:
+        if c.prompt_id and "-val-" in c.prompt_id:
+            out[
+                "val_heldout_labelers" if c.labeler in heldout_ids else "val_train_labelers"
+            ].append(c)
+        elif c.labeler not in heldout_ids:
+            out["train"].append(c)
+    return out
+
+
+def accuracy(rm: RewardModel, rows: list[Comparison]) -> tuple[float, int]:
+    """Pairwise accuracy of the RM on rankings (ties in reward count half)."""
+    if not rows:
+        return float("nan"), 0
+    collate = KwiseCollator(rm.tokenizer, rm.max_length)
+    hits = n = 0.0
+    for i in range(0, len(rows), 16):
+        batch = collate(rows[i : i + 16])
+        ranks = batch.pop("ranks")
+        with torch.no_grad():
+            flat = rm.model(**batch).logits.squeeze(-1).float()
+        acc, pairs = kwise_accuracy(rewards_by_rank_slot(flat, ranks), ranks)
+        if pairs:
+            hits, n = hits + acc * pairs, n + pairs
+    return (hits / n if n else float("nan")), int(n)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def sft_model_dir(cfg: LabConfig) -> Path:
+    if cfg.rm.sft_run:
+        return Run.open(cfg.rm.sft_run).model_dir
+    run = find_done(cfg, "sft", ("world", "pretrain", "sft"))
+    if run is None:
+        raise RunError(f"no finished SFT run for this config; run: rlhf sft --recipe {cfg.recipe}")
+    return run.model_dir
+
+
+def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
+    t_start = time.perf_counter()
+    r = cfg.rm
+    world = build_world(cfg, progress=progress)
+    base_dir = sft_model_dir(cfg)
+    with Store.open(cfg) as store:
+        rows = store.comparisons(source="simulated")
+        if r.with_human:
+            rows += store.comparisons(source="human")
+    data = split_comparisons(rows, {lab.id for lab in world.heldout_labelers})
+    if not data["train"]:
+        raise RunError(
+            f"no training comparisons in {cfg.workspace_dir / 'lab.db'}; run: rlhf compare --recipe {cfg.recipe}"
+        )
+
+    _, tokenizer = load_policy(base_dir, padding_side="right")
+    with quiet_progress():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base_dir), num_labels=1, local_files_only=True
+        )
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+    args = TrainingArguments(
+        output_dir=str(run.checkpoint_dir),
+        use_cpu=True,
+        bf16=False,
+        learning_rate=r.lr,
+        num_train_epochs=r.epochs,
+        max_steps=r.max_steps if r.max_steps > 0 else -1,
+        per_device_train_batch_size=r.batch_size,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        weight_decay=r.weight_decay,
+        logging_steps=r.log_every,
+        save_strategy="steps",
+        save_steps=r.checkpoint_every,
+        save_total_limit=1,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=[],
+        disable_tqdm=not progress,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    trainer = KwiseTrainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        data_collator=KwiseCollator(tokenizer, r.max_length),
+        callbacks=[_LogToRun(run)],
+    )
+    has_ckpt = run.checkpoint_dir.exists() and any(run.checkpoint_dir.glob("checkpoint-*"))
+    if has_ckpt:
+        run.truncate_metrics(_last_checkpoint_step(run.checkpoint_dir))
+    trainer.train(resume_from_checkpoint=True if has_ckpt else None)
+
+    # 4. Demonstration-mean-0 bias (paper 3.5): the RM's zero is "as good as a demonstration".
+    rm = RewardModel(trainer.model.eval(), tokenizer, 0.0, r.max_length)
+    demos = world.demonstrations("train")
+    bias = -float(rm.score([d.prompt for d in demos], [d.response for d in demos]).mean())
+    rm.bias = bias
+    demo_mean = float(rm.score([d.prompt for d in demos], [d.response for d in demos]).mean())
+    save_model(rm.model, tokenizer, run.model_dir)
+    (run.model_dir / BIAS_FILE).write_text(
+        json.dumps({"bias": bias, "max_length": r.max_length}) + "\n"
+    )
+
+    report: dict[str, Any] = {
+        "sft_run": str(base_dir.parent),
+        "steps": trainer.state.global_step,
+        "bias": bias,
+        "demo_mean_after_bias": demo_mean,
+    }
+    for name, part in data.items():
+        acc, pairs = accuracy(rm, part)
+        report[f"accuracy/{name}"] = acc
+        report[f"pairs/{name}"] = pairs
+        report[f"comparisons/{name}"] = len(part)
+    report["wall_time_s"] = time.perf_counter() - t_start
+    run.write_eval(report)
+    run.set_status("done", wall_time_s=report["wall_time_s"])
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = []
+    for name in ("train", "val_train_labelers", "val_heldout_labelers"):
+        lines.append(
+            f"accuracy {name:<22}{report[f'accuracy/{name}']:>8.1%} on {report[f'pairs/{name}']:,} pairs"
+        )
+    lines.append(
+        f"demonstration mean after bias {report['demo_mean_after_bias']:+.2e} (bias {report['bias']:+.3f})"
+    )
+    lines.append(f"wall time                     {report['wall_time_s']:.0f} s")
+    return "\n".join(lines)
