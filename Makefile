@@ -30,7 +30,9 @@ demo: setup
 	$(BIN)/rlhf world build --recipe $(RECIPE)
 	$(BIN)/rlhf pretrain --recipe $(RECIPE)
 	$(BIN)/rlhf sft --recipe $(RECIPE)
-	@echo "Notebook: notebooks/01_world_and_base_model.ipynb (reuses this run)"
+	$(BIN)/rlhf compare --recipe $(RECIPE)
+	$(BIN)/rlhf rm --recipe $(RECIPE)
+	@echo "Notebooks: notebooks/01..03 (they reuse these runs): make notebook"
 	@echo "Dashboard: make dashboard  -> http://127.0.0.1:8501"
 
 test: setup lint

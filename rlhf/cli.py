@@ -5,7 +5,8 @@ is one line on stderr, `error: ...`, with exit code 2 and no traceback.
     rlhf world build --recipe R [--set k=v]... [--force]     build the Tiny World, print its stats
     rlhf pretrain    --recipe R [--set k=v]... [--run-dir D]  stage 0; last line = run dir
     rlhf sft         --recipe R [--set k=v]... [--run-dir D]  stage 1; last line = run dir
-    rlhf compare     --recipe R [--set k=v]...                SFT samples ranked -> lab store
+    rlhf compare     --recipe R [--set k=v]... [--force]     SFT samples ranked -> lab store
+    rlhf rm          --recipe R [--set k=v]... [--run-dir D]  stage 2; last line = run dir
     rlhf export comparisons --format kwise|pairs --out FILE   the store as JSONL
     rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
     rlhf config docs [--format text|markdown]                 every field, its default and help
@@ -320,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample K responses per prompt from the SFT policy; labelers rank; store",
     )
     cmp.add_argument(
-        "--force", action="store_true", help="add comparisons even if this policy has some"
+        "--force", action="store_true", help="sample another set even if the store has this policy's comparisons"
     )
     cmp.set_defaults(func=cmd_compare)
 

@@ -6,9 +6,9 @@ labelers rank them, and store the rankings in the lab store (paper 3.4-3.5).
        (identical samples are merged: a ranking compares distinct responses)
     3. train prompts: one training labeler each; val prompts: one training and one held-out
        labeler each (RM accuracy on both groups, paper 4.1: 72.4% vs 69.6%)
-    4. `agreement_prompts` train prompts are also ranked by a second training labeler: the
-       inter-labeler agreement on SFT samples (paper: 72.6 +/- 1.5%)
-    5. everything is written to the store in one transaction
+    4. the samples of `agreement_prompts` train prompts are re-ranked by two training
+       labelers: the inter-labeler agreement on SFT samples (paper: 72.6 +/- 1.5%)
+    5. everything is written to the store in one transaction; a second call reuses it
 
 `collect(cfg)` returns a summary dict; `rlhf compare --recipe R` calls it.
 """
@@ -22,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from rlhf.config import LabConfig
-from rlhf.errors import ConfigError, RunError, StoreError
+from rlhf.errors import ConfigError, RunError
 from rlhf.generation import generate
 from rlhf.models import load_policy
 from rlhf.runs import Run, find_done
@@ -72,6 +72,11 @@ def sample_responses(
 
 
 def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Sample, rank and store comparisons of the SFT policy; return the summary dict.
+
+    If the store already holds this policy's simulated comparisons they are reused (the
+    summary is re-measured from them, `reused` is True), as a stage reuses a finished run;
+    `force=True` samples and stores another set."""
     c = cfg.compare
     if not 2 <= c.k_min <= c.k_max:
         raise ConfigError(
@@ -79,27 +84,23 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
         )
     world = build_world(cfg, progress=progress)
     model_dir = sft_model_dir(cfg)
-    model, tokenizer = load_policy(model_dir)
-    rng = random.Random(cfg.seed)
     policy = str(model_dir.parent)
     with Store.open(cfg) as store:
-        already = sum(1 for r in store.comparisons(source="simulated") if r.policy == policy)
-    if already and not force:
-        raise StoreError(
-            f"{cfg.workspace_dir / 'lab.db'}: already holds {already:,} simulated comparisons of "
-            f"{policy}; pass --force (force=True) to add more"
-        )
+        stored = [r for r in store.comparisons(source="simulated") if r.policy == policy]
+    if stored and not force:
+        return {**_report(cfg, world, stored, policy, skipped=0), "reused": True}
 
+    model, tokenizer = load_policy(model_dir)
+    rng = random.Random(cfg.seed + len(stored))  # a forced second set samples anew
     plan = []  # (prompt, split)
     for split, n in (("train", c.train_prompts), ("val", c.val_prompts)):
         ps = world.prompts(split)
         plan += [(p, split) for p in (rng.sample(ps, n) if 0 < n < len(ps) else ps)]
     prompts = [p for p, _ in plan]
     ks = [rng.randint(c.k_min, c.k_max) for _ in plan]
-    samples = sample_responses(model, tokenizer, prompts, ks, c, cfg.seed, progress)
+    samples = sample_responses(model, tokenizer, prompts, ks, c, cfg.seed + len(stored), progress)
 
     records, skipped = [], 0
-    first, second = [], []  # agreement: two training labelers on the same responses
     for (p, split), responses in zip(plan, samples, strict=True):
         if len(responses) < 2:
             skipped += 1  # every sample identical: nothing to compare
@@ -122,14 +123,32 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
                     flags=[{k: v for k, v in j.flags.items() if v} for j in judged],
                 )
             )
-        if split == "train" and len(first) < c.agreement_prompts and len(world.labelers) > 1:
-            a, b = rng.sample(world.labelers, 2)
-            first.append(a.rank(p, responses, world.gold))
-            second.append(b.rank(p, responses, world.gold))
-
     with Store.open(cfg) as store:
         store.add_comparisons(records)
-    agreement, pairs = pairwise_agreement(first, second) if first else (float("nan"), 0)
+    return {**_report(cfg, world, records, policy, skipped), "reused": False}
+
+
+def labeler_agreement(world, records: list[Comparison], n_prompts: int, seed: int):
+    """Pairwise agreement of two training labelers (drawn per prompt) re-ranking the same SFT
+    samples of the first `n_prompts` train comparisons (paper: 72.6 +/- 1.5%).
+    Returns (agreement, pairs)."""
+    if len(world.labelers) < 2:
+        return float("nan"), 0
+    rng = random.Random(seed)
+    by_id = {p.id: p for p in world.prompts("train")}
+    first, second = [], []
+    for r in records:
+        if len(first) >= n_prompts:
+            break
+        if r.prompt_id in by_id:
+            a, b = rng.sample(world.labelers, 2)
+            first.append(a.rank(by_id[r.prompt_id], r.responses, world.gold))
+            second.append(b.rank(by_id[r.prompt_id], r.responses, world.gold))
+    return pairwise_agreement(first, second) if first else (float("nan"), 0)
+
+
+def _report(cfg, world, records, policy, skipped) -> dict[str, Any]:
+    agreement, pairs = labeler_agreement(world, records, cfg.compare.agreement_prompts, cfg.seed)
     return {
         "policy": policy,
         "comparisons": len(records),
@@ -149,7 +168,12 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
 def summary(report: dict[str, Any]) -> str:
     return "\n".join(
         [
-            f"comparisons stored    {report['comparisons']:,} "
+            (
+                "reusing stored comparisons (--force samples another set)\n"
+                if report.get("reused")
+                else ""
+            )
+            + f"comparisons stored    {report['comparisons']:,} "
             f"(train {report['by_split']['train']:,}, val {report['by_split']['val']:,})",
             f"mean K                {report['mean_k']:.2f}",
             f"ranked pairs          {report['pairs']:,}",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
@@ -179,6 +180,51 @@ def accuracy(rm: RewardModel, rows: list[Comparison]) -> tuple[float, int]:
     return (hits / n if n else float("nan")), int(n)
 
 
+def pair_frame(rm: RewardModel, rows: list[Comparison], heldout_ids: set[str]) -> pd.DataFrame:
+    """One row per ranked pair (ties give none): who ranked it, the RM's reward of the chosen
+    and the rejected response, and whether the RM agrees. Each response is scored once.
+
+    Columns: comparison, prompt_id, family, labeler, group (training | held-out), source,
+    k, r_chosen, r_rejected, margin (r_chosen - r_rejected), correct (1, 0, or 0.5 on a tie).
+    """
+    flat_p = [c.prompt for c in rows for _ in c.responses]
+    flat_r = [r for c in rows for r in c.responses]
+    scores = rm.score(flat_p, flat_r).tolist() if flat_r else []
+    records, i = [], 0
+    for n, c in enumerate(rows):
+        r = scores[i : i + len(c.responses)]
+        i += len(c.responses)
+        family = c.prompt_id.split("-")[0] if c.prompt_id else "(typed)"
+        for a in range(len(r)):
+            for b in range(len(r)):
+                if c.ranking[a] < c.ranking[b]:
+                    margin = r[a] - r[b]
+                    records.append(
+                        {
+                            "comparison": c.id if c.id is not None else n,
+                            "prompt_id": c.prompt_id,
+                            "family": family,
+                            "labeler": c.labeler,
+                            "group": "held-out" if c.labeler in heldout_ids else "training",
+                            "source": c.source,
+                            "k": len(r),
+                            "r_chosen": r[a],
+                            "r_rejected": r[b],
+                            "margin": margin,
+                            "correct": 1.0 if margin > 0 else (0.5 if margin == 0 else 0.0),
+                        }
+                    )
+    columns = ["comparison", "prompt_id", "family", "labeler", "group", "source", "k"]
+    columns += ["r_chosen", "r_rejected", "margin", "correct"]
+    return pd.DataFrame(records, columns=columns)
+
+
+def accuracy_by(pairs: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
+    """Pairwise accuracy and pair count grouped by a column of `pair_frame` (e.g. family)."""
+    out = pairs.groupby(by)["correct"].agg(accuracy="mean", pairs="size").reset_index()
+    return out.sort_values("accuracy", ascending=False, ignore_index=True)
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -200,7 +246,8 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         rows = store.comparisons(source="simulated")
         if r.with_human:
             rows += store.comparisons(source="human")
-    data = split_comparisons(rows, {lab.id for lab in world.heldout_labelers})
+    heldout_ids = {lab.id for lab in world.heldout_labelers}
+    data = split_comparisons(rows, heldout_ids)
     if not data["train"]:
         raise RunError(
             f"no training comparisons in {cfg.workspace_dir / 'lab.db'}; run: rlhf compare --recipe {cfg.recipe}"
@@ -269,6 +316,11 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         report[f"accuracy/{name}"] = acc
         report[f"pairs/{name}"] = pairs
         report[f"comparisons/{name}"] = len(part)
+    val = pair_frame(rm, data["val_train_labelers"] + data["val_heldout_labelers"], heldout_ids)
+    if not val.empty:
+        report["accuracy_by_family"] = {
+            row.family: row.accuracy for row in accuracy_by(val, "family").itertuples()
+        }
     report["wall_time_s"] = time.perf_counter() - t_start
     run.write_eval(report)
     run.set_status("done", wall_time_s=report["wall_time_s"])

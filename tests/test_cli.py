@@ -252,3 +252,25 @@ def test_stage_reuses_a_finished_run_with_the_same_config(tmp_path, capsys):
     assert out[0].startswith("reusing finished run") and out[-1] == first
     assert cli.main([*base, "--new"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] != first
+
+
+def test_rm_command_after_sft_and_compare(tmp_path, capsys):
+    import torch
+
+    torch.set_num_threads(1)
+    ws = ["--workspace", str(tmp_path)]
+    for stage in ("pretrain", "sft"):
+        assert cli.main([*ws, stage, "--recipe", "micro"]) == 0
+    capsys.readouterr()
+    assert cli.main([*ws, "rm", "--recipe", "micro"]) == 2  # no comparisons yet
+    assert "rlhf compare --recipe micro" in capsys.readouterr().err
+    assert cli.main([*ws, "compare", "--recipe", "micro"]) == 0
+    assert "labeler agreement" in capsys.readouterr().out
+    assert cli.main([*ws, "compare", "--recipe", "micro"]) == 0  # reuses, adds nothing
+    assert "reusing stored comparisons" in capsys.readouterr().out
+    assert cli.main([*ws, "rm", "--recipe", "micro"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("accuracy val_heldout_labelers") for line in out)
+    assert (Path(out[-1]) / "model" / "reward_bias.json").is_file()
+    assert cli.main([*ws, "rm", "--recipe", "micro"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == out[-1]  # reused

@@ -74,9 +74,13 @@ def test_export_both_formats(collected, tmp_path, capsys):
     assert set(prows[0]) == {"prompt", "chosen", "rejected"}
 
 
-def test_second_collection_needs_force(collected):
-    from rlhf.errors import StoreError
-
+def test_second_collection_reuses_the_store_unless_forced(collected):
     cfg, report = collected
-    with pytest.raises(StoreError, match="already holds"):
-        compare.collect(cfg, progress=False)
+    again = compare.collect(cfg, progress=False)
+    assert again["reused"] and not report["reused"]
+    with Store.open(cfg) as store:
+        assert store.count("simulated") == report["comparisons"]  # nothing added
+    # The summary is re-measured from the stored rows: the same figures.
+    for key in ("comparisons", "pairs", "mean_k", "agreement_on_sft_samples", "agreement_pairs"):
+        assert again[key] == report[key], key
+    assert "reusing stored comparisons" in compare.summary(again)

@@ -7,9 +7,10 @@ import torch
 
 from rlhf import compare, pretrain, reward, sft
 from rlhf.config import load
+from rlhf.errors import RunError
 from rlhf.losses import kwise_ranking_loss
 from rlhf.runs import read_eval
-from rlhf.store import Comparison
+from rlhf.store import Comparison, Store
 from rlhf.world import build_world
 
 
@@ -77,3 +78,78 @@ def test_every_parameter_changes_after_one_step(ready, tmp_path):
     ]
     assert not unchanged
     assert "score.weight" in dict(after.named_parameters())
+
+
+def test_pair_frame_agrees_with_accuracy_and_groups(ready):
+    run = reward.train(ready, progress=False)
+    rm = reward.load_reward_model(run.model_dir)
+    world = build_world(ready, progress=False)
+    heldout = {lab.id for lab in world.heldout_labelers}
+    with Store.open(ready) as store:
+        data = reward.split_comparisons(store.comparisons(source="simulated"), heldout)
+    rows = data["val_train_labelers"] + data["val_heldout_labelers"]
+    pairs = reward.pair_frame(rm, rows, heldout)
+    assert len(pairs) == sum(1 for c in rows for _ in c.pairs())
+    assert set(pairs["group"]) == {"training", "held-out"}
+    acc, n = reward.accuracy(rm, data["val_heldout_labelers"])
+    held = pairs[pairs["group"] == "held-out"]
+    assert len(held) == n and held["correct"].mean() == pytest.approx(acc, abs=1e-6)
+    assert (pairs["margin"] == pairs["r_chosen"] - pairs["r_rejected"]).all()
+    by_family = reward.accuracy_by(pairs, "family")
+    assert by_family["pairs"].sum() == len(pairs)
+    assert set(by_family["family"]) <= {p.family for p in world.prompts("val")}
+    assert set(read_eval(run)["accuracy_by_family"]) == set(by_family["family"])
+
+
+def test_human_comparisons_join_training_only_when_asked(ready, tmp_path):
+    world = build_world(ready, progress=False)
+    p = world.prompts("train")[0]
+    human = Comparison(
+        p.text,
+        ["first answer", "second answer", "third"],
+        [0, 2, 1],
+        "ann",
+        source="human",
+        prompt_id=p.id,
+    )
+    with Store.open(ready) as store:
+        store.add_comparisons([human])
+        rows = store.comparisons(source="simulated")
+    cfg = load("micro", workspace=ready.workspace, rm__with_human=True)
+    run = reward.train(cfg, run_dir=tmp_path / "human", progress=False)
+    report = read_eval(run)
+    assert report["comparisons/train"] == 1 + len(
+        reward.split_comparisons(rows, {lab.id for lab in world.heldout_labelers})["train"]
+    )
+    with Store.open(ready) as store:
+        store.undo_last("ann")
+
+
+def test_interrupted_rm_resumes_from_its_checkpoint(ready, tmp_path, monkeypatch):
+    original = reward._LogToRun.on_log
+    every = ready.rm.checkpoint_every
+
+    def crash_after_checkpoint(self, args, state, control, logs=None, **kw):
+        original(self, args, state, control, logs=logs, **kw)
+        if state.global_step > every:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(reward._LogToRun, "on_log", crash_after_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        reward.train(ready, run_dir=tmp_path / "r", progress=False)
+    monkeypatch.setattr(reward._LogToRun, "on_log", original)
+    run = reward.Run.open(tmp_path / "r")
+    assert run.status["status"] == "failed"
+    assert (run.checkpoint_dir / f"checkpoint-{every}").is_dir()
+    run = reward.train(ready, run_dir=tmp_path / "r", progress=False)
+    assert run.done and read_eval(run)["steps"] == ready.rm.max_steps
+    steps = [r["step"] for r in run.metrics() if "train/loss" in r]
+    assert steps == sorted(set(steps))
+
+
+def test_rm_needs_comparisons(tmp_path):
+    cfg = load("micro", workspace=str(tmp_path))
+    pretrain.train(cfg, progress=False)
+    sft.train(cfg, progress=False)
+    with pytest.raises(RunError, match="rlhf compare --recipe micro"):
+        reward.train(cfg, progress=False)
