@@ -321,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample K responses per prompt from the SFT policy; labelers rank; store",
     )
     cmp.add_argument(
-        "--force", action="store_true", help="sample another set even if the store has this policy's comparisons"
+        "--force",
+        action="store_true",
+        help="sample another set even if the store has this policy's comparisons",
     )
     cmp.set_defaults(func=cmd_compare)
 
