@@ -26,7 +26,12 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Trainer,
+    TrainingArguments,
+)
 
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
@@ -77,10 +82,18 @@ def load_reward_model(model_dir: str | os.PathLike) -> RewardModel:
     bias_file = path / BIAS_FILE
     if not bias_file.exists():
         raise RunError(f"{path}: not a reward model ({BIAS_FILE} missing)")
-    _, tokenizer = load_policy(path, padding_side="right")
-    with quiet_progress():
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True)
-    info = json.loads(bias_file.read_text())
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        with quiet_progress():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(path), local_files_only=True
+            )
+        info = json.loads(bias_file.read_text())
+        float(info["bias"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{path}: cannot load the reward model ({type(e).__name__}: {e})") from None
+    tokenizer.padding_side = "right"
+    model.eval()
     return RewardModel(model, tokenizer, info["bias"], info.get("max_length", 128))
 
 

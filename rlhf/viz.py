@@ -1,4 +1,9 @@
-"""Altair chart builders shared by notebooks and the dashboard. Input: run metrics rows."""
+"""Altair chart builders shared by notebooks and the dashboard.
+
+Inputs are plain data the stages write: metrics.jsonl rows (`Run.metrics()`), eval.json
+reports, and DataFrames of `rlhf.reward` (`pair_frame`, `accuracy_by`). Every builder raises
+ValueError on empty input, naming itself, rather than drawing an empty chart.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +25,12 @@ def metric_frame(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> pd.Dat
     return pd.DataFrame(records, columns=["step", "metric", "value"])
 
 
-def loss_curve(rows: Sequence[dict[str, Any]], title: str = "Pretraining loss") -> alt.Chart:
-    """Train and held-out loss (nats/token) against optimizer step."""
+def loss_curve(
+    rows: Sequence[dict[str, Any]],
+    title: str = "Pretraining loss",
+    y_title: str = "loss (nats/token)",
+) -> alt.Chart:
+    """Train and held-out loss (train/loss, eval/loss) against optimizer step."""
     df = metric_frame(rows, ["train/loss", "eval/loss"])
     if df.empty:
         raise ValueError("loss_curve: no train/loss or eval/loss in these metrics")
@@ -30,7 +39,7 @@ def loss_curve(rows: Sequence[dict[str, Any]], title: str = "Pretraining loss") 
         .mark_line(point=alt.OverlayMarkDef(size=20))
         .encode(
             x=alt.X("step:Q", title="optimizer step"),
-            y=alt.Y("value:Q", title="loss (nats/token)", scale=alt.Scale(zero=False)),
+            y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
             color=alt.Color("metric:N", title=None),
             tooltip=["step", "metric", alt.Tooltip("value:Q", format=".3f")],
         )
@@ -50,4 +59,182 @@ def rate_bars(rates: dict[str, float], title: str, x_title: str = "rate") -> alt
             tooltip=["name", alt.Tooltip("rate:Q", format=".0%")],
         )
         .properties(width=420, height=max(80, 22 * len(df)))
+    )
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], who: str) -> None:
+    if df is None or len(df) == 0:
+        raise ValueError(f"{who}: no rows to draw")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{who}: missing column(s) {', '.join(missing)} (have {list(df.columns)})")
+
+
+# Axis title and domain of the per-family metrics of evaluate.behaviour_report.
+FAMILY_METRICS = {
+    "likert_mean": ("gold Likert mean (1-7)", [1, 7]),
+    "fails_to_follow": ("fails to follow", [0, 1]),
+    "correct": ("correct", [0, 1]),
+}
+
+
+def family_bars(
+    reports: dict[str, dict[str, Any]], metric: str = "likert_mean", title: str | None = None
+) -> alt.Chart:
+    """Grouped bars of one per-family metric, a bar per policy within each task family.
+
+    `reports` maps a policy name to its behaviour report (`evaluate.behaviour_report`, e.g.
+    the "base" and "sft" entries of an SFT run's eval.json); bars keep the mapping's order."""
+    records = [
+        {"family": family, "policy": name, "value": row[metric], "n": row.get("n")}
+        for name, report in reports.items()
+        for family, row in report.get("per_family", {}).items()
+        if row.get(metric) is not None
+    ]
+    if not records:
+        raise ValueError(f"family_bars: no per-family '{metric}' in these reports")
+    axis_title, domain = FAMILY_METRICS.get(metric, (metric, None))
+    scale = alt.Scale(domain=domain) if domain else alt.Scale()
+    policies = list(reports)
+    return (
+        alt.Chart(pd.DataFrame(records), title=title or f"{axis_title} per task family")
+        .mark_bar()
+        .encode(
+            x=alt.X("family:N", title=None, axis=alt.Axis(labelAngle=-30)),
+            xOffset=alt.XOffset("policy:N", sort=policies),
+            y=alt.Y("value:Q", title=axis_title, scale=scale),
+            color=alt.Color("policy:N", title="policy", sort=policies),
+            tooltip=["family", "policy", alt.Tooltip("value:Q", format=".2f"), "n"],
+        )
+        .properties(width=max(300, 60 * len({r["family"] for r in records})), height=240)
+    )
+
+
+def k_histogram(ks: Sequence[int], title: str = "Responses ranked per prompt (K)") -> alt.Chart:
+    """Comparisons per number of ranked responses K (paper 3.4: K = 4..9)."""
+    if len(ks) == 0:
+        raise ValueError("k_histogram: no comparisons")
+    counts = pd.Series(list(ks), name="K").value_counts().sort_index()
+    df = counts.rename("comparisons").reset_index()
+    return (
+        alt.Chart(df, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("K:O", title="K (responses in the ranking)", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("comparisons:Q", title="comparisons"),
+            tooltip=["K", "comparisons"],
+        )
+        .properties(width=280, height=200)
+    )
+
+
+def chosen_rejected_hist(pairs: pd.DataFrame, maxbins: int = 30) -> alt.Chart:
+    """Overlaid histograms of the reward of the chosen and of the rejected response over every
+    ranked pair (`reward.pair_frame`); a response counts once per pair it is in."""
+    _require(pairs, ["r_chosen", "r_rejected"], "chosen_rejected_hist")
+    df = pairs[["r_chosen", "r_rejected"]].rename(
+        columns={"r_chosen": "chosen", "r_rejected": "rejected"}
+    )
+    df = df.melt(var_name="response", value_name="reward")
+    return (
+        alt.Chart(df, title=f"RM reward of chosen vs rejected ({len(pairs):,} pairs)")
+        .mark_bar(opacity=0.55, binSpacing=0)
+        .encode(
+            x=alt.X("reward:Q", bin=alt.Bin(maxbins=maxbins), title="RM reward"),
+            y=alt.Y("count():Q", stack=None, title="pairs"),
+            color=alt.Color(
+                "response:N",
+                title=None,
+                scale=alt.Scale(domain=["chosen", "rejected"], range=["#1b9e77", "#d95f02"]),
+            ),
+            tooltip=["response:N", alt.Tooltip("count():Q", title="pairs")],
+        )
+        .properties(width=320, height=220)
+    )
+
+
+def margin_hist(pairs: pd.DataFrame, maxbins: int = 30) -> alt.LayerChart:
+    """Histogram of r(chosen) - r(rejected) per ranked pair with a rule at 0: the pairs right of
+    it are the ones the RM orders as the labeler did (its accuracy, ties aside)."""
+    _require(pairs, ["margin"], "margin_hist")
+    df = pairs[["margin"]].assign(
+        RM=lambda d: d["margin"].gt(0).map({True: "agrees", False: "disagrees"})
+    )
+    acc = float((df["margin"] > 0).mean() + 0.5 * (df["margin"] == 0).mean())
+    bars = (
+        alt.Chart()
+        .mark_bar(binSpacing=0)
+        .encode(
+            # anchor=0: no bin straddles 0, so a bin is all "agrees" or all "disagrees"
+            x=alt.X(
+                "margin:Q", bin=alt.Bin(maxbins=maxbins, anchor=0), title="r(chosen) − r(rejected)"
+            ),
+            y=alt.Y("count():Q", title="pairs"),
+            color=alt.Color(
+                "RM:N",
+                title="RM",
+                scale=alt.Scale(domain=["agrees", "disagrees"], range=["#1b9e77", "#d95f02"]),
+            ),
+            tooltip=["RM:N", alt.Tooltip("count():Q", title="pairs")],
+        )
+    )
+    zero = alt.Chart().mark_rule(color="black", strokeDash=[4, 3]).encode(x=alt.datum(0))
+    return alt.layer(
+        bars, zero, data=df, title=f"Margin per pair: accuracy {acc:.1%} of {len(df):,}"
+    ).properties(width=320, height=220)
+
+
+def accuracy_bars(
+    acc: pd.DataFrame, by: str, title: str | None = None, chance: float = 0.5
+) -> alt.LayerChart:
+    """Horizontal bars of pairwise accuracy per value of `by` (a `reward.accuracy_by` frame:
+    columns `by`, accuracy, pairs), with chance (a coin flip: 50%) marked."""
+    _require(acc, [by, "accuracy", "pairs"], "accuracy_bars")
+    df = acc[[by, "accuracy", "pairs"]].rename(columns={by: "name"})
+    bars = (
+        alt.Chart()
+        .mark_bar()
+        .encode(
+            x=alt.X("accuracy:Q", title="pairwise accuracy", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("name:N", title=None, sort="-x"),
+            tooltip=[
+                alt.Tooltip("name:N", title=by),
+                alt.Tooltip("accuracy:Q", format=".1%"),
+                "pairs:Q",
+            ],
+        )
+    )
+    labels = bars.mark_text(align="left", dx=3, fontSize=10).encode(
+        text=alt.Text("pairs:Q", format=",")
+    )
+    rule = alt.Chart().mark_rule(color="gray", strokeDash=[4, 3]).encode(x=alt.datum(chance))
+    return alt.layer(
+        bars, labels, rule, data=df, title=title or f"RM accuracy by {by} (label: pairs)"
+    ).properties(width=300, height=max(60, 22 * len(df)))
+
+
+def rank_correlation(x: pd.Series, y: pd.Series) -> float:
+    """Spearman's rho: the Pearson correlation of the ranks (average ranks for ties)."""
+    return float(x.rank().corr(y.rank()))
+
+
+def score_vs_gold(
+    frame: pd.DataFrame, score: str = "reward", gold: str = "likert", title: str | None = None
+) -> alt.Chart:
+    """Reward-model score against the gold Likert of the same responses: one box per Likert
+    value, the rank correlation in the title. A good RM rises from left to right."""
+    _require(frame, [score, gold], "score_vs_gold")
+    df = frame[[score, gold]].dropna()
+    if df.empty:
+        raise ValueError("score_vs_gold: no rows with both a score and a gold Likert")
+    rho = rank_correlation(df[score], df[gold])
+    rho_text = f"Spearman ρ = {rho:.2f}, " if rho == rho else ""  # NaN when a column is constant
+    return (
+        alt.Chart(df, title=title or f"RM score vs gold Likert ({rho_text}{len(df):,} responses)")
+        .mark_boxplot(extent="min-max", size=22)
+        .encode(
+            x=alt.X(f"{gold}:O", title="gold Likert (1-7)", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(f"{score}:Q", title="RM score"),
+        )
+        .properties(width=320, height=240)
     )

@@ -153,3 +153,11 @@ def test_rm_needs_comparisons(tmp_path):
     sft.train(cfg, progress=False)
     with pytest.raises(RunError, match="rlhf compare --recipe micro"):
         reward.train(cfg, progress=False)
+
+
+def test_loading_a_broken_reward_model_names_the_directory(tmp_path):
+    with pytest.raises(RunError, match="not a reward model"):
+        reward.load_reward_model(tmp_path)
+    (tmp_path / reward.BIAS_FILE).write_text("{not json")
+    with pytest.raises(RunError, match=f"{tmp_path}: cannot load the reward model"):
+        reward.load_reward_model(tmp_path)

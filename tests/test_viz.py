@@ -1,0 +1,219 @@
+"""Chart builders of rlhf.viz on small hand-made inputs: encodings, the data they carry, and a
+clear ValueError on empty input; then the rlhf.world.show tables the notebooks draw them from."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from rlhf import viz
+from rlhf.store import Comparison
+from rlhf.world import show
+
+
+def spec_rows(spec: dict) -> list[dict]:
+    """The inline rows of a chart spec (top-level data, as Altair's to_dict writes it)."""
+    return spec["datasets"][spec["data"]["name"]]
+
+
+def layer_encodings(spec: dict) -> list[dict]:
+    return [layer.get("encoding", {}) for layer in spec["layer"]]
+
+
+@pytest.fixture
+def pairs() -> pd.DataFrame:
+    """A pair_frame-like table: 4 ranked pairs, 3 ordered right by the RM."""
+    return pd.DataFrame(
+        {
+            "family": ["facts", "facts", "lists", "lists"],
+            "group": ["training", "held-out", "training", "held-out"],
+            "r_chosen": [1.0, 0.5, 0.2, -0.1],
+            "r_rejected": [0.0, 0.1, -0.3, 0.4],
+            "margin": [1.0, 0.4, 0.5, -0.5],
+            "correct": [1.0, 1.0, 1.0, 0.0],
+        }
+    )
+
+
+def test_loss_curve_takes_a_y_title():
+    rows = [{"step": 1, "train/loss": 2.0}, {"step": 2, "train/loss": 1.5, "eval/loss": 1.7}]
+    spec = viz.loss_curve(rows, "RM loss", "nats per pair").to_dict()
+    assert spec["encoding"]["y"]["title"] == "nats per pair"
+    assert len(spec_rows(spec)) == 3
+    with pytest.raises(ValueError, match="loss_curve"):
+        viz.loss_curve([{"step": 1, "other": 0.0}])
+
+
+def test_family_bars_groups_policies_within_families():
+    reports = {
+        "base": {
+            "per_family": {
+                "facts": {"likert_mean": 2.0, "n": 3},
+                "lists": {"likert_mean": 1.5, "n": 3},
+            }
+        },
+        "SFT": {
+            "per_family": {
+                "facts": {"likert_mean": 4.5, "n": 3},
+                "lists": {"likert_mean": 5.0, "n": 3},
+            }
+        },
+    }
+    spec = viz.family_bars(reports, "likert_mean").to_dict()
+    enc = spec["encoding"]
+    assert enc["x"]["field"] == "family" and enc["xOffset"]["field"] == "policy"
+    assert enc["xOffset"]["sort"] == ["base", "SFT"]  # the mapping's order, not alphabetical
+    assert enc["y"]["scale"]["domain"] == [1, 7]
+    rows = spec_rows(spec)
+    assert len(rows) == 4
+    assert {(r["policy"], r["family"], r["value"]) for r in rows} >= {("SFT", "lists", 5.0)}
+    with pytest.raises(ValueError, match="family_bars"):
+        viz.family_bars(reports, "fails_to_follow")  # no such metric in these reports
+    with pytest.raises(ValueError, match="family_bars"):
+        viz.family_bars({})
+
+
+def test_k_histogram_counts_comparisons_per_k():
+    spec = viz.k_histogram([4, 4, 6, 9, 9, 9]).to_dict()
+    assert spec["encoding"]["x"]["field"] == "K"
+    assert {r["K"]: r["comparisons"] for r in spec_rows(spec)} == {4: 2, 6: 1, 9: 3}
+    with pytest.raises(ValueError, match="k_histogram"):
+        viz.k_histogram([])
+
+
+def test_chosen_rejected_hist_has_one_row_per_reward(pairs):
+    spec = viz.chosen_rejected_hist(pairs).to_dict()
+    rows = spec_rows(spec)
+    assert len(rows) == 2 * len(pairs)
+    assert sorted(r["reward"] for r in rows if r["response"] == "chosen") == sorted(
+        pairs["r_chosen"]
+    )
+    assert spec["encoding"]["x"]["bin"] and spec["encoding"]["y"]["stack"] is None
+    assert spec["encoding"]["color"]["scale"]["domain"] == ["chosen", "rejected"]
+    with pytest.raises(ValueError, match="chosen_rejected_hist"):
+        viz.chosen_rejected_hist(pairs.iloc[:0])
+    with pytest.raises(ValueError, match="r_rejected"):
+        viz.chosen_rejected_hist(pairs[["r_chosen"]])
+
+
+def test_margin_hist_marks_zero_and_reports_accuracy(pairs):
+    spec = viz.margin_hist(pairs).to_dict()
+    bars, rule = layer_encodings(spec)
+    assert bars["x"]["field"] == "margin" and bars["x"]["bin"]["anchor"] == 0
+    assert rule["x"] == {"datum": 0}
+    assert "75.0%" in spec["title"]  # 3 of 4 margins > 0
+    assert [r["RM"] for r in spec_rows(spec)] == ["agrees"] * 3 + ["disagrees"]
+    with pytest.raises(ValueError, match="margin_hist"):
+        viz.margin_hist(pd.DataFrame(columns=["margin"]))
+
+
+def test_accuracy_bars_from_an_accuracy_by_frame():
+    acc = pd.DataFrame({"family": ["facts", "lists"], "accuracy": [0.75, 0.5], "pairs": [8, 4]})
+    spec = viz.accuracy_bars(acc, "family").to_dict()
+    bars, labels, rule = layer_encodings(spec)
+    assert bars["x"]["field"] == "accuracy" and bars["y"]["field"] == "name"
+    assert labels["text"]["field"] == "pairs"
+    assert rule["x"] == {"datum": 0.5}
+    assert spec_rows(spec) == [
+        {"name": "facts", "accuracy": 0.75, "pairs": 8},
+        {"name": "lists", "accuracy": 0.5, "pairs": 4},
+    ]
+    with pytest.raises(ValueError, match="group"):
+        viz.accuracy_bars(acc, "group")
+    with pytest.raises(ValueError, match="accuracy_bars"):
+        viz.accuracy_bars(acc.iloc[:0], "family")
+
+
+def test_rank_correlation_is_spearman():
+    x = pd.Series([1.0, 2.0, 3.0, 4.0])
+    assert viz.rank_correlation(x, x**3) == pytest.approx(1.0)
+    assert viz.rank_correlation(x, -x) == pytest.approx(-1.0)
+    assert viz.rank_correlation(x, pd.Series([1, 3, 2, 4])) == pytest.approx(0.8)
+
+
+def test_score_vs_gold_boxes_per_likert():
+    df = pd.DataFrame({"likert": [1, 2, 2, 5, None], "reward": [-1.0, -0.2, 0.1, 0.9, 3.0]})
+    spec = viz.score_vs_gold(df).to_dict()
+    assert spec["mark"]["type"] == "boxplot"
+    assert spec["encoding"]["x"] == {
+        "axis": {"labelAngle": 0},
+        "field": "likert",
+        "title": "gold Likert (1-7)",
+        "type": "ordinal",
+    }
+    assert len(spec_rows(spec)) == 4  # the row without a Likert is dropped
+    assert "ρ = 0.95" in spec["title"]  # average ranks for the tied 2s
+    with pytest.raises(ValueError, match="score_vs_gold"):
+        viz.score_vs_gold(df.iloc[:0])
+    with pytest.raises(ValueError, match="score_vs_gold"):
+        viz.score_vs_gold(pd.DataFrame({"likert": [None], "reward": [1.0]}))
+
+
+# ------------------------------------------------------------------ rlhf.world.show tables
+# (what the notebooks feed these charts with)
+
+
+def _comparison(**kw) -> Comparison:
+    base = dict(prompt="Q: a?\nA:", responses=["x", "y", "z"], ranking=[1, 0, 1], labeler="ana")
+    return Comparison(**(base | kw))
+
+
+def test_comparison_table_is_best_first():
+    c = _comparison(
+        prompt_id="facts-train-0001", likert=[3, 6, 2], flags=[{}, {"correct": True}, {}]
+    )
+    df = show.comparison_table(c)
+    assert df["response"].tolist() == ["y", "x", "z"]  # rank 0 first, the tie in stored order
+    assert df["gold likert"].tolist() == [6, 3, 2]
+    assert df["flags"].tolist() == ["correct", "", ""]
+    assert df.attrs["k"] == 3
+
+
+def test_response_frame_dedupes_across_labelers():
+    a = _comparison(prompt_id="lists-val-0002", likert=[3, 6, 2])
+    b = _comparison(prompt_id="lists-val-0002", likert=[3, 6, 2], labeler="gus", ranking=[0, 1, 2])
+    df = show.response_frame([a, b, _comparison()])  # the last has no Likert: left out
+    assert len(df) == 3
+    assert set(df["family"]) == {"lists"}
+    assert df.set_index("response")["likert"].to_dict() == {"x": 3, "y": 6, "z": 2}
+
+
+def test_agreement_matrix_is_symmetric_with_an_empty_diagonal():
+    class Fixed:  # a labeler whose ranking is given
+        def __init__(self, id, group, ranks):
+            self.id, self.group, self.ranks = id, group, ranks
+
+        def rank(self, prompt, responses, gold):
+            return self.ranks
+
+    prompt = SimpleNamespace(id="facts-train-0001")
+    world = SimpleNamespace(
+        prompts=lambda: [prompt],
+        gold=None,
+        labelers=[Fixed("a", "train", [0, 1, 2]), Fixed("b", "train", [0, 2, 1])],
+        heldout_labelers=[Fixed("c", "heldout", [2, 1, 0])],
+    )
+    df = show.agreement_matrix(world, [_comparison(prompt_id="facts-train-0001")])
+    assert (
+        df.loc["a (train)", "b (train)"] == df.loc["b (train)", "a (train)"] == pytest.approx(2 / 3)
+    )
+    assert df.loc["a (train)", "c (heldout)"] == 0.0
+    assert df.isna().sum().sum() == 3
+    with pytest.raises(ValueError, match="agreement_matrix"):
+        show.agreement_matrix(world, [_comparison(prompt_id=None)])
+
+
+def test_side_by_side_puts_policies_under_their_names():
+    t = pd.DataFrame({"family": ["facts"], "prompt": ["a?"], "response": ["r"], "likert": [5]})
+    df = show.side_by_side({"base": t, "SFT": t.assign(response="s", likert=7)})
+    assert df.columns.tolist() == [
+        ("base", "response"),
+        ("base", "likert"),
+        ("SFT", "response"),
+        ("SFT", "likert"),
+    ]
+    assert df.loc[("facts", "a?"), ("SFT", "likert")] == 7
+    with pytest.raises(ValueError, match="side_by_side"):
+        show.side_by_side({})
