@@ -1,0 +1,55 @@
+"""benchmarks/rm_kwise_vs_pairs.py on the micro recipe: the table, and the forward counts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf import pretrain, sft
+from rlhf.config import load
+from rlhf.store import Comparison
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rm_kwise_vs_pairs.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("rm_kwise_vs_pairs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kwise_vs_pairs_forwards_each_response_once_vs_k_minus_1_times(tmp_path, capsys):
+    torch.set_num_threads(1)
+    cfg = load("micro", workspace=str(tmp_path))
+    pretrain.train(cfg, progress=False)
+    sft.train(cfg, progress=False)
+    argv = ["--recipe", "micro", "--workspace", str(tmp_path), "--ks", "4", "--quiet"]
+    result = _bench().main(argv + ["--train-prompts", "8", "--val-prompts", "4", "--threads", "1"])
+
+    out = capsys.readouterr().out
+    assert "| K-wise | " in out and "| pairs | " in out
+    assert "ratio (pairs / K-wise wall time) at K=4:" in out
+    cached = json.loads((tmp_path / "cache" / "bench_rm_K4_train.json").read_text())
+    rows = [Comparison(**r) for r in cached["rows"]]
+    n_pairs = sum(1 for c in rows for _ in c.pairs())  # ties give no pair
+    assert rows and all(len(c.responses) == 4 for c in rows)
+    assert 0 < n_pairs <= math.comb(4, 2) * len(rows)
+    kwise, pairs = result["K=4"]["K-wise"], result["K=4"]["pairs"]
+    assert kwise["sequences"] == sum(len(c.responses) for c in rows)  # each response once
+    assert pairs["sequences"] == 2 * n_pairs  # chosen and rejected of every pair
+    assert kwise["steps"] == pairs["steps"] == math.ceil(len(rows) / cfg.rm.batch_size)
+    for m in (kwise, pairs):
+        assert 0 <= m["heldout_acc"] <= 1 and m["heldout_pairs"] > 0 and m["wall_s"] > 0
+
+
+def test_without_an_sft_run_it_names_the_command_and_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _bench().main(["--recipe", "micro", "--workspace", str(tmp_path)])
+    assert e.value.code == 2
+    assert "rlhf sft --recipe micro" in capsys.readouterr().err
