@@ -70,9 +70,10 @@ class WorldConfig:
         3, "Simulated labelers held out for RM evaluation (paper: 69.6% held-out accuracy)."
     )
     labeler_noise: float = doc(
-        0.3,
-        "Std of each labeler's judgement noise on the 0..1 quality scale; calibrated so two "
-        "labelers agree on ~73% of pairs (paper: 72.6 +/- 1.5%).",
+        0.43,
+        "Std of each labeler's judgement noise on the 0..1 quality scale (one draw per kind of "
+        "answer, see rlhf/world/labelers.py); calibrated so two labelers agree on ~73% of pairs "
+        "of mixed-quality responses and of SFT samples (paper: 72.6 +/- 1.5%).",
     )
     tie_margin: float = doc(
         0.02, "Perceived quality gap under which a labeler calls two responses a tie."

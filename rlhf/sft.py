@@ -88,7 +88,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         use_cpu=True,
         bf16=False,
         fp16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         learning_rate=s.lr,
         num_train_epochs=s.epochs,
         max_steps=s.max_steps if s.max_steps > 0 else -1,

@@ -40,7 +40,7 @@ from rlhf.world.gold import GoldLabeler
 from rlhf.world.labelers import Labeler, make_labelers, pairwise_agreement
 from rlhf.world.types import ClozeItem, Demonstration, Prompt
 
-WORLD_VERSION = 3
+WORLD_VERSION = 4  # 4: labeler noise per kind of answer, not per text
 FILES = (
     "corpus.jsonl",
     "heldout.jsonl",

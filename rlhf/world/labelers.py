@@ -2,7 +2,17 @@
 
 A labeler perceives utility = gold quality + persona quirk + N(0, noise^2) and ranks by it;
 two responses closer than `tie_margin` are a tie (ties give no training pair, paper 3.5).
-The noise is calibrated so two labelers agree on ~73% of pairs (paper: 72.6 +/- 1.5%); one
+
+The perception error belongs to the *kind* of answer (its set of gold flags: correct, toxic,
+rambles, refuses, ...), not to its wording: labelers disagree about how to weigh kinds against
+each other (a wrong answer against an "I don't know", a rude reply against a ramble), while two
+answers of the same kind look alike to every labeler apart from their visible style (a tidy
+sentence) and the labeler's own quirk. With a per-text error instead, the many same-kind pairs
+among SFT samples were coin flips: agreement fell to 61% on SFT samples and the best possible
+reward model reached 62%, against 73% on mixed-quality responses (world v3).
+
+The noise is calibrated so two labelers agree on ~73% of pairs (paper: 72.6 +/- 1.5%), both on
+mixed-quality responses (measured by the world build) and on SFT samples (`rlhf compare`); one
 group of labelers is held out for reward-model evaluation (paper: 72.4% train, 69.6% held out).
 """
 
@@ -61,13 +71,15 @@ class Labeler:
     def utilities(
         self, prompt: Prompt, responses: list[str], gold: GoldLabeler, rng: random.Random
     ) -> list[float]:
-        """Perceived utility per response. The noise is a function of the response text (and
-        one draw from `rng` per ranking), so identical responses are always a tie."""
+        """Perceived utility per response. The noise is a function of the answer's kind (its
+        true gold flags) and one draw from `rng` per ranking, so identical responses always tie
+        and same-kind responses differ only by gold quality and quirk."""
         salt = rng.random()
         out = []
         for r in responses:
             j = gold.score(prompt, r)
-            noise = _rng(self.id, prompt.id, r, repr(salt)).gauss(0.0, self.noise)
+            kind = ",".join(sorted(k for k, v in j.flags.items() if v))
+            noise = _rng(self.id, prompt.id, kind, repr(salt)).gauss(0.0, self.noise)
             out.append(j.quality + self.quirk_bonus(r, j) + noise)
         return out
 
