@@ -160,6 +160,35 @@ class KwiseTrainer(Trainer):
         return (loss, {"rewards": rewards}) if return_outputs else loss
 
 
+def same_world_comparisons(
+    rows: list[Comparison], cfg: LabConfig
+) -> tuple[list[Comparison], dict[str, int]]:
+    """The simulated comparisons whose policy run was trained on this config's world.
+
+    One lab.db serves every world of a workspace, and prompt ids repeat across worlds, so
+    rankings of another world's samples (an older world version, another seed) must not leak
+    into training or evaluation. Human comparisons are kept (their prompts are whatever a labeler
+    ranked). Returns (kept, skipped count per reason)."""
+    want = cfg.to_dict()["world"]
+    verdict: dict[str | None, str] = {}
+    kept, skipped = [], {"other world": 0, "policy run missing": 0}  # reason -> count
+    for c in rows:
+        if c.source == "human":
+            kept.append(c)
+            continue
+        if c.policy not in verdict:
+            try:
+                world = Run.open(c.policy).raw_config().get("world") if c.policy else None
+                verdict[c.policy] = "ok" if world == want else "other world"
+            except RunError:
+                verdict[c.policy] = "policy run missing"
+        if verdict[c.policy] == "ok":
+            kept.append(c)
+        else:
+            skipped[verdict[c.policy]] += 1
+    return kept, skipped
+
+
 def split_comparisons(rows: list[Comparison], heldout_ids: set[str]) -> dict[str, list[Comparison]]:
     out: dict[str, list[Comparison]] = {
         "train": [],
@@ -259,11 +288,15 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         rows = store.comparisons(source="simulated")
         if r.with_human:
             rows += store.comparisons(source="human")
+    rows, skipped = same_world_comparisons(rows, cfg)
     heldout_ids = {lab.id for lab in world.heldout_labelers}
     data = split_comparisons(rows, heldout_ids)
     if not data["train"]:
+        ignored = ", ".join(f"{n} of a {why}" for why, n in skipped.items() if n)
         raise RunError(
-            f"no training comparisons in {cfg.workspace_dir / 'lab.db'}; run: rlhf compare --recipe {cfg.recipe}"
+            f"no training comparisons of this world in {cfg.workspace_dir / 'lab.db'}"
+            + (f" (ignored: {ignored})" if ignored else "")
+            + f"; run: rlhf compare --recipe {cfg.recipe}"
         )
 
     _, tokenizer = load_policy(base_dir, padding_side="right")
@@ -323,6 +356,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         "steps": trainer.state.global_step,
         "bias": bias,
         "demo_mean_after_bias": demo_mean,
+        "skipped_comparisons": skipped,
     }
     for name, part in data.items():
         acc, pairs = accuracy(rm, part)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -161,3 +163,26 @@ def test_loading_a_broken_reward_model_names_the_directory(tmp_path):
     (tmp_path / reward.BIAS_FILE).write_text("{not json")
     with pytest.raises(RunError, match=f"{tmp_path}: cannot load the reward model"):
         reward.load_reward_model(tmp_path)
+
+
+def test_comparisons_of_another_world_are_left_out(ready, tmp_path):
+    import json
+
+    with Store.open(ready) as store:
+        rows = store.comparisons(source="simulated")
+    other = tmp_path / "other_sft"
+    other.mkdir()
+    saved = json.loads((Path(rows[0].policy) / "config.json").read_text())
+    saved["world"]["seed"] += 1
+    (other / "config.json").write_text(json.dumps(saved))
+    foreign = [
+        Comparison(
+            c.prompt, c.responses, c.ranking, c.labeler, prompt_id=c.prompt_id, policy=str(other)
+        )
+        for c in rows[:3]
+    ]
+    gone = Comparison("p", ["a", "b"], [0, 1], "ann", policy=str(tmp_path / "deleted"))
+    human = Comparison("p", ["a", "b"], [0, 1], "ann", source="human")
+    kept, skipped = reward.same_world_comparisons([*rows, *foreign, gone, human], ready)
+    assert kept == [*rows, human]
+    assert skipped == {"other world": 3, "policy run missing": 1}
