@@ -156,7 +156,9 @@ class CompareConfig:
         "labeler, for RM accuracy on both groups.",
     )
     agreement_prompts: int = doc(
-        200, "Train prompts also ranked by a second training labeler, to measure agreement."
+        1000,
+        "Train comparisons whose samples two training labelers re-rank, to measure their "
+        "agreement (~5k pairs at 1000; 200 gave +/-3 points between seeds).",
     )
     temperature: float = doc(1.0, "Sampling temperature.")
     top_p: float = doc(1.0, "Nucleus sampling mass.")
@@ -175,7 +177,11 @@ class RMConfig:
     )
     lr: float = doc(5e-4, "Peak learning rate (cosine decay, 5% warm-up).")
     epochs: float = doc(
-        1.0, "Passes over the training comparisons (paper: 1, to avoid overfitting)."
+        3.0,
+        "Passes over the training comparisons. The paper trains 1 epoch because its RM overfits "
+        "after one; the tiny world's 1M-parameter RM on ~1.6k rankings still gains held-out "
+        "accuracy up to 3 (mean of both labeler groups: 64.0% after 1, 65.8% after 2, 68.0% "
+        "after 3 epochs; docs/benchmarks.md).",
     )
     batch_size: int = doc(16, "Comparisons (prompts) per step; each holds K = 4..9 responses.")
     max_length: int = doc(128, "Prompt + response tokens kept per response.")

@@ -31,6 +31,7 @@ from transformers import (
     AutoTokenizer,
     Trainer,
     TrainingArguments,
+    set_seed,
 )
 
 from rlhf.config import LabConfig
@@ -300,6 +301,9 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         )
 
     _, tokenizer = load_policy(base_dir, padding_side="right")
+    # The scalar head is new: seed its initialisation (the Trainer seeds only after it exists),
+    # so the same config and seed give the same reward model.
+    set_seed(cfg.seed)
     with quiet_progress():
         model = AutoModelForSequenceClassification.from_pretrained(
             str(base_dir), num_labels=1, local_files_only=True

@@ -186,3 +186,10 @@ def test_comparisons_of_another_world_are_left_out(ready, tmp_path):
     kept, skipped = reward.same_world_comparisons([*rows, *foreign, gone, human], ready)
     assert kept == [*rows, human]
     assert skipped == {"other world": 3, "policy run missing": 1}
+
+
+def test_same_config_and_seed_give_the_same_reward_model(ready, tmp_path):
+    runs = [reward.train(ready, run_dir=tmp_path / name, progress=False) for name in "ab"]
+    a, b = (reward.load_reward_model(r.model_dir).model.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the new score head is seeded too
+    assert read_eval(runs[0])["accuracy/train"] == read_eval(runs[1])["accuracy/train"]
