@@ -20,6 +20,11 @@ K = 9, B = 16) would need ~8 GB on the tiny model (estimated), and CPU time per 
 with the forward size (micro model: 1.9 ms at 144 sequences, 2.4 ms at 1,152), which would
 flatter K-wise. `--pairs-per-forward 0`: no accumulation.
 
+Ties give no pair, so with the world's labelers (who tie same-kind answers of equal quality:
+at K = 9 about 15 of the 36 pairs of a ranking remain) the pairs baseline forwards far fewer than
+K - 1 copies of each response. `--break-ties` has the labelers rank every response strictly, so
+each ranking holds all C(K,2) pairs: the setting of the K - 1 bound (3x at K = 4, 8x at K = 9).
+
 Both get identical token ids: prompt + " " + response + EOS, cut from the left at rm.max_length,
 made by rlhf.reward.encode_pairs (the pairs pre-tokenized into TRL's chosen_ids/rejected_ids, so
 TRL neither re-tokenizes, appends EOS, nor drops over-long pairs). Only trainer.train() is timed;
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import gc
 import json
 import math
@@ -72,8 +78,9 @@ def comparisons(cfg, world, sft_dir: Path, k: int, split: str, n: int, args) -> 
     samples = k + (k if args.extra_samples is None else args.extra_samples)
     key = {"version": CACHE_VERSION, "sft_model": str(sft_dir), "seed": args.seed, "k": k}
     key |= {"split": split, "prompts": n, "samples": samples, "temperature": c.temperature}
-    key |= {"top_p": c.top_p, "max_new_tokens": c.max_new_tokens}
-    path = cfg.workspace_dir / "cache" / f"bench_rm_K{k}_{split}.json"
+    key |= {"top_p": c.top_p, "max_new_tokens": c.max_new_tokens, "break_ties": args.break_ties}
+    strict = "_strict" if args.break_ties else ""
+    path = cfg.workspace_dir / "cache" / f"bench_rm_K{k}_{split}{strict}.json"
     if path.exists() and (cached := json.loads(path.read_text()))["key"] == key:
         print(f"K={k} {split}: {len(cached['rows'])} rankings from {path}")
         return [Comparison(**row) for row in cached["rows"]]
@@ -89,6 +96,8 @@ def comparisons(cfg, world, sft_dir: Path, k: int, split: str, n: int, args) -> 
         if len(distinct) < k:
             continue  # fewer than k distinct samples: the prompt is dropped
         lab = rng.choice(world.labelers)
+        if args.break_ties:  # a negative margin: every response gets its own rank
+            lab = dataclasses.replace(lab, tie_margin=-1.0)
         ranking = lab.rank(p, distinct[:k], world.gold)
         rows.append(Comparison(p.text, distinct[:k], ranking, lab.id, prompt_id=p.id))
     print(f"K={k} {split}: {len(rows)} of {len(prompts)} prompts had {k} distinct samples")
@@ -312,6 +321,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     ap.add_argument("--quiet", action="store_true", help="no training progress bars")
+    ap.add_argument(
+        "--break-ties",
+        action="store_true",
+        help="labelers give every response its own rank (all C(K,2) pairs: the K-1 bound)",
+    )
     args = ap.parse_args(argv)
     kw = {"workspace": args.workspace} if args.workspace else {}
     cfg = lab_config.load(args.recipe, args.overrides, **kw)

@@ -34,12 +34,12 @@ from transformers import (
     set_seed,
 )
 
+from rlhf.callbacks import LogToRun, last_checkpoint_step, use_progress_bar
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
 from rlhf.models import load_policy, quiet_progress, save_model
 from rlhf.runs import Run, find_done, run_stage
-from rlhf.sft import _last_checkpoint_step, _LogToRun
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
 
@@ -337,11 +337,12 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         args=args,
         train_dataset=data["train"],
         data_collator=KwiseCollator(tokenizer, r.max_length),
-        callbacks=[_LogToRun(run)],
+        callbacks=[LogToRun(run)],
     )
+    use_progress_bar(trainer)
     has_ckpt = run.checkpoint_dir.exists() and any(run.checkpoint_dir.glob("checkpoint-*"))
     if has_ckpt:
-        run.truncate_metrics(_last_checkpoint_step(run.checkpoint_dir))
+        run.truncate_metrics(last_checkpoint_step(run.checkpoint_dir))
     trainer.train(resume_from_checkpoint=True if has_ckpt else None)
 
     # 4. Demonstration-mean-0 bias (paper 3.5): the RM's zero is "as good as a demonstration".

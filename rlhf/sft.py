@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from transformers import TrainerCallback
 
+from rlhf.callbacks import LogToRun, last_checkpoint_step, use_progress_bar
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.evaluate import behaviour_report
@@ -55,20 +55,6 @@ def demo_dataset(world: Any, split: str) -> Dataset:
         {"prompt": d.prompt, "completion": " " + d.response} for d in world.demonstrations(split)
     ]
     return Dataset.from_list(rows)
-
-
-class _LogToRun(TrainerCallback):
-    """Copies the Trainer's logs into metrics.jsonl under the lab's names."""
-
-    NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/lr"}
-
-    def __init__(self, run: Run):
-        self.run = run
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        row = {self.NAMES[k]: float(v) for k, v in (logs or {}).items() if k in self.NAMES}
-        if row:
-            self.run.log(state.global_step, row)
 
 
 def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
@@ -121,11 +107,12 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
-        callbacks=[_LogToRun(run)],
+        callbacks=[LogToRun(run)],
     )
+    use_progress_bar(trainer)
     has_ckpt = run.checkpoint_dir.exists() and any(run.checkpoint_dir.glob("checkpoint-*"))
     if has_ckpt:
-        run.truncate_metrics(_last_checkpoint_step(run.checkpoint_dir))
+        run.truncate_metrics(last_checkpoint_step(run.checkpoint_dir))
     trainer.train(resume_from_checkpoint=True if has_ckpt else None)
     val_loss = trainer.evaluate()["eval_loss"]
     sft_model = trainer.model.eval()
@@ -146,13 +133,6 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     report["wall_time_s"] = time.perf_counter() - t_start
     run.write_eval(report)
     run.set_status("done", wall_time_s=report["wall_time_s"])
-
-
-def _last_checkpoint_step(ckpt_dir: Path) -> int:
-    steps = [
-        int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*") if p.name[11:].isdigit()
-    ]
-    return max(steps, default=0)
 
 
 def summary(report: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf import compare, pretrain, reward, sft
+from rlhf import callbacks, compare, pretrain, reward, sft
 from rlhf.config import load
 from rlhf.errors import RunError
 from rlhf.losses import kwise_ranking_loss
@@ -128,7 +128,7 @@ def test_human_comparisons_join_training_only_when_asked(ready, tmp_path):
 
 
 def test_interrupted_rm_resumes_from_its_checkpoint(ready, tmp_path, monkeypatch):
-    original = reward._LogToRun.on_log
+    original = callbacks.LogToRun.on_log
     every = ready.rm.checkpoint_every
 
     def crash_after_checkpoint(self, args, state, control, logs=None, **kw):
@@ -136,10 +136,10 @@ def test_interrupted_rm_resumes_from_its_checkpoint(ready, tmp_path, monkeypatch
         if state.global_step > every:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(reward._LogToRun, "on_log", crash_after_checkpoint)
+    monkeypatch.setattr(callbacks.LogToRun, "on_log", crash_after_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         reward.train(ready, run_dir=tmp_path / "r", progress=False)
-    monkeypatch.setattr(reward._LogToRun, "on_log", original)
+    monkeypatch.setattr(callbacks.LogToRun, "on_log", original)
     run = reward.Run.open(tmp_path / "r")
     assert run.status["status"] == "failed"
     assert (run.checkpoint_dir / f"checkpoint-{every}").is_dir()

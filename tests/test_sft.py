@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf import pretrain, sft
+from rlhf import callbacks, pretrain, sft
 from rlhf.config import load
 from rlhf.errors import RunError
 from rlhf.models import load_policy
@@ -63,17 +63,17 @@ def test_demonstrations_become_prompt_completion_rows(base):
 def test_interrupted_sft_resumes_from_its_checkpoint(base, tmp_path, monkeypatch):
     cfg, _ = base
     cfg = load("micro", workspace=cfg.workspace, sft__eval_prompts=2)
-    original = sft._LogToRun.on_log
+    original = callbacks.LogToRun.on_log
 
     def crash_after_checkpoint(self, args, state, control, logs=None, **kw):
         original(self, args, state, control, logs=logs, **kw)
         if state.global_step > cfg.sft.checkpoint_every:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(sft._LogToRun, "on_log", crash_after_checkpoint)
+    monkeypatch.setattr(callbacks.LogToRun, "on_log", crash_after_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         sft.train(cfg, run_dir=tmp_path / "r", progress=False)
-    monkeypatch.setattr(sft._LogToRun, "on_log", original)
+    monkeypatch.setattr(callbacks.LogToRun, "on_log", original)
     run = sft.Run.open(tmp_path / "r")
     assert run.status["status"] == "failed"
     assert (run.checkpoint_dir / f"checkpoint-{cfg.sft.checkpoint_every}").is_dir()

@@ -1,0 +1,53 @@
+"""transformers Trainer callbacks shared by the stages built on a Trainer (SFT, the RM).
+
+LogToRun     the Trainer's logs -> the run's metrics.jsonl, under the lab's metric names
+ProgressBar  the Trainer's tqdm bar, with the latest loss as its postfix instead of a
+             printed dict per log step (which buried the stage's own summary)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+from rlhf.runs import Run
+
+
+class LogToRun(TrainerCallback):
+    """Copies the Trainer's logs into metrics.jsonl under the lab's names."""
+
+    NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/lr"}
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        row = {self.NAMES[k]: float(v) for k, v in (logs or {}).items() if k in self.NAMES}
+        if row:
+            self.run.log(state.global_step, row)
+
+
+class ProgressBar(ProgressCallback):
+    """The Trainer's progress bar, showing the last training loss rather than printing logs."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        bar = self.training_bar
+        if state.is_world_process_zero and bar is not None and "loss" in (logs or {}):
+            bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+
+def use_progress_bar(trainer) -> None:
+    """Swap the Trainer's progress callback for `ProgressBar`; without a bar (disable_tqdm),
+    drop the PrinterCallback that would print every log dict instead."""
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(ProgressBar)
+    trainer.pop_callback(PrinterCallback)
+
+
+def last_checkpoint_step(ckpt_dir: Path) -> int:
+    """The step of the newest `checkpoint-<step>` directory (0 if none)."""
+    steps = [
+        int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*") if p.name[11:].isdigit()
+    ]
+    return max(steps, default=0)
