@@ -51,3 +51,15 @@ def last_checkpoint_step(ckpt_dir: Path) -> int:
         int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*") if p.name[11:].isdigit()
     ]
     return max(steps, default=0)
+
+
+def train_resuming(trainer, run: Run) -> None:
+    """Train, resuming from the newest checkpoint in the run's checkpoint/ if there is one.
+
+    Metrics logged after that checkpoint are dropped first: the resumed steps log them again."""
+    use_progress_bar(trainer)
+    ckpt = run.checkpoint_dir
+    has_ckpt = ckpt.exists() and any(ckpt.glob("checkpoint-*"))
+    if has_ckpt:
+        run.truncate_metrics(last_checkpoint_step(ckpt))
+    trainer.train(resume_from_checkpoint=True if has_ckpt else None)

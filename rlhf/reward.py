@@ -34,7 +34,7 @@ from transformers import (
     set_seed,
 )
 
-from rlhf.callbacks import LogToRun, last_checkpoint_step, use_progress_bar
+from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
@@ -339,11 +339,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         data_collator=KwiseCollator(tokenizer, r.max_length),
         callbacks=[LogToRun(run)],
     )
-    use_progress_bar(trainer)
-    has_ckpt = run.checkpoint_dir.exists() and any(run.checkpoint_dir.glob("checkpoint-*"))
-    if has_ckpt:
-        run.truncate_metrics(last_checkpoint_step(run.checkpoint_dir))
-    trainer.train(resume_from_checkpoint=True if has_ckpt else None)
+    train_resuming(trainer, run)
 
     # 4. Demonstration-mean-0 bias (paper 3.5): the RM's zero is "as good as a demonstration".
     rm = RewardModel(trainer.model.eval(), tokenizer, 0.0, r.max_length)

@@ -21,7 +21,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from rlhf.callbacks import LogToRun, last_checkpoint_step, use_progress_bar
+from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.evaluate import behaviour_report
@@ -109,11 +109,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         processing_class=tokenizer,
         callbacks=[LogToRun(run)],
     )
-    use_progress_bar(trainer)
-    has_ckpt = run.checkpoint_dir.exists() and any(run.checkpoint_dir.glob("checkpoint-*"))
-    if has_ckpt:
-        run.truncate_metrics(last_checkpoint_step(run.checkpoint_dir))
-    trainer.train(resume_from_checkpoint=True if has_ckpt else None)
+    train_resuming(trainer, run)
     val_loss = trainer.evaluate()["eval_loss"]
     sft_model = trainer.model.eval()
     save_model(sft_model, tokenizer, run.model_dir)

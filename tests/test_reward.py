@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_resumed
 
-from rlhf import callbacks, compare, pretrain, reward, sft
+from rlhf import compare, pretrain, reward, sft
 from rlhf.config import load
 from rlhf.errors import RunError
 from rlhf.losses import kwise_ranking_loss
@@ -127,26 +128,12 @@ def test_human_comparisons_join_training_only_when_asked(ready, tmp_path):
         store.undo_last("ann")
 
 
-def test_interrupted_rm_resumes_from_its_checkpoint(ready, tmp_path, monkeypatch):
-    original = callbacks.LogToRun.on_log
+def test_interrupted_rm_resumes_from_its_checkpoint(ready, tmp_path, interrupt_after):
     every = ready.rm.checkpoint_every
-
-    def crash_after_checkpoint(self, args, state, control, logs=None, **kw):
-        original(self, args, state, control, logs=logs, **kw)
-        if state.global_step > every:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(callbacks.LogToRun, "on_log", crash_after_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_after(every):
         reward.train(ready, run_dir=tmp_path / "r", progress=False)
-    monkeypatch.setattr(callbacks.LogToRun, "on_log", original)
-    run = reward.Run.open(tmp_path / "r")
-    assert run.status["status"] == "failed"
-    assert (run.checkpoint_dir / f"checkpoint-{every}").is_dir()
-    run = reward.train(ready, run_dir=tmp_path / "r", progress=False)
-    assert run.done and read_eval(run)["steps"] == ready.rm.max_steps
-    steps = [r["step"] for r in run.metrics() if "train/loss" in r]
-    assert steps == sorted(set(steps))
+    resume = lambda: reward.train(ready, run_dir=tmp_path / "r", progress=False)  # noqa: E731
+    assert_resumed(reward.Run.open(tmp_path / "r"), every, ready.rm.max_steps, resume)
 
 
 def test_rm_needs_comparisons(tmp_path):

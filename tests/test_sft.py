@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_resumed
 
-from rlhf import callbacks, pretrain, sft
+from rlhf import pretrain, sft
 from rlhf.config import load
 from rlhf.errors import RunError
 from rlhf.models import load_policy
@@ -60,25 +61,11 @@ def test_demonstrations_become_prompt_completion_rows(base):
     assert row["completion"].startswith(" ") and "<|endoftext|>" not in row["completion"]
 
 
-def test_interrupted_sft_resumes_from_its_checkpoint(base, tmp_path, monkeypatch):
+def test_interrupted_sft_resumes_from_its_checkpoint(base, tmp_path, interrupt_after):
     cfg, _ = base
     cfg = load("micro", workspace=cfg.workspace, sft__eval_prompts=2)
-    original = callbacks.LogToRun.on_log
-
-    def crash_after_checkpoint(self, args, state, control, logs=None, **kw):
-        original(self, args, state, control, logs=logs, **kw)
-        if state.global_step > cfg.sft.checkpoint_every:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(callbacks.LogToRun, "on_log", crash_after_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
+    every = cfg.sft.checkpoint_every
+    with interrupt_after(every):
         sft.train(cfg, run_dir=tmp_path / "r", progress=False)
-    monkeypatch.setattr(callbacks.LogToRun, "on_log", original)
-    run = sft.Run.open(tmp_path / "r")
-    assert run.status["status"] == "failed"
-    assert (run.checkpoint_dir / f"checkpoint-{cfg.sft.checkpoint_every}").is_dir()
-
-    run = sft.train(cfg, run_dir=tmp_path / "r", progress=False)
-    assert run.done and read_eval(run)["steps"] == cfg.sft.max_steps
-    steps = [r["step"] for r in run.metrics() if "train/loss" in r]
-    assert steps == sorted(set(steps))  # the redone steps were not logged twice
+    resume = lambda: sft.train(cfg, run_dir=tmp_path / "r", progress=False)  # noqa: E731
+    assert_resumed(sft.Run.open(tmp_path / "r"), every, cfg.sft.max_steps, resume)

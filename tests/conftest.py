@@ -1,0 +1,45 @@
+"""Fixtures shared by the stage tests."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+
+from rlhf import callbacks
+from rlhf.runs import read_eval
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """`with interrupt_after(step): stage.train(...)` raises KeyboardInterrupt at the first
+    Trainer log past `step` (after a checkpoint was written), as a user's Ctrl-C would."""
+
+    @contextmanager
+    def interrupting(step: int):
+        original = callbacks.LogToRun.on_log
+
+        def crash(self, args, state, control, logs=None, **kw):
+            original(self, args, state, control, logs=logs, **kw)
+            if state.global_step > step:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(callbacks.LogToRun, "on_log", crash)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(callbacks.LogToRun, "on_log", original)
+
+    return interrupting
+
+
+def assert_resumed(run, checkpoint_step: int, max_steps: int, resume) -> None:
+    """The interrupted `run` failed with a checkpoint at `checkpoint_step`; `resume()` finishes
+    it at `max_steps` without logging a step twice."""
+    assert run.status["status"] == "failed"
+    assert (run.checkpoint_dir / f"checkpoint-{checkpoint_step}").is_dir()
+    run = resume()
+    assert run.done and read_eval(run)["steps"] == max_steps
+    steps = [r["step"] for r in run.metrics() if "train/loss" in r]
+    assert steps == sorted(set(steps))  # the redone steps were not logged twice
