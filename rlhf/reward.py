@@ -33,6 +33,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.utils import logging as hf_logging
 
 from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
@@ -304,10 +305,15 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     # The scalar head is new: seed its initialisation (the Trainer seeds only after it exists),
     # so the same config and seed give the same reward model.
     set_seed(cfg.seed)
-    with quiet_progress():
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(base_dir), num_labels=1, local_files_only=True
-        )
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report only says the new head is not in the file
+    try:
+        with quiet_progress():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(base_dir), num_labels=1, local_files_only=True
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     model.config.pad_token_id = tokenizer.pad_token_id
 
     args = TrainingArguments(
