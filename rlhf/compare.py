@@ -88,7 +88,7 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
     with Store.open(cfg) as store:
         stored = [r for r in store.comparisons(source="simulated") if r.policy == policy]
     if stored and not force:
-        return {**_report(cfg, world, stored, policy, skipped=0), "reused": True}
+        return {**_report(cfg, world, stored, policy, skipped=None), "reused": True}
 
     model, tokenizer = load_policy(model_dir)
     rng = random.Random(cfg.seed + len(stored))  # a forced second set samples anew
@@ -166,22 +166,23 @@ def _report(cfg, world, records, policy, skipped) -> dict[str, Any]:
 
 
 def summary(report: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            (
-                "reusing stored comparisons (--force samples another set)\n"
-                if report.get("reused")
-                else ""
-            )
-            + f"comparisons stored    {report['comparisons']:,} "
-            f"(train {report['by_split']['train']:,}, val {report['by_split']['val']:,})",
-            f"mean K                {report['mean_k']:.2f}",
-            f"ranked pairs          {report['pairs']:,}",
-            f"labeler agreement     {report['agreement_on_sft_samples']:.1%} on "
-            f"{report['agreement_pairs']:,} pairs of SFT samples (paper: 72.6%)",
-            f"store                 {report['store']}",
-        ]
-    )
+    lines = ["reusing stored comparisons (--force samples another set)"] if report["reused"] else []
+    lines += [
+        f"comparisons stored    {report['comparisons']:,} "
+        f"(train {report['by_split']['train']:,}, val {report['by_split']['val']:,})",
+        f"mean K                {report['mean_k']:.2f}",
+        f"ranked pairs          {report['pairs']:,}",
+    ]
+    if report["skipped_identical"] is not None:  # known when sampling, not when reusing
+        lines.append(
+            f"prompts skipped       {report['skipped_identical']:,} (all K samples identical)"
+        )
+    lines += [
+        f"labeler agreement     {report['agreement_on_sft_samples']:.1%} on "
+        f"{report['agreement_pairs']:,} pairs of SFT samples (paper: 72.6%)",
+        f"store                 {report['store']}",
+    ]
+    return "\n".join(lines)
 
 
 __all__ = ["collect", "sample_responses", "summary"]

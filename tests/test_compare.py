@@ -84,3 +84,7 @@ def test_second_collection_reuses_the_store_unless_forced(collected):
     for key in ("comparisons", "pairs", "mean_k", "agreement_on_sft_samples", "agreement_pairs"):
         assert again[key] == report[key], key
     assert "reusing stored comparisons" in compare.summary(again)
+    assert again["skipped_identical"] is None and "prompts skipped" not in compare.summary(again)
+    assert isinstance(report["skipped_identical"], int) and "prompts skipped" in compare.summary(
+        report
+    )
