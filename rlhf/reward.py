@@ -389,5 +389,8 @@ def summary(report: dict[str, Any]) -> str:
     lines.append(
         f"demonstration mean after bias {report['demo_mean_after_bias']:+.2e} (bias {report['bias']:+.3f})"
     )
+    if report.get("accuracy_by_family"):  # held-out comparisons, both labeler groups
+        by = sorted(report["accuracy_by_family"].items(), key=lambda kv: -kv[1])
+        lines.append("held-out accuracy by family    " + ", ".join(f"{f} {a:.0%}" for f, a in by))
     lines.append(f"wall time                     {report['wall_time_s']:.0f} s")
     return "\n".join(lines)

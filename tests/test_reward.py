@@ -64,6 +64,7 @@ def test_reward_model_end_to_end_with_demo_bias(ready):
     scores = rm.score([d.prompt for d in demos], [d.response for d in demos])
     assert abs(float(scores.mean())) < 1e-3  # the saved bias reproduces mean 0
     assert "demonstration mean" in reward.summary(report)
+    assert "held-out accuracy by family" in reward.summary(report)
 
 
 def test_every_parameter_changes_after_one_step(ready, tmp_path):
