@@ -154,8 +154,9 @@ def timed_train(trainer, model) -> dict:
 
 def heldout(model, tokenizer, max_length: int, val: list[Comparison]) -> dict:
     rm = reward.RewardModel(model.eval(), tokenizer, 0.0, max_length)
-    acc, n = reward.accuracy(rm, val)
     per_prompt = [reward.accuracy(rm, [c]) for c in val]  # for the paired standard error
+    n = sum(k for _, k in per_prompt)
+    acc = sum(a * k for a, k in per_prompt if k) / n if n else float("nan")  # pooled over pairs
     return {"heldout_acc": acc, "heldout_pairs": n, "per_prompt": per_prompt}
 
 

@@ -112,16 +112,7 @@ def load_policy(
     """(model, tokenizer) from a local save_pretrained directory, model in eval mode.
 
     The tokenizer pads on the left by default (generation); set "right" for training."""
-    path = Path(model_dir)
-    if not path.is_dir():
-        raise RunError(f"{path}: no such model directory")
-    if not is_model_dir(path):
-        raise RunError(
-            f"{path}: not a model directory (expected config.json and *.safetensors, "
-            "as written by save_pretrained)"
-        )
-    if not (path / "tokenizer.json").is_file():
-        raise RunError(f"{path}: model directory has no tokenizer (tokenizer.json missing)")
+    path = check_model_dir(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         with quiet_progress():
@@ -133,3 +124,19 @@ def load_policy(
     tokenizer.padding_side = padding_side
     model.eval()
     return model, tokenizer
+
+
+def check_model_dir(model_dir: str | os.PathLike) -> Path:
+    """The path of a save_pretrained directory with its tokenizer, or a RunError saying what
+    is missing."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such model directory")
+    if not is_model_dir(path):
+        raise RunError(
+            f"{path}: not a model directory (expected config.json and *.safetensors, "
+            "as written by save_pretrained)"
+        )
+    if not (path / "tokenizer.json").is_file():
+        raise RunError(f"{path}: model directory has no tokenizer (tokenizer.json missing)")
+    return path

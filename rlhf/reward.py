@@ -39,7 +39,7 @@ from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
-from rlhf.models import load_policy, quiet_progress, save_model
+from rlhf.models import check_model_dir, quiet_progress, save_model
 from rlhf.runs import Run, find_done, run_stage
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
@@ -301,7 +301,8 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
             + f"; run: rlhf compare --recipe {cfg.recipe}"
         )
 
-    _, tokenizer = load_policy(base_dir, padding_side="right")
+    tokenizer = AutoTokenizer.from_pretrained(str(check_model_dir(base_dir)), local_files_only=True)
+    tokenizer.padding_side = "right"
     # The scalar head is new: seed its initialisation (the Trainer seeds only after it exists),
     # so the same config and seed give the same reward model.
     set_seed(cfg.seed)
@@ -350,9 +351,9 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     # 4. Demonstration-mean-0 bias (paper 3.5): the RM's zero is "as good as a demonstration".
     rm = RewardModel(trainer.model.eval(), tokenizer, 0.0, r.max_length)
     demos = world.demonstrations("train")
-    bias = -float(rm.score([d.prompt for d in demos], [d.response for d in demos]).mean())
-    rm.bias = bias
-    demo_mean = float(rm.score([d.prompt for d in demos], [d.response for d in demos]).mean())
+    demo_scores = rm.score([d.prompt for d in demos], [d.response for d in demos])  # (D,)
+    rm.bias = bias = -float(demo_scores.mean())
+    demo_mean = float((demo_scores + bias).mean())  # what the saved RM scores them: ~0
     save_model(rm.model, tokenizer, run.model_dir)
     (run.model_dir / BIAS_FILE).write_text(
         json.dumps({"bias": bias, "max_length": r.max_length}) + "\n"
@@ -365,12 +366,15 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         "demo_mean_after_bias": demo_mean,
         "skipped_comparisons": skipped,
     }
-    for name, part in data.items():
-        acc, pairs = accuracy(rm, part)
-        report[f"accuracy/{name}"] = acc
-        report[f"pairs/{name}"] = pairs
-        report[f"comparisons/{name}"] = len(part)
+    acc, pairs = accuracy(rm, data["train"])
+    report |= {"accuracy/train": acc, "pairs/train": pairs}
     val = pair_frame(rm, data["val_train_labelers"] + data["val_heldout_labelers"], heldout_ids)
+    for name, group in (("val_train_labelers", "training"), ("val_heldout_labelers", "held-out")):
+        part = val[val["group"] == group]  # each val response scored once for both groups
+        report[f"accuracy/{name}"] = part["correct"].mean() if len(part) else float("nan")
+        report[f"pairs/{name}"] = len(part)
+    for name, part in data.items():
+        report[f"comparisons/{name}"] = len(part)
     if not val.empty:
         report["accuracy_by_family"] = {
             row.family: row.accuracy for row in accuracy_by(val, "family").itertuples()
