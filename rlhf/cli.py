@@ -74,6 +74,10 @@ def cmd_rm(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     return _train_stage("reward", args, cfg, stage="rm")
 
 
+def cmd_ppo(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    return _train_stage("ppo", args, cfg)
+
+
 def cmd_compare(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     import torch
 
@@ -314,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--with-human", action="store_true", help="also train on hand-ranked comparisons"
     )
     rm.set_defaults(func=cmd_rm)
+
+    ppo = commands.add_parser(
+        "ppo",
+        parents=[_common()],
+        help="stage 3: PPO against the reward model (PPO-ptx with --set ppo.ptx_coef=...)",
+    )
+    ppo.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
+    ppo.add_argument(
+        "--new", action="store_true", help="train even if a finished run has this config"
+    )
+    ppo.set_defaults(func=cmd_ppo)
 
     cmp = commands.add_parser(
         "compare",

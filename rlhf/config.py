@@ -193,6 +193,91 @@ class RMConfig:
 
 
 @dataclass
+class PPOConfig:
+    """Stage 3: PPO against the reward model, and PPO-ptx when ptx_coef > 0 (rlhf/ppo.py;
+    paper 3.5 and appendix C.4). The policy starts from the SFT model, which also serves as
+    the frozen reference of the KL penalty; the value model starts from the RM (paper 3.5).
+
+    Sizes differ from the paper's (256k episodes, batch 512, 175B) so a run fits in minutes on
+    2 CPU cores: each field says where it follows the paper and where it does not, and why."""
+
+    sft_run: str = doc(
+        "",
+        "SFT run: the initial policy and the frozen reference. Empty: the newest finished SFT "
+        "run with the same world, pretrain and sft config.",
+    )
+    rm_run: str = doc(
+        "",
+        "Reward-model run: the reward, and the value model's initialisation. Empty: the newest "
+        "finished RM run of this config.",
+    )
+    steps: int = doc(60, "PPO steps; each is one rollout of batch_size episodes and its update.")
+    batch_size: int = doc(64, "Episodes (prompt, sampled response) per rollout (paper: 512).")
+    mini_batch_size: int = doc(16, "Episodes per gradient step; batch_size must be a multiple.")
+    ppo_epochs: int = doc(4, "Passes over each rollout (paper: 4 per batch, as Ziegler et al.).")
+    lr: float = doc(
+        1e-4,
+        "Policy learning rate, constant (paper: 9.65e-6 for 1.3B with a cosine decay). A "
+        "1M-parameter policy needs a larger step to move within 60 updates.",
+    )
+    vf_lr: float = doc(3e-4, "Value-model learning rate, constant.")
+    max_new_tokens: int = doc(48, "Response tokens sampled per episode (as compare and eval).")
+    temperature: float = doc(
+        1.0,
+        "Sampling temperature of rollouts (paper: 1); logits are divided by it for the "
+        "logprobs too, as lm-human-preference-details does.",
+    )
+    kl_coef: float = doc(
+        0.02,
+        "beta: the per-token KL penalty -beta * (log pi - log pi_ref) (paper 3.5: 0.02).",
+    )
+    adaptive_kl: bool = doc(
+        False,
+        "Adapt beta towards target_kl (Ziegler et al. 2019's controller); the paper keeps it "
+        "fixed.",
+    )
+    target_kl: float = doc(6.0, "KL (nats per response) the adaptive controller aims at.")
+    kl_horizon: int = doc(10000, "Episodes over which the adaptive controller adjusts beta.")
+    gamma: float = doc(1.0, "Discount in GAE (paper: 1; the only reward is at the end).")
+    lam: float = doc(0.95, "GAE lambda (paper: 0.95).")
+    whiten_rewards: bool = doc(False, "Whiten the per-token rewards of a rollout before GAE.")
+    cliprange: float = doc(0.2, "PPO clip range of the policy ratio (paper: 0.2).")
+    cliprange_value: float = doc(0.2, "Clip range of the value update around the old values.")
+    vf_coef: float = doc(
+        0.1,
+        "Weight of the value loss (policy and value are separate models, so it scales the "
+        "value gradient only, before clipping).",
+    )
+    missing_eos_penalty: float = doc(
+        1.0,
+        "Subtracted from the RM score of a response that reaches max_new_tokens without EOS, so "
+        "the policy does not learn to ramble past the end (as TRL's missing_eos_penalty).",
+    )
+    approxkl_stop: float = doc(
+        0.1,
+        "Stop a rollout's remaining minibatches once the policy's approx KL to the rollout "
+        "policy exceeds this (0 disables).",
+    )
+    ptx_coef: float = doc(
+        0.0,
+        "gamma_ptx: weight of the pretraining LM loss mixed into every update (PPO-ptx, paper "
+        "C.4: 27.8, which DeepSpeed-Chat reports unstable). 0 is plain PPO.",
+    )
+    ptx_batch_ratio: float = doc(
+        1.0,
+        "Pretraining sequences (pretrain.block_size tokens each) per RL episode in each "
+        "minibatch of PPO-ptx.",
+    )
+    grad_clip: float = doc(1.0, "Clip each model's gradient norm to this value (0 disables).")
+    log_every: int = doc(1, "Steps between metric lines in metrics.jsonl.")
+    sample_every: int = doc(10, "Steps between sample rollouts saved to samples.jsonl.")
+    samples_per_log: int = doc(4, "Rollouts saved each time, with their per-token KL.")
+    checkpoint_every: int = doc(20, "Steps between resumable checkpoints.")
+    eval_prompts: int = doc(1000, "Test prompts in the final report (at most all; greedy).")
+    bootstrap: int = doc(1000, "Bootstrap resamples for the 95% intervals of the report.")
+
+
+@dataclass
 class LabConfig:
     """Everything a run needs. Stage sections are filled from a recipe and overrides."""
 
@@ -212,6 +297,7 @@ class LabConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     rm: RMConfig = field(default_factory=RMConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
     @property
     def workspace_dir(self) -> Path:

@@ -202,3 +202,41 @@ def sample_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def bootstrap_ci(
+    values: Sequence[float], n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (resampling items with
+    replacement): (low, high) at `level`. One value or none gives (nan, nan)."""
+    x = torch.as_tensor(list(values), dtype=torch.float64)
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(x), (n_resamples, len(x)), generator=g)  # (n_resamples, N)
+    means = x[idx].mean(1)
+    alpha = (1.0 - level) / 2
+    lo, hi = torch.quantile(means, torch.tensor([alpha, 1.0 - alpha], dtype=torch.float64))
+    return float(lo), float(hi)
+
+
+def win_outcomes(quality: Sequence[float], baseline: Sequence[float]) -> list[float]:
+    """Per prompt: 1 if the policy's gold quality beats the baseline's, 0.5 on a tie, else 0
+    (the paper's win rate counts ties half)."""
+    return [
+        1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(quality, baseline, strict=True)
+    ]
+
+
+def with_ci(values: Sequence[float], n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """{"mean", "lo", "hi", "n"}: the mean of `values` with its 95% bootstrap interval."""
+    lo, hi = bootstrap_ci(values, n_resamples, seed)
+    return {
+        "mean": sum(values) / len(values) if values else float("nan"),
+        "lo": lo,
+        "hi": hi,
+        "n": len(values),
+    }

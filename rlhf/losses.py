@@ -1,4 +1,8 @@
-"""Reward-model losses: the K-wise ranking loss of InstructGPT (Ouyang et al. 2022, Eq. 1, 3.5).
+"""Losses as pure tensor functions: the K-wise ranking loss of the reward model (InstructGPT,
+Ouyang et al. 2022, Eq. 1, 3.5) and the pieces of PPO (stage 3): the KL-shaped reward, GAE,
+whitening, the clipped surrogate and the clipped value loss.
+
+Reward model.
 
 A labeler ranks K responses to one prompt; every pair (y_w, y_l) with y_w ranked above y_l gives
 a term −log σ(r(x, y_w) − r(x, y_l)). The paper treats all C(K, 2) pairs of one prompt as ONE
@@ -11,7 +15,16 @@ Layout (B prompts, K = most responses of any prompt in the batch):
     rewards (B, K)  float, r(x, y_k); entries of absent responses are ignored (any value, even NaN)
     ranks   (B, K)  integer, lower is better; equal ranks are ties (no pair); negative = absent
 
-Pure tensor functions; the trainer owns the model and the batching.
+PPO (B episodes, T = longest response; `mask` (B, T) is 1 on response tokens, EOS included, and
+0 on the padding after them; every tensor below is (B, T) unless said otherwise):
+
+    logprobs, ref_logprobs   log pi(y_t | x, y_<t) of the sampled token under policy / reference
+    kl                       logprobs - ref_logprobs (the per-token estimator of the KL)
+    rewards                  -beta * kl at every token, plus the RM score at the last token
+    values                   V(x, y_<t), the value model's estimate before token t is emitted
+    advantages, returns      GAE(gamma, lambda); returns = advantages + values
+
+The trainer owns the models and the batching.
 """
 
 from __future__ import annotations
@@ -20,7 +33,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["kwise_accuracy", "kwise_ranking_loss"]
+__all__ = [
+    "gae",
+    "kl_shaped_rewards",
+    "kwise_accuracy",
+    "kwise_ranking_loss",
+    "masked_mean",
+    "masked_var",
+    "policy_loss",
+    "value_loss",
+    "whiten",
+]
 
 
 def _check(rewards: Tensor, ranks: Tensor) -> None:
@@ -95,3 +118,106 @@ def kwise_accuracy(rewards: Tensor, ranks: Tensor) -> tuple[float, int]:
     if n_pairs == 0:
         return float("nan"), 0
     return float(score[pairs].sum()) / n_pairs, n_pairs
+
+
+# ----------------------------------------------------------------------------- PPO
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of x over the positions where mask is 1 (over all of them, or along `dim`)."""
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
+    """Variance of x over the masked positions (Bessel-corrected by default, as TRL)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        n = mask.sum()
+        var = var * n / (n - 1).clamp(min=1.0)
+    return var
+
+
+def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """(x - mean) / std over the masked positions; masked-out positions come back as 0.
+
+    With shift_mean=False the mean is added back (lm-human-preference-details whitens rewards
+    that way, keeping their sign)."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask.to(x.dtype)
+
+
+def kl_shaped_rewards(
+    scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, kl_coef: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token rewards of the paper's objective (3.5, after Ziegler et al. 2019).
+
+    scores (B,) are the RM's (with the EOS penalty already applied). Returns (rewards, kl,
+    non_score_reward), each (B, T) and 0 off the mask: the KL penalty -kl_coef * kl at every
+    response token and the score added at the last response token only."""
+    m = mask.to(logprobs.dtype)
+    kl = (logprobs - ref_logprobs) * m  # (B, T)
+    non_score_reward = -kl_coef * kl  # (B, T)
+    last = (mask.sum(1) - 1).clamp(min=0)  # (B,) index of the last response token (EOS if any)
+    rewards = non_score_reward.clone()
+    rewards[torch.arange(len(scores)), last] += scores * (mask.sum(1) > 0).to(scores.dtype)
+    return rewards, kl, non_score_reward
+
+
+def gae(
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float
+) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016) over response tokens.
+
+    rewards, values, mask: (B, T); the value after the last response token is 0 (the episode
+    ends). delta_t = r_t + gamma * V_{t+1} - V_t and A_t = sum_{k >= 0} (gamma*lam)^k delta_{t+k},
+    computed for all t at once as a (T, T) upper-triangular discount matrix. Returns
+    (advantages, returns), (B, T), 0 off the mask; returns = advantages + values."""
+    m = mask.to(values.dtype)
+    r, v = rewards * m, values * m  # (B, T): nothing after the end
+    v_next = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], dim=1)  # (B, T) V_{t+1}, 0 at end
+    delta = r + gamma * v_next - v  # (B, T)
+    T = rewards.shape[1]
+    idx = torch.arange(T)
+    power = (idx[None, :] - idx[:, None]).clamp(min=0).to(values.dtype)  # (T, T): k = j - t
+    discount = torch.where(
+        idx[None, :] >= idx[:, None], (gamma * lam) ** power, torch.zeros_like(power)
+    )  # (T, T) [t, j] = (gamma*lam)^(j-t) for j >= t
+    advantages = (delta @ discount.T) * m  # (B, T): A_t = sum_j discount[t, j] * delta_j
+    return advantages, (advantages + v) * m
+
+
+def policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, cliprange: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """PPO's clipped surrogate (Schulman et al. 2017), averaged over response tokens.
+
+    Returns (loss, clipfrac, approxkl): the share of tokens where the clipped term was taken,
+    and 0.5 * mean((log ratio)^2), the estimate of KL(old || new) TRL logs."""
+    logratio = logprobs - old_logprobs  # (B, T)
+    ratio = torch.exp(logratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    clipfrac = masked_mean((clipped > unclipped).to(logprobs.dtype), mask)
+    approxkl = 0.5 * masked_mean(logratio.detach() ** 2, mask)
+    return loss, clipfrac.detach(), approxkl
+
+
+def value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, cliprange_value: float
+) -> tuple[Tensor, Tensor]:
+    """Clipped value loss (PPO2, as TRL and lm-human-preference-details): the larger of the
+    squared errors of the new value and of the old value moved at most cliprange_value.
+    Returns (0.5 * mean over tokens, the share of tokens where the clipped error was larger)."""
+    clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    err, err_clipped = (values - returns) ** 2, (clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.max(err, err_clipped), mask)
+    clipfrac = masked_mean((err_clipped > err).to(values.dtype), mask)
+    return loss, clipfrac.detach()

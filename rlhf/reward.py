@@ -40,7 +40,7 @@ from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
 from rlhf.models import check_model_dir, quiet_progress, save_model
-from rlhf.runs import Run, find_done, run_stage
+from rlhf.runs import Run, find_done, run_stage, saved_config
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
 
@@ -171,7 +171,7 @@ def same_world_comparisons(
     rankings of another world's samples (an older world version, another seed) must not leak
     into training or evaluation. Human comparisons are kept (their prompts are whatever a labeler
     ranked). Returns (kept, skipped count per reason)."""
-    want = cfg.to_dict()["world"]
+    want = saved_config(cfg, "rm")["world"]
     verdict: dict[str | None, str] = {}
     kept, skipped = [], {"other world": 0, "policy run missing": 0}  # reason -> count
     for c in rows:

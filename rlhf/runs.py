@@ -25,6 +25,7 @@ from typing import Any
 
 from rlhf.config import LabConfig, from_dict
 from rlhf.errors import ConfigError, RunError
+from rlhf.world.build import WORLD_VERSION
 
 STAGES = ("pretrain", "sft", "rm", "ppo")
 
@@ -64,7 +65,7 @@ class Run:
             )
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
-        write_json(path / "config.json", {"stage": stage, **cfg.to_dict()})
+        write_json(path / "config.json", saved_config(cfg, stage))
         run.set_status("running")
         return run
 
@@ -92,7 +93,7 @@ class Run:
             run = cls.open(run_dir)
             if run.stage != stage:
                 raise RunError(f"{run.dir}: is a '{run.stage}' run, not '{stage}'")
-            saved, new = run.raw_config(), {"stage": stage, **cfg.to_dict()}
+            saved, new = run.raw_config(), saved_config(cfg, stage)
             # threads and workspace change where and how fast, not what is computed.
             diff = sorted(set(_diff(saved, new)) - {"threads", "workspace"})
             if diff:
@@ -115,6 +116,7 @@ class Run:
     def config(self) -> LabConfig:
         data = self.raw_config()
         data.pop("stage", None)
+        data.get("world", {}).pop("version", None)
         try:
             return from_dict(data, source=str(self.dir / "config.json"))
         except ConfigError as e:
@@ -127,15 +129,7 @@ class Run:
 
     def metrics(self) -> list[dict[str, Any]]:
         """Every logged line of metrics.jsonl (a truncated last line from a kill is skipped)."""
-        f = self.dir / "metrics.jsonl"
-        rows = []
-        if f.exists():
-            for line in f.read_text().splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return rows
+        return _read_jsonl(self.dir / "metrics.jsonl")
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -154,12 +148,28 @@ class Run:
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")
 
+    def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """Append sample rollouts (one JSON line each, with the step) to samples.jsonl."""
+        with open(self.dir / "samples.jsonl", "a") as f:
+            for r in rows:
+                f.write(json.dumps({"step": step, **r}, sort_keys=True) + "\n")
+
+    def samples(self) -> list[dict[str, Any]]:
+        """Every line of samples.jsonl (a truncated last line from a kill is skipped)."""
+        return _read_jsonl(self.dir / "samples.jsonl")
+
     def truncate_metrics(self, step: int) -> None:
         """Drop lines logged after `step` (they belong to work a resume will redo)."""
-        rows = [r for r in self.metrics() if r.get("step", 0) <= step]
-        tmp = self.dir / ".metrics.jsonl.tmp"
+        self._truncate("metrics.jsonl", self.metrics(), step)
+
+    def truncate_samples(self, step: int) -> None:
+        self._truncate("samples.jsonl", self.samples(), step)
+
+    def _truncate(self, name: str, rows: list[dict[str, Any]], step: int) -> None:
+        rows = [r for r in rows if r.get("step", 0) <= step]
+        tmp = self.dir / f".{name}.tmp"
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        os.replace(tmp, self.dir / "metrics.jsonl")
+        os.replace(tmp, self.dir / name)
 
     def set_status(self, status: str, **info: Any) -> None:
         current = self.status if (self.dir / "status.json").exists() else {}
@@ -172,6 +182,25 @@ class Run:
 
     def write_eval(self, data: dict[str, Any]) -> None:
         write_json(self.dir / "eval.json", data)
+
+
+def _read_jsonl(f: Path) -> list[dict[str, Any]]:
+    rows = []
+    if f.exists():
+        for line in f.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
+    """What a run's config.json holds: the stage, the resolved config, and the world's version
+    under world.version, so a run made on an older world is never reused for a newer one."""
+    data = {"stage": stage, **cfg.to_dict()}
+    data["world"]["version"] = WORLD_VERSION
+    return data
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -217,7 +246,7 @@ def run_stage(
 
 def latest_done(cfg: LabConfig, stage: str) -> Run | None:
     """The newest finished run of `stage` whose saved config equals `cfg` (reuse, don't retrain)."""
-    want = {"stage": stage, **cfg.to_dict()}
+    want = saved_config(cfg, stage)
     for run in reversed(list_runs(cfg.workspace_dir, stage)):
         if run.done and not _diff(run.raw_config(), want):
             return run
@@ -227,7 +256,7 @@ def latest_done(cfg: LabConfig, stage: str) -> Run | None:
 def find_done(cfg: LabConfig, stage: str, sections: tuple[str, ...]) -> Run | None:
     """The newest finished run of `stage` whose config agrees with `cfg` on `sections` (e.g. the
     pretrain run an SFT run builds on: same world, same pretrain settings)."""
-    want = cfg.to_dict()
+    want = saved_config(cfg, stage)
     for run in reversed(list_runs(cfg.workspace_dir, stage)):
         saved = run.raw_config()
         if run.done and all(not _diff(saved.get(k), want.get(k)) for k in sections):

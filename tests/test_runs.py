@@ -6,7 +6,8 @@ import pytest
 
 from rlhf import config
 from rlhf.errors import RunError
-from rlhf.runs import Run, list_runs
+from rlhf.runs import Run, find_done, latest_done, list_runs
+from rlhf.world.build import WORLD_VERSION
 
 
 @pytest.fixture
@@ -28,6 +29,20 @@ def test_config_json_round_trips_to_the_resolved_config(cfg):
     run = Run.create(cfg, "pretrain")
     assert run.config == cfg
     assert run.raw_config()["stage"] == "pretrain"
+
+
+def test_a_run_of_an_older_world_version_is_not_reused(cfg):
+    run = Run.create(cfg, "pretrain")
+    assert run.raw_config()["world"]["version"] == WORLD_VERSION
+    run.set_status("done")
+    assert latest_done(cfg, "pretrain").dir == run.dir
+    assert find_done(cfg, "pretrain", ("world", "pretrain")).dir == run.dir
+    data = run.raw_config()
+    data["world"]["version"] = WORLD_VERSION - 1  # made before the world generator changed
+    (run.dir / "config.json").write_text(json.dumps(data))
+    assert latest_done(cfg, "pretrain") is None
+    assert find_done(cfg, "pretrain", ("world", "pretrain")) is None
+    assert run.config == cfg  # still readable
 
 
 def test_two_runs_in_the_same_second_get_different_dirs(cfg):

@@ -1,0 +1,486 @@
+"""Stage 3: PPO against the reward model, and PPO-ptx (paper 3.5, appendix C.4).
+
+TRL 1.16 has no PPO, so this is ours, on accelerate, in cleanrl's order (../shared/style.md).
+Models (`load_models`):
+
+    policy     the SFT model, trained                        pi
+    ref        the SFT model, frozen                         pi_ref (the KL penalty's anchor)
+    value      the RM's trunk and scalar head, trained       V (paper 3.5: value from the RM)
+    reward     the RM with its demonstration bias, frozen    r(x, y)
+
+One step (`ppo_step`), numbered as lm-human-preference-details numbers its rollout:
+
+    1. rollout   batch_size train prompts; sample at temperature T, logprobs of logits / T
+    2. score     the RM scores each (prompt, response) text; no EOS -> minus missing_eos_penalty
+    3. forward   logprobs under ref, values under V, for every response token
+    4. reward    -beta * (log pi - log pi_ref) per token, the score at the last token
+    5. GAE       gamma = 1, lambda = 0.95 -> advantages (whitened) and returns
+    6. update    ppo_epochs x minibatches: clipped surrogate + vf_coef * clipped value loss
+                 (+ ptx_coef * LM loss on pretraining blocks: PPO-ptx); stop early when the
+                 approx KL to the rollout policy passes approxkl_stop
+    7. log       metrics.jsonl (design.md's names), samples.jsonl with per-token KL,
+                 checkpoint/; beta adapts if adaptive_kl (Ziegler et al. 2019)
+
+Tensor names follow TRL and cleanrl: `b_` for the whole rollout, `mb_` for a minibatch.
+`train(cfg)` returns the Run; `rlhf ppo --recipe R` calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_model as load_safetensors_model
+from safetensors.torch import save_model as save_safetensors_model
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from rlhf.config import LabConfig, PPOConfig
+from rlhf.errors import RunError
+from rlhf.evaluate import blocks
+from rlhf.files import atomic_dir
+from rlhf.generation import Generation, generate
+from rlhf.losses import gae, kl_shaped_rewards, masked_mean, policy_loss, value_loss, whiten
+from rlhf.models import load_policy, quiet_progress, save_model
+from rlhf.ppo_report import final_report, summary  # noqa: F401 - `rlhf ppo` prints summary
+from rlhf.reward import RewardModel, load_reward_model
+from rlhf.runs import Run, find_done, run_stage
+from rlhf.tokenizer import encode_documents
+
+
+def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
+    """Train (or resume, or return if already done) the PPO run in `run_dir`."""
+    return run_stage(cfg, "ppo", run_dir, lambda run: _train(cfg, run, progress))
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@dataclass
+class Models:
+    policy: PreTrainedModel  # causal LM, trained
+    ref: PreTrainedModel  # causal LM, frozen
+    value: PreTrainedModel  # sequence classifier (trunk + scalar head), trained
+    reward: RewardModel  # frozen, with its bias
+    tokenizer: Any
+
+
+def source_runs(cfg: LabConfig) -> tuple[Run, Run]:
+    """(SFT run, RM run) this PPO run starts from: the configured ones, else the newest
+    finished runs of this config."""
+    p = cfg.ppo
+    sft = Run.open(p.sft_run) if p.sft_run else find_done(cfg, "sft", ("world", "pretrain", "sft"))
+    if sft is None:
+        raise RunError(f"no finished SFT run for this config; run: rlhf sft --recipe {cfg.recipe}")
+    rm = (
+        Run.open(p.rm_run) if p.rm_run else find_done(cfg, "rm", ("world", "pretrain", "sft", "rm"))
+    )
+    if rm is None:
+        raise RunError(f"no finished RM run for this config; run: rlhf rm --recipe {cfg.recipe}")
+    return sft, rm
+
+
+def load_models(sft_dir: Path, rm_dir: Path) -> Models:
+    policy, tokenizer = load_policy(sft_dir)
+    ref, _ = load_policy(sft_dir)
+    reward = load_reward_model(rm_dir)
+    if reward.tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise RunError(
+            f"{rm_dir}: the reward model's tokenizer differs from the policy's ({sft_dir}); "
+            "the value model starts from the RM, so they must share one"
+        )
+    with quiet_progress():
+        value = AutoModelForSequenceClassification.from_pretrained(
+            str(rm_dir), local_files_only=True, dtype=torch.float32
+        )
+    for frozen in (ref, reward.model):
+        frozen.requires_grad_(False)
+        frozen.eval()
+    policy.train()
+    value.train()
+    return Models(policy, ref, value, reward, tokenizer)
+
+
+# ----------------------------------------------------------------------------- forwards
+
+
+def sequence_inputs(g: Generation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids), each (B, P + R): the left-padded prompt, then
+    the right-padded response; positions count real tokens only, as in generation."""
+    ids = torch.cat([g.prompt_ids, g.response_ids], dim=1)
+    mask = torch.cat([g.prompt_mask, g.response_mask], dim=1)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def forward_logprobs(
+    model: PreTrainedModel, g: Generation, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logprobs, entropy), each (B, R): log pi(y_t | x, y_<t) of the response tokens under
+    logits / temperature, and the entropy of that distribution at each step."""
+    ids, mask, pos = sequence_inputs(g)
+    P = g.prompt_ids.shape[1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits  # (B, P+R, V)
+    logits = logits[:, P - 1 : -1].float() / temperature  # (B, R, V): position t predicts y_t
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logprobs = logp_all.gather(-1, g.response_ids[..., None]).squeeze(-1)  # (B, R)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, R)
+    return logprobs, entropy
+
+
+def forward_values(value_model: PreTrainedModel, g: Generation) -> torch.Tensor:
+    """(B, R) V(x, y_<t): the value head on the trunk's state before each response token.
+
+    AutoModelForSequenceClassification pools one position; the trunk (`base_model`) and the
+    head (`score`) give every position."""
+    ids, mask, pos = sequence_inputs(g)
+    P = g.prompt_ids.shape[1]
+    hidden = value_model.base_model(
+        input_ids=ids, attention_mask=mask, position_ids=pos
+    ).last_hidden_state  # (B, P+R, H)
+    return value_model.score(hidden[:, P - 1 : -1]).squeeze(-1).float()  # (B, R)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class AdaptiveKL:
+    """Ziegler et al. 2019's proportional controller: beta grows when the KL of a rollout is
+    above target and shrinks when below, by at most 20% of n_steps / horizon per update."""
+
+    def __init__(self, beta: float, target: float, horizon: int):
+        self.value, self.target, self.horizon = beta, target, horizon
+
+    def update(self, kl: float, n_steps: int) -> None:
+        error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+
+def pretraining_blocks(world: Any, tokenizer: Any, block_size: int) -> torch.Tensor:
+    """(N, block_size) token blocks of the pretraining corpus, for PPO-ptx (paper C.4)."""
+    ids = encode_documents(tokenizer, world.train_documents())
+    return torch.stack(blocks(ids, block_size, keep_remainder=False))
+
+
+def step_generator(seed: int, step: int, salt: int) -> torch.Generator:
+    """A generator that depends only on (seed, step, salt): a resumed run draws the same
+    prompts, samples and pretraining blocks at each step as an uninterrupted one."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + salt)
+
+
+def check_finite(step: int, metrics: dict[str, float], run: Run) -> None:
+    bad = [
+        k
+        for k in ("objective/kl", "objective/scores", "loss/total")
+        if not math.isfinite(metrics.get(k, 0.0))
+    ]
+    if bad:
+        ckpt = run.checkpoint_dir / "state.json"
+        last = json.loads(ckpt.read_text())["step"] if ckpt.exists() else None
+        raise RunError(
+            f"PPO step {step}: {', '.join(f'{k} = {metrics[k]}' for k in bad)}; the run stopped. "
+            + (
+                f"The last good checkpoint (step {last}) is in {run.checkpoint_dir}"
+                if last is not None
+                else "No checkpoint was written yet"
+            )
+            + "; lower ppo.lr or raise ppo.kl_coef and start a new run"
+        )
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def ppo_step(
+    m: Models,
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
+    p: PPOConfig,
+    prompts: list[str],
+    kl_coef: float,
+    seed: int,
+    ptx_data: torch.Tensor | None,
+    shuffle_gen: torch.Generator,
+    ptx_gen: torch.Generator,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """One rollout and its update. `shuffle_gen` orders the minibatches, `ptx_gen` draws the
+    pretraining blocks. Returns (metrics, rollout); rollout holds what samples.jsonl needs."""
+    t0 = time.perf_counter()
+    policy = accelerator.unwrap_model(m.policy)
+    value_model = accelerator.unwrap_model(m.value)
+
+    # 1. Rollout: sample at temperature T (paper: 1), logprobs of logits / T.
+    g = generate(
+        policy,
+        m.tokenizer,
+        prompts,
+        max_new_tokens=p.max_new_tokens,
+        temperature=p.temperature,
+        seed=seed,
+        batch_size=len(prompts),
+    )
+    b_mask = g.response_mask  # (B, R)
+    with torch.no_grad():
+        # 2. Score the response text with the RM (its bias included); penalise no EOS.
+        raw_scores = m.reward.score(prompts, g.texts)  # (B,)
+        scores = raw_scores - p.missing_eos_penalty * (~g.ended).float()
+        # 3. Logprobs of the rollout policy and of the reference; values before each token.
+        policy.eval()
+        b_logprobs, b_entropy = forward_logprobs(policy, g, p.temperature)  # (B, R)
+        ref_logprobs, _ = forward_logprobs(m.ref, g, p.temperature)  # (B, R)
+        b_values = forward_values(value_model, g) * b_mask  # (B, R)
+        policy.train()
+        # 4. The KL-shaped reward: -beta * kl per token, the score at the last token.
+        rewards, kl, non_score_reward = kl_shaped_rewards(
+            scores, b_logprobs, ref_logprobs, b_mask, kl_coef
+        )
+        if p.whiten_rewards:
+            rewards = whiten(rewards, b_mask, shift_mean=False)
+        # 5. GAE, then whiten the advantages over the response tokens of the rollout.
+        b_advantages, b_returns = gae(rewards, b_values, b_mask, p.gamma, p.lam)
+        b_advantages = whiten(b_advantages, b_mask)
+    t_rollout = time.perf_counter() - t0
+
+    # 6. Update: epochs x minibatches over the rollout, stopping early past approxkl_stop.
+    B = len(prompts)
+    stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "clip", "vclip", "akl", "ptx")}
+    early_stop = False
+    for _epoch in range(p.ppo_epochs):
+        order = torch.randperm(B, generator=shuffle_gen)
+        for start in range(0, B, p.mini_batch_size):
+            idx = order[start : start + p.mini_batch_size]
+            mb = _slice(g, idx)
+            mb_mask = b_mask[idx]
+            new_logprobs, _ = forward_logprobs(m.policy, mb, p.temperature)  # (mb, R)
+            pg_loss, clipfrac, approxkl = policy_loss(
+                new_logprobs, b_logprobs[idx], b_advantages[idx], mb_mask, p.cliprange
+            )
+            new_values = forward_values(m.value, mb)  # (mb, R)
+            vf_loss, vf_clipfrac = value_loss(
+                new_values, b_values[idx], b_returns[idx], mb_mask, p.cliprange_value
+            )
+            loss = pg_loss + p.vf_coef * vf_loss
+            if ptx_data is not None and p.ptx_coef > 0:
+                n = max(1, round(len(idx) * p.ptx_batch_ratio))
+                x = ptx_data[torch.randint(len(ptx_data), (n,), generator=ptx_gen)]  # (n, T)
+                ptx_loss = m.policy(input_ids=x, labels=x).loss
+                loss = loss + p.ptx_coef * ptx_loss
+                stats["ptx"].append(ptx_loss.item())
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if p.grad_clip > 0:
+                accelerator.clip_grad_norm_(m.policy.parameters(), p.grad_clip)
+                accelerator.clip_grad_norm_(m.value.parameters(), p.grad_clip)
+            optimizer.step()
+            for k, v in zip(
+                ("pg", "vf", "clip", "vclip", "akl"),
+                (pg_loss, vf_loss, clipfrac, vf_clipfrac, approxkl),
+                strict=True,
+            ):
+                stats[k].append(float(v.detach()))
+            if p.approxkl_stop > 0 and float(approxkl) > p.approxkl_stop:
+                early_stop = True
+                break
+        if early_stop:
+            break
+    if ptx_data is not None and not stats["ptx"]:
+        # Plain PPO: the same pretraining loss, measured (no gradient), so the curves of PPO
+        # and PPO-ptx show the alignment tax side by side.
+        x = ptx_data[torch.randint(len(ptx_data), (p.mini_batch_size,), generator=ptx_gen)]
+        with torch.no_grad():
+            stats["ptx"].append(policy(input_ids=x, labels=x).loss.item())
+    t_update = time.perf_counter() - t0 - t_rollout
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    lengths = b_mask.sum(1).float()
+    metrics = {
+        "objective/rlhf_reward": float((scores + non_score_reward.sum(1)).mean()),
+        "objective/scores": float(raw_scores.mean()),
+        "objective/kl": float(kl.sum(1).mean()),
+        "objective/non_score_reward": float(non_score_reward.sum(1).mean()),
+        "objective/entropy": float(masked_mean(b_entropy, b_mask)),
+        "objective/kl_coef": kl_coef,
+        "policy/approxkl": mean(stats["akl"]),
+        "policy/clipfrac": mean(stats["clip"]),
+        "policy/pg_loss": mean(stats["pg"]),
+        "policy/minibatches": float(len(stats["pg"])),
+        "val/vf_loss": mean(stats["vf"]),
+        "val/clipfrac": mean(stats["vclip"]),
+        "val/mean": float(masked_mean(b_values, b_mask)),
+        "ptx/loss": mean(stats["ptx"]),
+        "response/length": float(lengths.mean()),
+        "response/eos_rate": float(g.ended.float().mean()),
+        "loss/total": float(loss.detach()),
+        "time/rollout": t_rollout,
+        "time/update": t_update,
+    }
+    rollout = {"g": g, "kl": kl, "scores": raw_scores}
+    return metrics, rollout
+
+
+def _slice(g: Generation, idx: torch.Tensor) -> Generation:
+    return Generation(
+        g.prompt_ids[idx],
+        g.prompt_mask[idx],
+        g.response_ids[idx],
+        g.response_mask[idx],
+        [g.texts[i] for i in idx.tolist()],
+        g.ended[idx],
+    )
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(ckpt_dir: Path, m: Models, optimizer, state: dict[str, Any]) -> None:
+    """policy + value weights (safetensors), optimizer and trainer state, swapped in atomically."""
+    with atomic_dir(ckpt_dir) as tmp:
+        save_safetensors_model(m.policy, str(tmp / "policy.safetensors"))
+        save_safetensors_model(m.value, str(tmp / "value.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def load_checkpoint(ckpt_dir: Path, m: Models, optimizer) -> dict[str, Any]:
+    try:
+        load_safetensors_model(m.policy, str(ckpt_dir / "policy.safetensors"))
+        load_safetensors_model(m.value, str(ckpt_dir / "value.safetensors"))
+        # weights_only: tensors and plain containers only, never arbitrary pickled objects.
+        optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
+        return json.loads((ckpt_dir / "state.json").read_text())
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise RunError(
+            f"{ckpt_dir}: cannot resume from this checkpoint ({type(e).__name__}: {e}); "
+            "delete it to restart the run from step 0"
+        ) from None
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
+    from rlhf.world import build_world
+
+    p = cfg.ppo
+    t_start = time.perf_counter()
+    if p.batch_size % p.mini_batch_size:
+        raise RunError(
+            f"ppo.batch_size={p.batch_size} is not a multiple of "
+            f"ppo.mini_batch_size={p.mini_batch_size}"
+        )
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    world = build_world(cfg, progress=progress)
+    sft_run, rm_run = source_runs(cfg)
+    m = load_models(sft_run.model_dir, rm_run.model_dir)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(m.policy.parameters()), "lr": p.lr},
+            {"params": list(m.value.parameters()), "lr": p.vf_lr},
+        ],
+        betas=(0.9, 0.95),
+        eps=1e-5,  # as lm-human-preference-details / cleanrl's PPO
+        weight_decay=0.0,
+    )
+    m.policy, m.value, optimizer = accelerator.prepare(m.policy, m.value, optimizer)
+    prompts = world.prompts("train")
+    # The pretraining blocks: PPO-ptx trains on them; plain PPO measures its LM loss on them.
+    ptx_data = pretraining_blocks(world, m.tokenizer, cfg.pretrain.block_size)
+
+    step, elapsed_before = 0, 0.0
+    kl_ctl = AdaptiveKL(p.kl_coef, p.target_kl, p.kl_horizon)
+    if (run.checkpoint_dir / "state.json").exists():
+        state = load_checkpoint(run.checkpoint_dir, m, optimizer)
+        step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+        kl_ctl.value = float(state["kl_coef"])
+        run.truncate_metrics(step)
+        run.truncate_samples(step)
+
+    bar = tqdm(total=p.steps, initial=step, desc="ppo", disable=not progress, dynamic_ncols=True)
+    while step < p.steps:
+        gen = step_generator(cfg.seed, step, 0)
+        pick = torch.randint(len(prompts), (p.batch_size,), generator=gen).tolist()
+        batch = [prompts[i].text for i in pick]
+        metrics, rollout = ppo_step(
+            m,
+            optimizer,
+            accelerator,
+            p,
+            batch,
+            kl_ctl.value,
+            seed=cfg.seed * 1_000_003 + step,
+            ptx_data=ptx_data,
+            shuffle_gen=step_generator(cfg.seed, step, 1),
+            ptx_gen=step_generator(cfg.seed, step, 2),
+        )
+        gold = [
+            world.gold.score(prompts[i], t) for i, t in zip(pick, rollout["g"].texts, strict=True)
+        ]
+        metrics["objective/gold"] = sum(j.quality for j in gold) / len(gold)
+        check_finite(step + 1, metrics, run)
+        if p.adaptive_kl:
+            kl_ctl.update(metrics["objective/kl"], p.batch_size)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(
+            score=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}"
+        )
+        if step % p.log_every == 0 or step == p.steps:
+            run.log(step, metrics)
+        if step % p.sample_every == 0 or step == 1 or step == p.steps:
+            run.log_samples(
+                step,
+                sample_rows(
+                    m.tokenizer, rollout, [prompts[i] for i in pick], gold, p.samples_per_log
+                ),
+            )
+        if step % p.checkpoint_every == 0 and step < p.steps:
+            elapsed = elapsed_before + time.perf_counter() - t_start
+            state = {"step": step, "elapsed_s": elapsed, "kl_coef": kl_ctl.value}
+            save_checkpoint(run.checkpoint_dir, m, optimizer, state)
+    bar.close()
+
+    policy = accelerator.unwrap_model(m.policy)
+    policy.eval()
+    save_model(policy, m.tokenizer, run.model_dir)
+    train_wall = elapsed_before + time.perf_counter() - t_start
+    report = final_report(cfg, world, policy, m, sft_run, rm_run, run)
+    report["train_wall_time_s"] = train_wall
+    wall = elapsed_before + time.perf_counter() - t_start
+    report["wall_time_s"] = wall
+    run.write_eval(report)
+    run.set_status("done", wall_time_s=wall)
+
+
+def sample_rows(
+    tokenizer, rollout: dict[str, Any], prompts: list[Any], gold: list[Any], n: int
+) -> list[dict[str, Any]]:
+    """The first n episodes of a rollout with their tokens and per-token KL (for the
+    dashboard's colouring by divergence)."""
+    g, kl, scores = rollout["g"], rollout["kl"], rollout["scores"]
+    rows = []
+    for i in range(min(n, len(prompts))):
+        L = int(g.response_mask[i].sum())
+        ids = g.response_ids[i, :L].tolist()
+        rows.append(
+            {
+                "prompt_id": prompts[i].id,
+                "prompt": prompts[i].text,
+                "response": g.texts[i],
+                "tokens": [tokenizer.decode([t]) for t in ids],
+                "kl": [round(float(x), 5) for x in kl[i, :L]],
+                "score": float(scores[i]),
+                "gold_likert": gold[i].likert,
+                "ended": bool(g.ended[i]),
+            }
+        )
+    return rows

@@ -1,0 +1,97 @@
+"""The PPO run's own measurements (eval.json): how the policy compares with the SFT policy it
+started from, on the world's test prompts, judged by the gold labeler (paper 4.1-4.2 in small).
+
+    win_rate        gold win rate against SFT, ties half, 95% bootstrap interval (paper Fig. 1)
+    likert          gold Likert mean of policy and SFT
+    rm_score        the RM's mean score of policy and SFT responses (what PPO optimised)
+    perplexity      held-out pretraining perplexity of policy and SFT (the alignment tax, 4.2)
+    training        first vs last logged RM score, gold quality and KL of the rollouts
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rlhf.config import LabConfig
+from rlhf.evaluate import heldout_loss, win_outcomes, with_ci
+from rlhf.generation import generate
+from rlhf.pretrain import pick_eval_prompts
+from rlhf.runs import Run
+
+
+def final_report(
+    cfg: LabConfig, world: Any, policy: Any, m: Any, sft_run: Run, rm_run: Run, run: Run
+) -> dict[str, Any]:
+    p = cfg.ppo
+    prompts = pick_eval_prompts(world, p.eval_prompts)
+    texts = [q.text for q in prompts]
+    out: dict[str, Any] = {"sft_run": str(sft_run.dir), "rm_run": str(rm_run.dir)}
+    responses, quality, likert, scores = {}, {}, {}, {}
+    for name, model in (("policy", policy), ("sft", m.ref)):
+        g = generate(model, m.tokenizer, texts, max_new_tokens=p.max_new_tokens, greedy=True)
+        responses[name] = g.texts
+        judged = [world.gold.score(q, t) for q, t in zip(prompts, g.texts, strict=True)]
+        quality[name] = [j.quality for j in judged]
+        likert[name] = [float(j.likert) for j in judged]
+        scores[name] = m.reward.score(texts, g.texts).tolist()
+        out[f"eos_rate/{name}"] = float(g.ended.float().mean())
+        out[f"fails_to_follow/{name}"] = sum(j.flags["fails_to_follow"] for j in judged) / len(
+            judged
+        )
+    wins = win_outcomes(quality["policy"], quality["sft"])
+    out["win_rate_vs_sft"] = with_ci(wins, p.bootstrap, cfg.seed)
+    by_family: dict[str, list[float]] = {}
+    for q, w in zip(prompts, wins, strict=True):
+        by_family.setdefault(q.family, []).append(w)
+    out["win_rate_by_family"] = {f: sum(v) / len(v) for f, v in sorted(by_family.items())}
+    for name in ("policy", "sft"):
+        out[f"likert/{name}"] = with_ci(likert[name], p.bootstrap, cfg.seed)
+        out[f"rm_score/{name}"] = with_ci(scores[name], p.bootstrap, cfg.seed)
+        loss = heldout_loss(
+            policy if name == "policy" else m.ref,
+            m.tokenizer,
+            world.heldout_documents(),
+            cfg.pretrain.block_size,
+        )
+        out[f"perplexity/{name}"] = math.exp(loss)
+    rows = run.metrics()
+    if rows:
+        first, last = rows[0], rows[-1]
+        out["training"] = {
+            k: {"first": first.get(k), "last": last.get(k)}
+            for k in ("objective/scores", "objective/gold", "objective/kl", "response/eos_rate")
+        }
+        out["training"]["max_kl"] = max(r.get("objective/kl", float("nan")) for r in rows)
+    out["samples"] = [
+        {"prompt": q.text, "sft": responses["sft"][i], "policy": responses["policy"][i]}
+        for i, q in enumerate(prompts[:16])
+    ]
+    out["n_prompts"] = len(prompts)
+    return out
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The figures issue 4 asks for, a line each (printed by `rlhf ppo`)."""
+
+    def ci(d: dict[str, float], pct: bool = False) -> str:
+        f = (lambda x: f"{x:.1%}") if pct else (lambda x: f"{x:.2f}")
+        return f"{f(d['mean'])} [{f(d['lo'])}, {f(d['hi'])}]"
+
+    t = report.get("training", {})
+    lines = [
+        f"win rate vs SFT (gold)   {ci(report['win_rate_vs_sft'], pct=True)} on {report['n_prompts']} test prompts (target >= 60%)",
+        f"gold Likert              policy {ci(report['likert/policy'])}   SFT {ci(report['likert/sft'])}",
+        f"RM score                 policy {ci(report['rm_score/policy'])}   SFT {ci(report['rm_score/sft'])}",
+        f"held-out perplexity      policy {report['perplexity/policy']:.3f}   SFT {report['perplexity/sft']:.3f}",
+    ]
+    if t:
+        s, k = t["objective/scores"], t["objective/kl"]
+        lines.append(
+            f"rollouts first -> last   RM score {s['first']:.2f} -> {s['last']:.2f}, "
+            f"KL {k['first']:.2f} -> {k['last']:.2f} (max {t['max_kl']:.2f})"
+        )
+    lines.append(
+        f"wall time                {report['wall_time_s']:.0f} s (training {report['train_wall_time_s']:.0f} s)"
+    )
+    return "\n".join(lines)

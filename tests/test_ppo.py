@@ -1,0 +1,208 @@
+"""Stage 3 (rlhf.ppo): a tiny end-to-end run on the micro recipe, every trainable parameter
+changed after one update, the PPO-ptx term, resume after a kill, and a NaN stop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlhf import compare, ppo, pretrain, reward, sft
+from rlhf.config import load
+from rlhf.errors import RunError
+from rlhf.runs import Run, read_eval
+
+METRICS = [
+    "objective/rlhf_reward",
+    "objective/scores",
+    "objective/kl",
+    "objective/non_score_reward",
+    "objective/entropy",
+    "policy/approxkl",
+    "policy/clipfrac",
+    "val/vf_loss",
+    "val/clipfrac",
+    "ptx/loss",
+    "response/length",
+    "response/eos_rate",
+    "time/rollout",
+    "time/update",
+]
+
+
+@pytest.fixture(scope="module")
+def ready(tmp_path_factory):
+    """A micro workspace with pretrain, SFT, comparisons and a reward model."""
+    torch.set_num_threads(1)
+    cfg = load("micro", workspace=str(tmp_path_factory.mktemp("ws")))
+    pretrain.train(cfg, progress=False)
+    sft.train(cfg, progress=False)
+    compare.collect(cfg, progress=False)
+    reward.train(cfg, progress=False)
+    return cfg
+
+
+def micro(ready, **overrides):
+    return load("micro", workspace=ready.workspace, **overrides)
+
+
+def test_a_micro_run_logs_every_metric_samples_and_a_report(ready):
+    run = ppo.train(ready, progress=False)
+    assert run.done
+    rows = run.metrics()
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        missing = [k for k in METRICS if k not in r]
+        assert not missing, missing
+        assert all(math.isfinite(r[k]) for k in METRICS)
+    samples = run.samples()
+    assert {s["step"] for s in samples} == {1, 2, 4}
+    for s in samples:
+        assert len(s["tokens"]) == len(s["kl"]) > 0
+        assert "".join(s["tokens"]).replace("<|endoftext|>", "").strip() == s["response"].strip()
+    report = read_eval(run)
+    w = report["win_rate_vs_sft"]
+    assert 0.0 <= w["lo"] <= w["mean"] <= w["hi"] <= 1.0 and w["n"] == 16
+    assert report["perplexity/policy"] > 1 and report["perplexity/sft"] > 1
+    from rlhf.models import load_policy
+
+    model, _ = load_policy(run.model_dir)  # the trained policy loads as a plain causal LM
+    assert model.config.model_type == "llama"
+
+
+def _fresh(ready, **overrides):
+    cfg = micro(ready, **overrides)
+    sft_run, rm_run = ppo.source_runs(cfg)
+    m = ppo.load_models(sft_run.model_dir, rm_run.model_dir)
+    opt = torch.optim.AdamW(
+        [
+            {"params": list(m.policy.parameters()), "lr": cfg.ppo.lr},
+            {"params": list(m.value.parameters()), "lr": cfg.ppo.vf_lr},
+        ]
+    )
+    from accelerate import Accelerator
+
+    return cfg, m, opt, Accelerator(cpu=True)
+
+
+def _step(cfg, m, opt, acc, ptx_data=None, seed=0):
+    from rlhf.world import build_world
+
+    prompts = [p.text for p in build_world(cfg, progress=False).prompts("train")[:8]]
+    return ppo.ppo_step(
+        m,
+        opt,
+        acc,
+        cfg.ppo,
+        prompts,
+        cfg.ppo.kl_coef,
+        seed=seed,
+        ptx_data=ptx_data,
+        shuffle_gen=torch.Generator().manual_seed(1),
+        ptx_gen=torch.Generator().manual_seed(2),
+    )
+
+
+def test_every_trainable_parameter_of_policy_and_value_changes_after_one_update(ready):
+    cfg, m, opt, acc = _fresh(ready, **{"ppo.approxkl_stop": 0.0})
+    before = {
+        name: {k: v.detach().clone() for k, v in model.named_parameters()}
+        for name, model in (("policy", m.policy), ("value", m.value), ("ref", m.ref))
+    }
+    reward_before = {k: v.detach().clone() for k, v in m.reward.model.named_parameters()}
+    metrics, _ = _step(cfg, m, opt, acc)
+    assert metrics["policy/minibatches"] == cfg.ppo.ppo_epochs * 2
+    for name, model in (("policy", m.policy), ("value", m.value)):
+        unchanged = [
+            k for k, v in model.named_parameters() if torch.equal(v, before[name][k])
+        ]
+        assert not unchanged, f"{name}: {unchanged}"
+    for k, v in m.ref.named_parameters():
+        assert torch.equal(v, before["ref"][k]), f"the reference moved: {k}"
+    for k, v in m.reward.model.named_parameters():
+        assert torch.equal(v, reward_before[k]), f"the reward model moved: {k}"
+
+
+def test_ptx_term_changes_the_update_only_when_its_coefficient_is_positive(ready):
+    """Same start, same rollout: gamma_ptx = 0 with pretraining data gives exactly the update
+    of plain PPO without it; gamma_ptx > 0 gives another one."""
+    common = {"ppo.ppo_epochs": 1, "ppo.mini_batch_size": 8, "ppo.approxkl_stop": 0.0}
+    data = torch.randint(5, 200, (32, 64))
+
+    def update(ptx_coef, ptx_data):
+        cfg, m, opt, acc = _fresh(ready, **common, **{"ppo.ptx_coef": ptx_coef})
+        metrics, _ = _step(cfg, m, opt, acc, ptx_data=ptx_data)
+        return [p.detach().clone() for p in m.policy.parameters()], metrics
+
+    plain, _ = update(0.0, None)
+    zero, zero_metrics = update(0.0, data)
+    mixed, mixed_metrics = update(1.0, data)
+    assert all(torch.equal(a, b) for a, b in zip(plain, zero, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(plain, mixed, strict=True))
+    assert math.isfinite(zero_metrics["ptx/loss"]) and math.isfinite(mixed_metrics["ptx/loss"])
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_with_the_same_steps(ready, monkeypatch, tmp_path):
+    straight = ppo.train(micro(ready), run_dir=tmp_path / "straight", progress=False)
+    original = ppo.ppo_step
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # after the checkpoint at step 2 and one more step
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "ppo_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ppo.train(micro(ready), run_dir=tmp_path / "killed", progress=False)
+    monkeypatch.setattr(ppo, "ppo_step", original)
+    run = Run.open(tmp_path / "killed")
+    assert run.status["status"] == "failed"
+    assert [r["step"] for r in run.metrics()] == [1, 2, 3]
+    resumed = ppo.train(micro(ready), run_dir=tmp_path / "killed", progress=False)
+    assert resumed.done
+    rows, ref = resumed.metrics(), straight.metrics()
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for a, b in zip(rows, ref, strict=True):
+        for k in ("objective/scores", "objective/kl", "val/vf_loss"):
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (a["step"], k)
+    assert [s["step"] for s in resumed.samples()] == [s["step"] for s in straight.samples()]
+
+
+def test_a_nan_kl_stops_the_run_and_keeps_the_last_good_checkpoint(ready, monkeypatch, tmp_path):
+    original = ppo.kl_shaped_rewards
+    calls = {"n": 0}
+
+    def poisoned(scores, logprobs, ref_logprobs, mask, kl_coef):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            logprobs = logprobs + float("nan")
+        return original(scores, logprobs, ref_logprobs, mask, kl_coef)
+
+    monkeypatch.setattr(ppo, "kl_shaped_rewards", poisoned)
+    with pytest.raises(RunError, match=r"PPO step 3: objective/kl = nan.*checkpoint \(step 2\)"):
+        ppo.train(micro(ready), run_dir=tmp_path / "nan", progress=False)
+    run = Run.open(tmp_path / "nan")
+    assert run.status["status"] == "failed"
+    import json
+
+    assert json.loads((run.checkpoint_dir / "state.json").read_text())["step"] == 2
+
+
+def test_adaptive_kl_controller_moves_beta_towards_the_target():
+    ctl = ppo.AdaptiveKL(0.1, target=6.0, horizon=100)
+    ctl.update(kl=12.0, n_steps=10)  # error clipped to +0.2: beta * (1 + 0.2 * 10/100)
+    assert ctl.value == pytest.approx(0.1 * 1.02)
+    ctl = ppo.AdaptiveKL(0.1, target=6.0, horizon=100)
+    ctl.update(kl=3.0, n_steps=10)  # error -0.2 (clipped from -0.5)
+    assert ctl.value == pytest.approx(0.1 * 0.98)
+    ctl.update(kl=6.0, n_steps=10)  # on target: unchanged
+    assert ctl.value == pytest.approx(0.1 * 0.98)
+
+
+def test_missing_runs_give_the_command_to_run(tmp_path):
+    cfg = load("micro", workspace=str(tmp_path / "empty"))
+    with pytest.raises(RunError, match="no finished SFT run.*rlhf sft --recipe micro"):
+        ppo.source_runs(cfg)
