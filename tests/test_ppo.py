@@ -114,9 +114,7 @@ def test_every_trainable_parameter_of_policy_and_value_changes_after_one_update(
     metrics, _ = _step(cfg, m, opt, acc)
     assert metrics["policy/minibatches"] == cfg.ppo.ppo_epochs * 2
     for name, model in (("policy", m.policy), ("value", m.value)):
-        unchanged = [
-            k for k, v in model.named_parameters() if torch.equal(v, before[name][k])
-        ]
+        unchanged = [k for k, v in model.named_parameters() if torch.equal(v, before[name][k])]
         assert not unchanged, f"{name}: {unchanged}"
     for k, v in m.ref.named_parameters():
         assert torch.equal(v, before["ref"][k]), f"the reference moved: {k}"

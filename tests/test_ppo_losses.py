@@ -63,7 +63,8 @@ def test_gae_ignores_whatever_lies_beyond_the_mask():
     rewards, values, mask, _ = random_episodes(0)
     junk_r = torch.where(mask.bool(), rewards, torch.full_like(rewards, 1e6))
     junk_v = torch.where(mask.bool(), values, torch.full_like(values, -1e6))
-    for a, b in zip(gae(rewards, values, mask, 1.0, 0.95), gae(junk_r, junk_v, mask, 1.0, 0.95)):
+    clean, junk = gae(rewards, values, mask, 1.0, 0.95), gae(junk_r, junk_v, mask, 1.0, 0.95)
+    for a, b in zip(clean, junk, strict=True):
         torch.testing.assert_close(a, b)
 
 
