@@ -162,6 +162,19 @@ class AdaptiveKL:
         self.value *= 1.0 + error * n_steps / self.horizon
 
 
+def make_optimizer(m: Models, p: PPOConfig) -> torch.optim.AdamW:
+    """One AdamW, two groups: the policy at ppo.lr and the value model at ppo.vf_lr (constant)."""
+    return torch.optim.AdamW(
+        [
+            {"params": list(m.policy.parameters()), "lr": p.lr},
+            {"params": list(m.value.parameters()), "lr": p.vf_lr},
+        ],
+        betas=(0.9, 0.95),
+        eps=1e-5,  # as lm-human-preference-details / cleanrl's PPO
+        weight_decay=0.0,
+    )
+
+
 def pretraining_blocks(world: Any, tokenizer: Any, block_size: int) -> torch.Tensor:
     """(N, block_size) token blocks of the pretraining corpus, for PPO-ptx (paper C.4)."""
     ids = encode_documents(tokenizer, world.train_documents())
@@ -371,6 +384,11 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
 
     p = cfg.ppo
     t_start = time.perf_counter()
+    if p.ppo_epochs < 1 or p.mini_batch_size < 1 or p.steps < 1:
+        raise RunError(
+            "ppo.steps, ppo.ppo_epochs and ppo.mini_batch_size must be >= 1 "
+            f"(got {p.steps}, {p.ppo_epochs}, {p.mini_batch_size})"
+        )
     if p.batch_size % p.mini_batch_size:
         raise RunError(
             f"ppo.batch_size={p.batch_size} is not a multiple of "
@@ -382,15 +400,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     sft_run, rm_run = source_runs(cfg)
     m = load_models(sft_run.model_dir, rm_run.model_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": list(m.policy.parameters()), "lr": p.lr},
-            {"params": list(m.value.parameters()), "lr": p.vf_lr},
-        ],
-        betas=(0.9, 0.95),
-        eps=1e-5,  # as lm-human-preference-details / cleanrl's PPO
-        weight_decay=0.0,
-    )
+    optimizer = make_optimizer(m, p)
     m.policy, m.value, optimizer = accelerator.prepare(m.policy, m.value, optimizer)
     prompts = world.prompts("train")
     # The pretraining blocks: PPO-ptx trains on them; plain PPO measures its LM loss on them.

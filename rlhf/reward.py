@@ -103,13 +103,15 @@ def encode_pairs(
     tokenizer, prompts: list[str], responses: list[str], max_length: int
 ) -> dict[str, torch.Tensor]:
     """Right-padded (N, T) input_ids/attention_mask of prompt + " " + response + EOS, keeping
-    the END of over-long sequences (the response and its EOS are what is scored)."""
+    the END of over-long sequences (the response and its EOS are what is scored). Responses
+    are stripped first, as the store keeps them: generated text starts with its own space,
+    and a second one would be a token the RM never saw in training."""
     eos = tokenizer.eos_token_id
     rows = [
         (p_ids + r_ids + [eos])[-max_length:]
         for p_ids, r_ids in zip(
             tokenizer(prompts, add_special_tokens=False)["input_ids"],
-            tokenizer([" " + r for r in responses], add_special_tokens=False)["input_ids"],
+            tokenizer([" " + r.strip() for r in responses], add_special_tokens=False)["input_ids"],
             strict=True,
         )
     ]

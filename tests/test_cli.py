@@ -274,3 +274,13 @@ def test_rm_command_after_sft_and_compare(tmp_path, capsys):
     assert (Path(out[-1]) / "model" / "reward_bias.json").is_file()
     assert cli.main([*ws, "rm", "--recipe", "micro"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == out[-1]  # reused
+
+    # Stage 3 on top: PPO prints its report and the run dir last; PPO-ptx is another run.
+    assert cli.main([*ws, "ppo", "--recipe", "micro"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("win rate vs SFT (gold)") for line in out)
+    assert Path(out[-1]).name.startswith("ppo__micro__0__")
+    assert (Path(out[-1]) / "metrics.jsonl").is_file()
+    assert cli.main([*ws, "ppo", "--recipe", "micro", "--set", "ppo.ptx_coef=1.0"]) == 0
+    ptx = capsys.readouterr().out.strip().splitlines()[-1]
+    assert ptx != out[-1]

@@ -181,3 +181,12 @@ def test_same_config_and_seed_give_the_same_reward_model(ready, tmp_path):
     a, b = (reward.load_reward_model(r.model_dir).model.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)  # the new score head is seeded too
     assert read_eval(runs[0])["accuracy/train"] == read_eval(runs[1])["accuracy/train"]
+
+
+def test_encode_pairs_scores_generated_text_as_the_stored_response(ready):
+    """Generated text starts with its own space; the RM must see what training saw (stored,
+    stripped responses), not a second space token."""
+    tok = build_world(ready, progress=False).tokenizer()
+    a = reward.encode_pairs(tok, ["Q: hi\nA:"], [" The answer is 4. "], 64)
+    b = reward.encode_pairs(tok, ["Q: hi\nA:"], ["The answer is 4."], 64)
+    assert torch.equal(a["input_ids"], b["input_ids"])
