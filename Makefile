@@ -32,6 +32,8 @@ demo: setup
 	$(BIN)/rlhf sft --recipe $(RECIPE)
 	$(BIN)/rlhf compare --recipe $(RECIPE)
 	$(BIN)/rlhf rm --recipe $(RECIPE)
+	$(BIN)/rlhf ppo --recipe $(RECIPE)
+	$(BIN)/rlhf ppo --recipe $(RECIPE) --set ppo.ptx_coef=1.0
 	@echo "Notebooks: notebooks/01..03 (they reuse these runs): make notebook"
 	@echo "Dashboard: make dashboard  -> http://127.0.0.1:8501"
 

@@ -10,6 +10,23 @@ from rlhf import callbacks
 from rlhf.runs import read_eval
 
 
+@pytest.fixture(scope="module")
+def rm_ready(tmp_path_factory):
+    """A micro workspace with pretrain, SFT, comparisons and a reward model: what PPO needs."""
+    import torch
+
+    from rlhf import compare, pretrain, reward, sft
+    from rlhf.config import load
+
+    torch.set_num_threads(1)
+    cfg = load("micro", workspace=str(tmp_path_factory.mktemp("ws")))
+    pretrain.train(cfg, progress=False)
+    sft.train(cfg, progress=False)
+    compare.collect(cfg, progress=False)
+    reward.train(cfg, progress=False)
+    return cfg
+
+
 @pytest.fixture
 def interrupt_after(monkeypatch):
     """`with interrupt_after(step): stage.train(...)` raises KeyboardInterrupt at the first

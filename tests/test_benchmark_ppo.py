@@ -10,10 +10,6 @@ import statistics
 from pathlib import Path
 
 import pytest
-import torch
-
-from rlhf import compare, pretrain, reward, sft
-from rlhf.config import load
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ppo_vs_trl.py"
 # A micro PPO step: 8 episodes of at most 8 tokens, 2 minibatches of 4, one epoch.
@@ -33,15 +29,8 @@ def _argv(ws, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def ready(tmp_path_factory):
-    """A micro workspace with an SFT run and a reward model."""
-    torch.set_num_threads(1)
-    cfg = load("micro", workspace=str(tmp_path_factory.mktemp("ws")))
-    pretrain.train(cfg, progress=False)
-    sft.train(cfg, progress=False)
-    compare.collect(cfg, progress=False)
-    reward.train(cfg, progress=False)
-    return cfg
+def ready(rm_ready):
+    return rm_ready
 
 
 def test_schedule_runs_every_variant_once_per_round_in_the_same_order():

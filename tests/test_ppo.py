@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rlhf import compare, ppo, pretrain, reward, sft
+from rlhf import ppo
 from rlhf.config import load
 from rlhf.errors import RunError
 from rlhf.runs import Run, read_eval
@@ -32,15 +32,8 @@ METRICS = [
 
 
 @pytest.fixture(scope="module")
-def ready(tmp_path_factory):
-    """A micro workspace with pretrain, SFT, comparisons and a reward model."""
-    torch.set_num_threads(1)
-    cfg = load("micro", workspace=str(tmp_path_factory.mktemp("ws")))
-    pretrain.train(cfg, progress=False)
-    sft.train(cfg, progress=False)
-    compare.collect(cfg, progress=False)
-    reward.train(cfg, progress=False)
-    return cfg
+def ready(rm_ready):
+    return rm_ready
 
 
 def micro(ready, **overrides):
