@@ -289,46 +289,26 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even if it exists")
     build.set_defaults(func=cmd_world_build)
 
-    pretrain = commands.add_parser(
-        "pretrain", parents=[_common()], help="stage 0: tokenizer and base model on the corpus"
-    )
-    pretrain.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
-    pretrain.add_argument(
-        "--new", action="store_true", help="train even if a finished run has this config"
-    )
-    pretrain.set_defaults(func=cmd_pretrain)
-
-    sft = commands.add_parser(
-        "sft", parents=[_common()], help="stage 1: fine-tune the base model on demonstrations"
-    )
-    sft.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
-    sft.add_argument(
-        "--new", action="store_true", help="train even if a finished run has this config"
-    )
-    sft.set_defaults(func=cmd_sft)
-
-    rm = commands.add_parser(
-        "rm", parents=[_common()], help="stage 2: reward model on the stored rankings"
-    )
-    rm.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
-    rm.add_argument(
-        "--new", action="store_true", help="train even if a finished run has this config"
-    )
-    rm.add_argument(
-        "--with-human", action="store_true", help="also train on hand-ranked comparisons"
-    )
-    rm.set_defaults(func=cmd_rm)
-
-    ppo = commands.add_parser(
-        "ppo",
-        parents=[_common()],
-        help="stage 3: PPO against the reward model (PPO-ptx with --set ppo.ptx_coef=...)",
-    )
-    ppo.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
-    ppo.add_argument(
-        "--new", action="store_true", help="train even if a finished run has this config"
-    )
-    ppo.set_defaults(func=cmd_ppo)
+    stages = {
+        "pretrain": ("stage 0: tokenizer and base model on the corpus", cmd_pretrain),
+        "sft": ("stage 1: fine-tune the base model on demonstrations", cmd_sft),
+        "rm": ("stage 2: reward model on the stored rankings", cmd_rm),
+        "ppo": (
+            "stage 3: PPO against the reward model (PPO-ptx with --set ppo.ptx_coef=...)",
+            cmd_ppo,
+        ),
+    }
+    for name, (help_text, func) in stages.items():
+        stage = commands.add_parser(name, parents=[_common()], help=help_text)
+        stage.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
+        stage.add_argument(
+            "--new", action="store_true", help="train even if a finished run has this config"
+        )
+        if name == "rm":
+            stage.add_argument(
+                "--with-human", action="store_true", help="also train on hand-ranked comparisons"
+            )
+        stage.set_defaults(func=func)
 
     cmp = commands.add_parser(
         "compare",
