@@ -58,8 +58,8 @@ def main(spec_path: str, out_path: str) -> None:
     ids = tokenizer(spec["prompts"], add_special_tokens=False)["input_ids"]
     dataset = Dataset.from_dict({"input_ids": ids})
 
-    # Our optimizer (rlhf.ppo._train's AdamW: two groups, betas, eps) at a constant lr, passed in,
-    # so TRL's default (one lr for both models, linear decay) is not a difference.
+    # Our optimizer (rlhf.ppo._train's AdamW: two groups, betas, eps, fused) at a constant lr,
+    # passed in, so TRL's default (one lr for both models, linear decay) is not a difference.
     optimizer = torch.optim.AdamW(
         [
             {"params": list(policy.parameters()), "lr": p["lr"]},
@@ -68,6 +68,7 @@ def main(spec_path: str, out_path: str) -> None:
         betas=(0.9, 0.95),
         eps=1e-5,
         weight_decay=0.0,
+        fused=True,  # as rlhf.ppo.make_optimizer: the optimizer is not what is compared
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     counts = {"optimizer_steps": 0, "gc_collect": 0, "decode_steps": [], "generate_s": []}

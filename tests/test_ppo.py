@@ -197,3 +197,28 @@ def test_missing_runs_give_the_command_to_run(tmp_path):
     cfg = load("micro", workspace=str(tmp_path / "empty"))
     with pytest.raises(RunError, match="no finished SFT run.*rlhf sft --recipe micro"):
         ppo.source_runs(cfg)
+
+
+def test_a_minibatch_without_padding_columns_gives_the_same_logprobs_and_values(ready):
+    """The update cuts each minibatch to the columns its rows use (ppo._slice); the policy's
+    logprobs and the values on the response tokens must not change by it."""
+    from rlhf.generation import generate
+    from rlhf.world import build_world
+
+    cfg, m, _, _ = _fresh(ready)
+    prompts = [p.text for p in build_world(cfg, progress=False).prompts("train")[:8]]
+    g = generate(m.policy, m.tokenizer, prompts, max_new_tokens=12, temperature=1.0, seed=3)
+    m.policy.eval()
+    with torch.no_grad():
+        full_lp, _ = ppo.forward_logprobs(m.policy, g, 1.0)  # (8, R)
+        full_v = ppo.forward_values(m.value, g)
+        for idx in (torch.tensor([2, 5]), torch.tensor([0, 1, 2, 3]), torch.arange(8)):
+            mb, r = ppo._slice(g, idx)
+            mask = g.response_mask[idx, :r].bool()
+            assert r == int(g.response_mask[idx].sum(1).max())
+            assert mb.prompt_mask[:, 0].any()  # no all-padding prompt column left
+            assert mask.sum() == g.response_mask[idx].sum()  # every response token kept
+            lp, _ = ppo.forward_logprobs(m.policy, mb, 1.0)
+            v = ppo.forward_values(m.value, mb)
+            torch.testing.assert_close(lp[mask], full_lp[idx, :r][mask], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(v[mask], full_v[idx, :r][mask], atol=1e-5, rtol=1e-5)
