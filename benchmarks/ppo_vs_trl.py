@@ -47,8 +47,12 @@ given our optimizer (two AdamW groups: ppo.lr for the policy, ppo.vf_lr for the 
 betas (0.9, 0.95), eps 1e-5) at a constant lr instead of its one-lr linear decay. Both sides'
 optimizer steps per PPO step are counted (the optimizer steps column).
 
-Differences that remain (they change what is computed a little; the work per step by about
-one forward of the rollout, ours' extra policy forward, at most):
+Where the work differs (the same maths): ours' update cuts each minibatch to the columns its rows
+use (no all-padding prompt or response columns) and applies the LM head only at the response
+positions (logits_to_keep); TRL forwards every minibatch at the rollout's full width (prompt +
+response_length) and computes logits at every position.
+
+Differences that remain (they change what is computed a little, the work per step hardly):
   - Reward input: ours decodes each response, re-tokenizes prompt + " " + text + EOS (left-cut
     to the RM's max_length) and adds the RM's demonstration bias (reward_bias.json); TRL scores
     the generated ids (prompt + response cut after its first EOS) at the last non-pad token,
@@ -57,8 +61,8 @@ one forward of the rollout, ours' extra policy forward, at most):
     the value loss one token past the response (its padding_mask_p1); ours puts the score on
     the last response token and masks values and returns to the response. Both whiten the
     advantages over the response tokens, with the same Bessel-corrected variance.
-  - Rollout logprobs: TRL takes them from generate()'s scores (logits / (T + 1e-7)); ours
-    forwards the policy once more over the rollout (logits / T) and also gets the entropy there.
+  - Rollout logprobs: both take them from the sampling loop, TRL from generate()'s scores
+    (logits / (T + 1e-7)), ours from rlhf.generation's (logits / T, with the entropies).
   - Generation: ours is rlhf.generation's KV-cache loop; TRL calls model.generate(top_k=0,
     top_p=1, output_scores=True), keeping every step's (B, V) scores.
   - Gradient clipping: ours clips each model's gradient norm to ppo.grad_clip (default 1.0) at

@@ -38,6 +38,7 @@ class Generation:
     texts: list[str]  # decoded responses, without EOS and padding
     ended: torch.Tensor  # (N,) bool: the response ended with EOS (not cut at max_new_tokens)
     logprobs: torch.Tensor | None = None  # (N, R) float, log p(token) under logits / T; 0 on pad
+    entropy: torch.Tensor | None = None  # (N, R) float, entropy of that distribution; 0 on pad
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -79,8 +80,9 @@ def _generate_batch(
     greedy: bool,
     generator: torch.Generator,
     return_logprobs: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Decode up to max_new_tokens; returns (B, R) tokens (pad after EOS) and (B, R) logprobs."""
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Decode up to max_new_tokens; returns (B, R) tokens (pad after EOS), and with
+    return_logprobs the (B, R) logprobs of those tokens and entropies of their distributions."""
     B = input_ids.shape[0]
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P): 0.. per real token
     cache = DynamicCache(config=model.config)
@@ -96,13 +98,14 @@ def _generate_batch(
     logits = out.logits[:, -1].float()  # (B, V)
     next_pos = position_ids[:, -1:] + 1  # (B, 1)
     done = torch.zeros(B, dtype=torch.bool)
-    tokens, logps = [], []
+    tokens, logps, ents = [], [], []
     for _ in range(max_new_tokens):
         token = sample_next(logits, temperature, top_p, greedy, generator)  # (B,)
         token = token.masked_fill(done, pad_id)  # finished rows only emit padding
         if return_logprobs:
             logp = torch.log_softmax(logits / temperature, dim=-1)  # (B, V)
             logps.append(logp.gather(-1, token[:, None]).squeeze(-1).masked_fill(done, 0.0))
+            ents.append((-(logp.exp() * logp).sum(-1)).masked_fill(done, 0.0))  # (B,)
         tokens.append(token)
         done |= token == eos_id
         if bool(done.all()):
@@ -120,7 +123,8 @@ def _generate_batch(
         next_pos = next_pos + 1
     response = torch.stack(tokens, dim=1)  # (B, R)
     logprobs = torch.stack(logps, dim=1) if return_logprobs else None  # (B, R)
-    return response, logprobs
+    entropy = torch.stack(ents, dim=1) if return_logprobs else None  # (B, R)
+    return response, logprobs, entropy
 
 
 def generate(
@@ -160,7 +164,7 @@ def generate(
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    prompt_rows, mask_rows, resp_rows, logp_rows = [], [], [], []
+    prompt_rows, mask_rows, resp_rows, logp_rows, ent_rows = [], [], [], [], []
     try:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
@@ -174,7 +178,7 @@ def generate(
                 add_special_tokens=False,
                 return_tensors="pt",
             )
-            response, logprobs = _generate_batch(
+            response, logprobs, entropy = _generate_batch(
                 model,
                 enc["input_ids"],
                 enc["attention_mask"],
@@ -191,6 +195,7 @@ def generate(
             mask_rows += list(enc["attention_mask"])
             resp_rows += list(response)
             logp_rows += list(logprobs) if logprobs is not None else []
+            ent_rows += list(entropy) if entropy is not None else []
     finally:
         model.train(was_training)
 
@@ -211,7 +216,10 @@ def generate(
         skip_special_tokens=False,
     )
     logprobs = _pad(logp_rows, 0.0, left=False) if return_logprobs else None
-    return Generation(prompt_ids, prompt_mask, response_ids, response_mask, texts, ended, logprobs)
+    entropy = _pad(ent_rows, 0.0, left=False) if return_logprobs else None
+    return Generation(
+        prompt_ids, prompt_mask, response_ids, response_mask, texts, ended, logprobs, entropy
+    )
 
 
 def _pad(rows: list[torch.Tensor], value: float, left: bool) -> torch.Tensor:

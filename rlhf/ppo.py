@@ -234,7 +234,9 @@ def ppo_step(
     policy = accelerator.unwrap_model(m.policy)
     value_model = accelerator.unwrap_model(m.value)
 
-    # 1. Rollout: sample at temperature T (paper: 1), logprobs of logits / T.
+    # 1. Rollout: sample at temperature T (paper: 1). The sampler also returns the logprobs of
+    # the sampled tokens under logits / T and the entropies: the rollout policy's, with no
+    # second forward (a test checks they equal a full forward's).
     g = generate(
         policy,
         m.tokenizer,
@@ -243,18 +245,17 @@ def ppo_step(
         temperature=p.temperature,
         seed=seed,
         batch_size=len(prompts),
+        return_logprobs=True,
     )
     b_mask = g.response_mask  # (B, R)
+    b_logprobs, b_entropy = g.logprobs * b_mask, g.entropy * b_mask  # (B, R)
     with torch.no_grad():
         # 2. Score the response text with the RM (its bias included); penalise no EOS.
         raw_scores = m.reward.score(prompts, g.texts)  # (B,)
         scores = raw_scores - p.missing_eos_penalty * (~g.ended).float()
-        # 3. Logprobs of the rollout policy and of the reference; values before each token.
-        policy.eval()
-        b_logprobs, b_entropy = forward_logprobs(policy, g, p.temperature)  # (B, R)
+        # 3. Logprobs of the reference; values before each response token.
         ref_logprobs, _ = forward_logprobs(m.ref, g, p.temperature)  # (B, R)
         b_values = forward_values(value_model, g) * b_mask  # (B, R)
-        policy.train()
         # 4. The KL-shaped reward: -beta * kl per token, the score at the last token.
         rewards, kl, non_score_reward = kl_shaped_rewards(
             scores, b_logprobs, ref_logprobs, b_mask, kl_coef

@@ -2,6 +2,9 @@
 started from, on the world's test prompts, judged by the gold labeler (paper 4.1-4.2 in small).
 
     win_rate        gold win rate against SFT, ties half, 95% bootstrap interval (paper Fig. 1)
+    win_rate_ceiling the win rate the world's best correct answers get against SFT: about the
+                    most a policy can reach on these prompts (where SFT is already right, a
+                    right answer only ties)
     likert          gold Likert mean of policy and SFT
     rm_score        the RM's mean score of policy and SFT responses (what PPO optimised)
     perplexity      held-out pretraining perplexity of policy and SFT (the alignment tax, 4.2)
@@ -11,6 +14,7 @@ started from, on the world's test prompts, judged by the gold labeler (paper 4.1
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 from rlhf.config import LabConfig
@@ -45,6 +49,14 @@ def final_report(
     for q, w in zip(prompts, wins, strict=True):
         by_family.setdefault(q.family, []).append(w)
     out["win_rate_by_family"] = {f: sum(v) / len(v) for f, v in sorted(by_family.items())}
+    # The ceiling: the best of 8 of the world's correct answers per prompt (their wording
+    # varies, and gold gives tidy, full-sentence answers a little more) against SFT's.
+    rng = random.Random(cfg.seed)
+    best = [
+        max(world.gold.score(q, world.respond(q, "correct", rng)).quality for _ in range(8))
+        for q in prompts
+    ]
+    out["win_rate_ceiling"] = sum(win_outcomes(best, quality["sft"])) / len(prompts)
     for name in ("policy", "sft"):
         out[f"likert/{name}"] = with_ci(likert[name], p.bootstrap, cfg.seed)
         out[f"rm_score/{name}"] = with_ci(scores[name], p.bootstrap, cfg.seed)
@@ -81,6 +93,7 @@ def summary(report: dict[str, Any]) -> str:
     t = report.get("training", {})
     lines = [
         f"win rate vs SFT (gold)   {ci(report['win_rate_vs_sft'], pct=True)} on {report['n_prompts']} test prompts (target >= 60%)",
+        f"  ceiling                {report['win_rate_ceiling']:.1%}: the world's best correct answers vs SFT",
         f"gold Likert              policy {ci(report['likert/policy'])}   SFT {ci(report['likert/sft'])}",
         f"RM score                 policy {ci(report['rm_score/policy'])}   SFT {ci(report['rm_score/sft'])}",
         f"held-out perplexity      policy {report['perplexity/policy']:.3f}   SFT {report['perplexity/sft']:.3f}",

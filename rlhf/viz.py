@@ -238,3 +238,92 @@ def score_vs_gold(
         )
         .properties(width=320, height=240)
     )
+
+
+# ----------------------------------------------------------------------------- PPO (stage 3)
+
+PPO_CURVES = (
+    "objective/scores",
+    "objective/gold",
+    "objective/kl",
+    "objective/entropy",
+    "policy/clipfrac",
+    "val/vf_loss",
+    "ptx/loss",
+)
+
+
+def ppo_curves(
+    runs: dict[str, Sequence[dict[str, Any]]], names: Sequence[str] = PPO_CURVES
+) -> alt.FacetChart:
+    """One small panel per metric against PPO step, a line per run (runs: label -> rows of
+    its metrics.jsonl). Panels have their own y scale: reward, KL and losses differ in size."""
+    frames = [metric_frame(rows, names).assign(run=label) for label, rows in runs.items()]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if df.empty:
+        raise ValueError(f"ppo_curves: none of {', '.join(names)} in these metrics")
+    return (
+        alt.Chart(df)
+        .mark_line()
+        .encode(
+            x=alt.X("step:Q", title="PPO step"),
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", title="run"),
+            tooltip=["run", "step", "metric", alt.Tooltip("value:Q", format=".3f")],
+        )
+        .properties(width=220, height=140)
+        .facet(facet=alt.Facet("metric:N", title=None, sort=list(names)), columns=3)
+        .resolve_scale(y="independent")
+    )
+
+
+def reward_vs_kl(runs: dict[str, Sequence[dict[str, Any]]]) -> alt.Chart:
+    """RM score and gold quality of the rollouts against their KL to the reference, a point per
+    logged step (Gao et al. 2022's picture: the proxy keeps rising with KL, gold need not).
+    The two are on different scales, so each gets its own panel."""
+    records = [
+        {"run": label, "kl": r["objective/kl"], "reward": name, "value": r[key]}
+        for label, rows in runs.items()
+        for r in rows
+        for name, key in (("RM score", "objective/scores"), ("gold quality", "objective/gold"))
+        if r.get(key) is not None and r.get("objective/kl") is not None
+    ]
+    df = pd.DataFrame(records)
+    if df.empty:
+        raise ValueError("reward_vs_kl: no objective/kl with objective/scores or objective/gold")
+    return (
+        alt.Chart(df)
+        .mark_point(size=18, filled=True, opacity=0.6)
+        .encode(
+            x=alt.X("kl:Q", title="KL(policy || SFT) per response (nats)"),
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", title="run"),
+            tooltip=[
+                "run",
+                alt.Tooltip("kl:Q", format=".2f"),
+                alt.Tooltip("value:Q", format=".3f"),
+            ],
+        )
+        .properties(width=300, height=200)
+        .facet(column=alt.Column("reward:N", title=None))
+        .resolve_scale(y="independent")
+    )
+
+
+def token_kl_html(tokens: Sequence[str], kl: Sequence[float], scale: float = 2.0) -> str:
+    """The tokens of one response as HTML spans shaded by their per-token KL (log pi - log
+    pi_ref; red: the policy made this token likelier than SFT did, blue: less likely), the value
+    in each span's tooltip. `scale` is the |KL| of full colour."""
+    if len(tokens) != len(kl):
+        raise ValueError(f"token_kl_html: {len(tokens)} tokens but {len(kl)} KL values")
+    import html
+
+    spans = []
+    for tok, k in zip(tokens, kl, strict=True):
+        a = min(abs(float(k)) / scale, 1.0)
+        rgb = "220,50,47" if k > 0 else "38,139,210"
+        spans.append(
+            f'<span title="KL {float(k):+.3f}" style="background: rgba({rgb},{a:.2f}); '
+            f'white-space: pre">{html.escape(tok)}</span>'
+        )
+    return "<div style='font-family: monospace; line-height: 1.8'>" + "".join(spans) + "</div>"

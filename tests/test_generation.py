@@ -104,6 +104,8 @@ def test_logprobs_match_a_full_forward(trained):
     logp = torch.log_softmax(logits[:, P - 1 : -1] / 1.5, dim=-1)  # (B, R, V)
     ref = logp.gather(-1, out.response_ids[..., None]).squeeze(-1) * out.response_mask
     torch.testing.assert_close(out.logprobs, ref, atol=1e-4, rtol=1e-4)
+    entropy = -(logp.exp() * logp).sum(-1) * out.response_mask  # (B, R)
+    torch.testing.assert_close(out.entropy, entropy, atol=1e-4, rtol=1e-4)
 
 
 def test_top_p_tiny_is_greedy(trained):

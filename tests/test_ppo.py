@@ -57,6 +57,8 @@ def test_a_micro_run_logs_every_metric_samples_and_a_report(ready):
     report = read_eval(run)
     w = report["win_rate_vs_sft"]
     assert 0.0 <= w["lo"] <= w["mean"] <= w["hi"] <= 1.0 and w["n"] == 16
+    # The world's correct answers never lose to SFT's: at worst they tie.
+    assert 0.5 <= report["win_rate_ceiling"] <= 1.0
     assert report["perplexity/policy"] > 1 and report["perplexity/sft"] > 1
     from rlhf.models import load_policy
 

@@ -217,3 +217,51 @@ def test_side_by_side_puts_policies_under_their_names():
     assert df.loc[("facts", "a?"), ("SFT", "likert")] == 7
     with pytest.raises(ValueError, match="side_by_side"):
         show.side_by_side({})
+
+
+def _ppo_rows(offset: float) -> list[dict]:
+    return [
+        {
+            "step": s,
+            "objective/scores": offset + 0.1 * s,
+            "objective/gold": 0.7,
+            "objective/kl": 0.2 * s,
+            "policy/clipfrac": 0.05,
+        }
+        for s in (1, 2, 3)
+    ]
+
+
+def test_ppo_curves_draw_a_panel_per_metric_and_a_line_per_run():
+    runs = {"PPO": _ppo_rows(0.0), "PPO-ptx": _ppo_rows(1.0)}
+    spec = viz.ppo_curves(runs, ["objective/scores", "objective/kl"]).to_dict()
+    rows = spec_rows(spec)
+    assert len(rows) == 2 * 2 * 3  # runs x metrics x steps
+    assert {r["run"] for r in rows} == {"PPO", "PPO-ptx"}
+    assert (
+        spec["facet"]["field"] == "metric" and spec["spec"]["encoding"]["color"]["field"] == "run"
+    )
+    with pytest.raises(ValueError, match="ppo_curves"):
+        viz.ppo_curves({"PPO": [{"step": 1, "other": 1.0}]})
+
+
+def test_reward_vs_kl_pairs_each_step_s_kl_with_its_rm_score_and_gold():
+    spec = viz.reward_vs_kl({"PPO": _ppo_rows(0.0)}).to_dict()
+    rows = spec_rows(spec)
+    rm = sorted((r["kl"], r["value"]) for r in rows if r["reward"] == "RM score")
+    assert [k for k, _ in rm] == pytest.approx([0.2, 0.4, 0.6])
+    assert [v for _, v in rm] == pytest.approx([0.1, 0.2, 0.3])
+    assert [r["value"] for r in rows if r["reward"] == "gold quality"] == [0.7] * 3
+    with pytest.raises(ValueError, match="reward_vs_kl"):
+        viz.reward_vs_kl({"PPO": [{"step": 1, "objective/scores": 1.0}]})
+
+
+def test_token_kl_html_shades_each_token_by_its_kl_and_escapes_it():
+    html = viz.token_kl_html(["<b>", " ok", " no"], [2.0, 0.0, -1.0])
+    assert html.count("<span") == 3
+    assert "&lt;b&gt;" in html and "<b>" not in html
+    assert "rgba(220,50,47,1.00)" in html  # KL +2 at scale 2: full red
+    assert "rgba(38,139,210,0.50)" in html  # KL -1: half blue
+    assert 'title="KL +0.000"' in html
+    with pytest.raises(ValueError, match="2 tokens but 1"):
+        viz.token_kl_html(["a", "b"], [0.1])
