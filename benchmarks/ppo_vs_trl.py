@@ -47,10 +47,11 @@ given our optimizer (two AdamW groups: ppo.lr for the policy, ppo.vf_lr for the 
 betas (0.9, 0.95), eps 1e-5) at a constant lr instead of its one-lr linear decay. Both sides'
 optimizer steps per PPO step are counted (the optimizer steps column).
 
-Where the work differs (the same maths): ours' update cuts each minibatch to the columns its rows
-use (no all-padding prompt or response columns) and applies the LM head only at the response
-positions (logits_to_keep); TRL forwards every minibatch at the rollout's full width (prompt +
-response_length) and computes logits at every position.
+Where the work differs (the same maths): ours packs the sequences of every forward (rollout
+and update) end to end without padding, with position ids restarting per sequence so attention
+stays within each (rlhf.ppo.pack), and applies the LM head only at the response positions
+(logits_to_keep); TRL forwards padded (B, prompt + response_length) batches and computes logits
+at every position.
 
 Differences that remain (they change what is computed a little, the work per step hardly):
   - Reward input: ours decodes each response, re-tokenizes prompt + " " + text + EOS (left-cut

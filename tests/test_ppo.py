@@ -201,26 +201,49 @@ def test_missing_runs_give_the_command_to_run(tmp_path):
         ppo.source_runs(cfg)
 
 
-def test_a_minibatch_without_padding_columns_gives_the_same_logprobs_and_values(ready):
-    """The update cuts each minibatch to the columns its rows use (ppo._slice); the policy's
-    logprobs and the values on the response tokens must not change by it."""
+def _padded_reference(m, g, temperature):
+    """Logprobs, entropies and values of the response tokens from one plain padded forward per
+    model: (B, P + R) rows, left-padded prompts, attention mask, positions of real tokens."""
+    ids = torch.cat([g.prompt_ids, g.response_ids], dim=1)
+    mask = torch.cat([g.prompt_mask, g.response_mask], dim=1)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    P, resp = g.prompt_ids.shape[1], g.response_mask.float()
+    logits = m.policy(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    logp = torch.log_softmax(logits[:, P - 1 : -1] / temperature, dim=-1)  # (B, R, V)
+    lp = logp.gather(-1, g.response_ids[..., None]).squeeze(-1) * resp
+    ent = -(logp.exp() * logp).sum(-1) * resp
+    hidden = m.value.base_model(input_ids=ids, attention_mask=mask, position_ids=pos)
+    values = m.value.score(hidden.last_hidden_state[:, P - 1 : -1]).squeeze(-1) * resp
+    return lp, ent, values
+
+
+def test_packed_forwards_equal_a_padded_forward_also_on_cut_minibatches(ready):
+    """forward_logprobs / forward_values pack the sequences end to end (no padding, attention
+    kept within each sequence by restarting position ids) and the update cuts each minibatch to
+    the columns its rows use (ppo._slice); neither may change a logprob, entropy or value."""
     from rlhf.generation import generate
     from rlhf.world import build_world
 
     cfg, m, _, _ = _fresh(ready)
     prompts = [p.text for p in build_world(cfg, progress=False).prompts("train")[:8]]
     g = generate(m.policy, m.tokenizer, prompts, max_new_tokens=12, temperature=1.0, seed=3)
+    assert len(set(g.prompt_mask.sum(1).tolist())) > 1  # prompts of different lengths
+    assert len(set(g.response_mask.sum(1).tolist())) > 1  # and responses too
     m.policy.eval()
     with torch.no_grad():
-        full_lp, _ = ppo.forward_logprobs(m.policy, g, 1.0)  # (8, R)
-        full_v = ppo.forward_values(m.value, g)
+        ref_lp, ref_ent, ref_v = _padded_reference(m, g, 1.3)
+        lp, ent = ppo.forward_logprobs(m.policy, g, 1.3)  # (8, R)
+        v = ppo.forward_values(m.value, g)
+        for got, want in ((lp, ref_lp), (ent, ref_ent), (v, ref_v)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         for idx in (torch.tensor([2, 5]), torch.tensor([0, 1, 2, 3]), torch.arange(8)):
             mb, r = ppo._slice(g, idx)
-            mask = g.response_mask[idx, :r].bool()
             assert r == int(g.response_mask[idx].sum(1).max())
             assert mb.prompt_mask[:, 0].any()  # no all-padding prompt column left
-            assert mask.sum() == g.response_mask[idx].sum()  # every response token kept
-            lp, _ = ppo.forward_logprobs(m.policy, mb, 1.0)
-            v = ppo.forward_values(m.value, mb)
-            torch.testing.assert_close(lp[mask], full_lp[idx, :r][mask], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(v[mask], full_v[idx, :r][mask], atol=1e-5, rtol=1e-5)
+            assert mb.response_mask.sum() == g.response_mask[idx].sum()  # every token kept
+            torch.testing.assert_close(
+                ppo.forward_logprobs(m.policy, mb, 1.3)[0], ref_lp[idx, :r], atol=1e-5, rtol=1e-5
+            )
+            torch.testing.assert_close(
+                ppo.forward_values(m.value, mb), ref_v[idx, :r], atol=1e-5, rtol=1e-5
+            )
