@@ -134,6 +134,10 @@ def _train_stage(
         from rlhf.runs import latest_done
 
         reuse = None if (args.run_dir or args.new) else latest_done(cfg, stage)
+        why = reuse is not None and hasattr(module, "stale") and module.stale(reuse, cfg)
+        if why:  # same config, other data (the RM: the store's comparisons changed)
+            print(f"not reusing: {why}; training a new run")
+            reuse = None
         if reuse is not None:
             print(f"reusing finished run {reuse.dir} (same config; --new trains another)")
         run = reuse or module.train(cfg, run_dir=args.run_dir)
@@ -320,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sample another set even if the store has this policy's comparisons",
     )
+    cmp.add_argument(
+        "--policy",
+        metavar="RUN_DIR",
+        help="sample this run's policy (e.g. a PPO run) instead of SFT, on train prompts: "
+        "iterated collection; then `rlhf rm` trains a new RM on all comparisons "
+        "(same as --set compare.policy_run=RUN_DIR)",
+    )
     cmp.set_defaults(func=cmd_compare)
 
     export = commands.add_parser("export", help="export lab data")
@@ -355,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.argv = argv
         extra = {"workspace": args.workspace} if args.workspace else {}
-        cfg = config.load(args.recipe, args.overrides, **extra)
+        overrides = list(args.overrides)
+        if getattr(args, "policy", None):
+            overrides.append(f"compare.policy_run={args.policy}")
+        cfg = config.load(args.recipe, overrides, **extra)
         return args.func(args, cfg)
     except LabError as e:
         message = " ".join(line.strip() for line in str(e).splitlines())

@@ -83,7 +83,7 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
             f"compare.k_min={c.k_min}, compare.k_max={c.k_max}: need 2 <= k_min <= k_max"
         )
     world = build_world(cfg, progress=progress)
-    model_dir = sft_model_dir(cfg)
+    model_dir = Run.open(c.policy_run).model_dir if c.policy_run else sft_model_dir(cfg)
     policy = str(model_dir.parent)
     with Store.open(cfg) as store:
         stored = [r for r in store.comparisons(source="simulated") if r.policy == policy]
@@ -93,7 +93,10 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
     model, tokenizer = load_policy(model_dir)
     rng = random.Random(cfg.seed + len(stored))  # a forced second set samples anew
     plan = []  # (prompt, split)
-    for split, n in (("train", c.train_prompts), ("val", c.val_prompts)):
+    # A later policy (iterated collection) is sampled on train prompts only: the held-out
+    # comparisons that measure RM accuracy stay SFT samples, comparable from round to round.
+    splits = (("train", c.train_prompts),) + (() if c.policy_run else (("val", c.val_prompts),))
+    for split, n in splits:
         ps = world.prompts(split)
         plan += [(p, split) for p in (rng.sample(ps, n) if 0 < n < len(ps) else ps)]
     prompts = [p for p, _ in plan]
@@ -151,6 +154,7 @@ def _report(cfg, world, records, policy, skipped) -> dict[str, Any]:
     agreement, pairs = labeler_agreement(world, records, cfg.compare.agreement_prompts, cfg.seed)
     return {
         "policy": policy,
+        "policy_is_sft": not cfg.compare.policy_run,
         "comparisons": len(records),
         "by_split": {
             s: sum(1 for r in records if r.prompt_id and f"-{s}-" in r.prompt_id)
@@ -166,6 +170,7 @@ def _report(cfg, world, records, policy, skipped) -> dict[str, Any]:
 
 
 def summary(report: dict[str, Any]) -> str:
+    source = "SFT" if report.get("policy_is_sft", True) else "this policy's"
     lines = ["reusing stored comparisons (--force samples another set)"] if report["reused"] else []
     lines += [
         f"comparisons stored    {report['comparisons']:,} "
@@ -179,7 +184,7 @@ def summary(report: dict[str, Any]) -> str:
         )
     lines += [
         f"labeler agreement     {report['agreement_on_sft_samples']:.1%} on "
-        f"{report['agreement_pairs']:,} pairs of SFT samples (paper: 72.6%)",
+        f"{report['agreement_pairs']:,} pairs of {source} samples (paper: 72.6% on SFT samples)",
         f"store                 {report['store']}",
     ]
     return "\n".join(lines)

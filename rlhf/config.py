@@ -147,6 +147,13 @@ class CompareConfig:
         "SFT run whose policy is sampled. Empty: the newest finished SFT run with the same world, "
         "pretrain and sft config.",
     )
+    policy_run: str = doc(
+        "",
+        "A later policy to sample instead of the SFT model, e.g. a PPO run: the paper's "
+        "iterated collection (steps 2 and 3 repeated, comparisons of the current policy train "
+        "the next RM; `rlhf rm` then trains a new RM on all stored comparisons). Only train "
+        "prompts are labelled, so RM accuracy stays measured on held-out SFT samples.",
+    )
     k_min: int = doc(4, "Fewest responses per prompt (paper: 4).")
     k_max: int = doc(9, "Most responses per prompt (paper: 9); K is drawn per prompt.")
     train_prompts: int = doc(0, "Train prompts to label (0: all).")

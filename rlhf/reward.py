@@ -40,7 +40,7 @@ from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
 from rlhf.models import check_model_dir, quiet_progress, save_model
-from rlhf.runs import Run, find_done, run_stage, saved_config
+from rlhf.runs import Run, find_done, read_eval, run_stage, saved_config
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
 
@@ -283,16 +283,45 @@ def sft_model_dir(cfg: LabConfig) -> Path:
     return run.model_dir
 
 
+def training_comparisons(cfg: LabConfig) -> tuple[list[Comparison], dict[str, int]]:
+    """(rows, skipped): the stored comparisons an RM of this config trains and is tested on:
+    every simulated one of this world, of any policy (SFT, or later ones: iterated collection),
+    plus the hand-ranked ones with rm.with_human."""
+    with Store.open(cfg) as store:
+        rows = store.comparisons(source="simulated")
+        if cfg.rm.with_human:
+            rows += store.comparisons(source="human")
+    return same_world_comparisons(rows, cfg)
+
+
+def data_fingerprint(rows: list[Comparison]) -> dict[str, int]:
+    """What an RM run records of its data, to tell later whether the store has changed."""
+    return {"comparisons": len(rows), "last_id": max((c.id or 0 for c in rows), default=0)}
+
+
+def stale(run: Run, cfg: LabConfig) -> str | None:
+    """Why a finished RM run of this config should not be reused (its comparisons are no longer
+    the store's: a new collection round, hand rankings added or undone), else None."""
+    try:
+        trained = read_eval(run).get("data")
+    except RunError:
+        return None
+    now = data_fingerprint(training_comparisons(cfg)[0])
+    if trained is None or trained == now:
+        return None
+    return (
+        f"the store now holds {now['comparisons']:,} comparisons for this RM "
+        f"(last id {now['last_id']}); {run.dir} trained on {trained['comparisons']:,} "
+        f"(last id {trained['last_id']})"
+    )
+
+
 def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     t_start = time.perf_counter()
     r = cfg.rm
     world = build_world(cfg, progress=progress)
     base_dir = sft_model_dir(cfg)
-    with Store.open(cfg) as store:
-        rows = store.comparisons(source="simulated")
-        if r.with_human:
-            rows += store.comparisons(source="human")
-    rows, skipped = same_world_comparisons(rows, cfg)
+    rows, skipped = training_comparisons(cfg)
     heldout_ids = {lab.id for lab in world.heldout_labelers}
     data = split_comparisons(rows, heldout_ids)
     if not data["train"]:
@@ -367,6 +396,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         "bias": bias,
         "demo_mean_after_bias": demo_mean,
         "skipped_comparisons": skipped,
+        "data": data_fingerprint(rows),
     }
     acc, pairs = accuracy(rm, data["train"])
     report |= {"accuracy/train": acc, "pairs/train": pairs}

@@ -247,3 +247,54 @@ def test_packed_forwards_equal_a_padded_forward_also_on_cut_minibatches(ready):
             torch.testing.assert_close(
                 ppo.forward_values(m.value, mb), ref_v[idx, :r], atol=1e-5, rtol=1e-5
             )
+
+
+def test_iterated_collection_samples_the_ppo_policy_and_the_rm_then_retrains(tmp_path, capsys):
+    """Paper section 3: steps 2 and 3 iterated. `rlhf compare --policy PPO_RUN` labels samples
+    of the PPO policy on train prompts; the finished RM is then stale, and `rlhf rm` trains a
+    new one on every stored comparison instead of reusing it."""
+    from rlhf import compare, pretrain, reward, sft
+    from rlhf.cli import main
+    from rlhf.runs import latest_done
+    from rlhf.store import Store
+
+    ws = tmp_path / "ws"  # a workspace of its own: the module's keeps its one RM
+    cfg = load("micro", workspace=str(ws))
+    for stage in (pretrain, sft, compare, reward):
+        (stage.collect if stage is compare else stage.train)(cfg, progress=False)
+    old_rm = latest_done(cfg, "rm")
+    assert old_rm is not None and reward.stale(old_rm, cfg) is None
+    before = read_eval(old_rm)["data"]["comparisons"]
+    policy_run = ppo.train(cfg, progress=False)
+
+    assert (
+        main(
+            [
+                "compare",
+                "--recipe",
+                "micro",
+                "--workspace",
+                str(ws),
+                "--policy",
+                str(policy_run.dir),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "this policy's samples" in out
+    with Store.open(cfg) as store:
+        mine = [c for c in store.comparisons() if c.policy == str(policy_run.dir)]
+    assert mine and all("-train-" in c.prompt_id for c in mine)  # held-out stays SFT samples
+    assert all(len(c.responses) >= 2 for c in mine)
+
+    why = reward.stale(old_rm, cfg)
+    assert why and f"trained on {before:,}" in why
+    assert main(["rm", "--recipe", "micro", "--workspace", str(ws)]) == 0
+    out = capsys.readouterr().out
+    assert "not reusing" in out
+    new_rm = latest_done(cfg, "rm")
+    assert new_rm.dir != old_rm.dir and reward.stale(new_rm, cfg) is None
+    assert read_eval(new_rm)["data"]["comparisons"] == before + len(mine)
+    assert main(["rm", "--recipe", "micro", "--workspace", str(ws)]) == 0  # now it is reused
+    assert f"reusing finished run {new_rm.dir}" in capsys.readouterr().out
