@@ -51,7 +51,7 @@ from rlhf.losses import gae, kl_shaped_rewards, masked_mean, policy_loss, value_
 from rlhf.models import load_policy, quiet_progress, save_model
 from rlhf.ppo_report import final_report, summary  # noqa: F401 - `rlhf ppo` prints summary
 from rlhf.reward import RewardModel, load_reward_model
-from rlhf.runs import Run, find_done, run_stage
+from rlhf.runs import Run, find_done, read_eval, run_stage
 from rlhf.tokenizer import encode_documents
 
 
@@ -87,6 +87,21 @@ def source_runs(cfg: LabConfig) -> tuple[Run, Run]:
     return sft, rm
 
 
+def stale(run: Run, cfg: LabConfig) -> str | None:
+    """Why a finished PPO run of this config should not be reused: it started from another SFT
+    or RM run than the ones this config now resolves to (a new RM after another collection
+    round, say), else None."""
+    try:
+        report = read_eval(run)
+        sft, rm = source_runs(cfg)
+    except RunError:
+        return None
+    for name, now in (("rm_run", rm), ("sft_run", sft)):
+        if report.get(name) and Path(report[name]) != now.dir:
+            return f"{run.dir} used {name} {report[name]}; this config now resolves to {now.dir}"
+    return None
+
+
 def load_models(sft_dir: Path, rm_dir: Path) -> Models:
     policy, tokenizer = load_policy(sft_dir)
     ref, _ = load_policy(sft_dir)
@@ -111,63 +126,85 @@ def load_models(sft_dir: Path, rm_dir: Path) -> Models:
 # ----------------------------------------------------------------------------- forwards
 
 
+PACK_ROW = 128  # tokens per packed row, at least: attention costs rows x row_length^2
+
+
 @dataclass
 class Packed:
-    """A batch of (prompt, response) sequences laid end to end in one row, without padding.
+    """A batch of (prompt, response) sequences packed into rows without padding between them.
 
-    Position ids restart at 0 with every sequence; given no attention mask, transformers reads
-    the restarts as sequence boundaries and masks attention block-diagonally, so each sequence
-    sees only itself, exactly as in its own padded row (a test checks the two agree). On the
-    tiny world's rollouts real tokens are ~45% of a padded (B, P + R) batch, so packing roughly
-    halves the work of every forward and backward."""
+    Sequences are laid end to end in rows of about PACK_ROW tokens (first fit, longest first),
+    each row's tail filled with pad tokens. Position ids restart at 0 with every sequence (and
+    the filler); given no attention mask, transformers reads the restarts as boundaries and
+    masks attention block-diagonally, so each sequence sees only itself, exactly as in its own
+    padded row (a test checks the two agree). On the tiny world's rollouts real tokens are
+    ~45% of a padded (B, P + R) batch; bounded rows keep attention linear in the batch size."""
 
-    input_ids: torch.Tensor  # (1, N) the real tokens of every sequence, end to end
-    position_ids: torch.Tensor  # (1, N) 0.. within each sequence
-    predict_at: torch.Tensor  # (n,) position whose output predicts (or values) response token j
+    input_ids: torch.Tensor  # (rows, L) the real tokens of the sequences, then filler
+    position_ids: torch.Tensor  # (rows, L) 0.. within each sequence (and within the filler)
+    predict_at: torch.Tensor  # (n,) flat index into rows x L of the position that predicts
+    #                           (or values) response token j: the position just before it
     rows: torch.Tensor  # (n,) that token's row in the (B, R) response layout
     cols: torch.Tensor  # (n,) and its column
     shape: tuple[int, int]  # (B, R)
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """(n,) values per response token -> (B, R), 0 off the response mask."""
-        out = x.new_zeros(self.shape)
-        return out.index_put((self.rows, self.cols), x)
+        return x.new_zeros(self.shape).index_put((self.rows, self.cols), x)
 
 
-def pack(g: Generation) -> Packed:
-    ids, pos, at, rows, cols = [], [], [], [], []
-    offset = 0
+def pack(g: Generation, pad_id: int = 0) -> Packed:
+    seqs = []  # (i, prompt ids, response ids)
     for i in range(g.prompt_ids.shape[0]):
         prompt = g.prompt_ids[i][g.prompt_mask[i].bool()]
         response = g.response_ids[i][g.response_mask[i].bool()]
-        n, r = len(prompt) + len(response), len(response)
-        ids += [prompt, response]
-        pos.append(torch.arange(n))
-        at.append(offset + len(prompt) - 1 + torch.arange(r))  # the token before each one
-        rows.append(torch.full((r,), i))
-        cols.append(torch.arange(r))
-        offset += n
+        seqs.append((i, prompt, response))
+    L = max(PACK_ROW, max(len(p) + len(r) for _, p, r in seqs))
+    bins: list[list[tuple[int, torch.Tensor, torch.Tensor]]] = []  # first fit decreasing
+    room: list[int] = []
+    for seq in sorted(seqs, key=lambda s: -(len(s[1]) + len(s[2]))):
+        n = len(seq[1]) + len(seq[2])
+        k = next((k for k, free in enumerate(room) if free >= n), len(bins))
+        if k == len(bins):
+            bins.append([])
+            room.append(L)
+        bins[k].append(seq)
+        room[k] -= n
+    ids = torch.full((len(bins), L), pad_id, dtype=g.prompt_ids.dtype)
+    pos = torch.zeros((len(bins), L), dtype=torch.long)
+    at, rows, cols = [], [], []
+    for k, row in enumerate(bins):
+        offset = 0
+        for i, prompt, response in row:
+            n, r = len(prompt) + len(response), len(response)
+            ids[k, offset : offset + n] = torch.cat([prompt, response])
+            pos[k, offset : offset + n] = torch.arange(n)
+            at.append(k * L + offset + len(prompt) - 1 + torch.arange(r))
+            rows.append(torch.full((r,), i))
+            cols.append(torch.arange(r))
+            offset += n
+        pos[k, offset:] = torch.arange(L - offset)  # the filler: one more "sequence"
     return Packed(
-        torch.cat(ids)[None],
-        torch.cat(pos)[None],
-        torch.cat(at),
-        torch.cat(rows),
-        torch.cat(cols),
-        tuple(g.response_ids.shape),
+        ids, pos, torch.cat(at), torch.cat(rows), torch.cat(cols), tuple(g.response_ids.shape)
     )
+
+
+def _hidden(trunk: PreTrainedModel, pk: Packed) -> torch.Tensor:
+    """(n, H): the trunk's last hidden state at each predict_at position."""
+    hidden = trunk(input_ids=pk.input_ids, position_ids=pk.position_ids).last_hidden_state
+    return hidden.flatten(0, 1)[pk.predict_at]  # (rows x L, H) -> (n, H)
 
 
 def forward_logprobs(
     model: PreTrainedModel, g: Generation, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logprobs, entropy), each (B, R), 0 off the response mask: log pi(y_t | x, y_<t) of the
-    response tokens under logits / temperature, and the entropy of that distribution."""
-    pk = pack(g)
-    # The LM head only where it predicts a response token: on the tiny model the head is ~40%
-    # of the forward, and prompts are longer than responses.
-    logits = model(
-        input_ids=pk.input_ids, position_ids=pk.position_ids, logits_to_keep=pk.predict_at
-    ).logits[0]  # (n, V)
+    response tokens under logits / temperature, and the entropy of that distribution.
+
+    The LM head runs only where it predicts a response token: on the tiny model the head is
+    ~40% of a forward, and prompts are longer than responses."""
+    pk = pack(g, model.config.pad_token_id or 0)
+    logits = model.get_output_embeddings()(_hidden(model.base_model, pk))  # (n, V)
     logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (n, V)
     tokens = g.response_ids[pk.rows, pk.cols]  # (n,)
     logprobs = logp_all.gather(-1, tokens[:, None]).squeeze(-1)  # (n,)
@@ -181,14 +218,8 @@ def forward_values(value_model: PreTrainedModel, g: Generation) -> torch.Tensor:
 
     AutoModelForSequenceClassification pools one position; the trunk (`base_model`) and the
     head (`score`) give every position."""
-    pk = pack(g)
-    hidden = value_model.base_model(
-        input_ids=pk.input_ids, position_ids=pk.position_ids
-    ).last_hidden_state[0]  # (N, H)
-    return pk.unpack(value_model.score(hidden[pk.predict_at]).squeeze(-1).float())
-
-
-# ----------------------------------------------------------------------------- helpers
+    pk = pack(g, value_model.config.pad_token_id or 0)
+    return pk.unpack(value_model.score(_hidden(value_model.base_model, pk)).squeeze(-1).float())
 
 
 class AdaptiveKL:

@@ -217,7 +217,8 @@ def _padded_reference(m, g, temperature):
     return lp, ent, values
 
 
-def test_packed_forwards_equal_a_padded_forward_also_on_cut_minibatches(ready):
+@pytest.mark.parametrize("row", [ppo.PACK_ROW, 1])  # 1: one sequence per row, many rows
+def test_packed_forwards_equal_a_padded_forward_also_on_cut_minibatches(ready, row, monkeypatch):
     """forward_logprobs / forward_values pack the sequences end to end (no padding, attention
     kept within each sequence by restarting position ids) and the update cuts each minibatch to
     the columns its rows use (ppo._slice); neither may change a logprob, entropy or value."""
@@ -229,6 +230,10 @@ def test_packed_forwards_equal_a_padded_forward_also_on_cut_minibatches(ready):
     g = generate(m.policy, m.tokenizer, prompts, max_new_tokens=12, temperature=1.0, seed=3)
     assert len(set(g.prompt_mask.sum(1).tolist())) > 1  # prompts of different lengths
     assert len(set(g.response_mask.sum(1).tolist())) > 1  # and responses too
+    monkeypatch.setattr(ppo, "PACK_ROW", row)
+    pk = ppo.pack(g)
+    assert pk.input_ids.shape[0] > 1  # several rows
+    assert (pk.input_ids.shape[0] < 8) == (row > 1)  # and with room, several sequences a row
     m.policy.eval()
     with torch.no_grad():
         ref_lp, ref_ent, ref_v = _padded_reference(m, g, 1.3)
@@ -298,3 +303,13 @@ def test_iterated_collection_samples_the_ppo_policy_and_the_rm_then_retrains(tmp
     assert read_eval(new_rm)["data"]["comparisons"] == before + len(mine)
     assert main(["rm", "--recipe", "micro", "--workspace", str(ws)]) == 0  # now it is reused
     assert f"reusing finished run {new_rm.dir}" in capsys.readouterr().out
+    # The PPO run of round 1 used the old RM: `rlhf ppo` trains round 2 against the new one.
+    assert ppo.stale(policy_run, cfg) == (
+        f"{policy_run.dir} used rm_run {old_rm.dir}; this config now resolves to {new_rm.dir}"
+    )
+    assert main(["ppo", "--recipe", "micro", "--workspace", str(ws)]) == 0
+    out = capsys.readouterr().out
+    assert "not reusing" in out
+    second = latest_done(cfg, "ppo")
+    assert second.dir != policy_run.dir and read_eval(second)["rm_run"] == str(new_rm.dir)
+    assert ppo.stale(second, cfg) is None
