@@ -43,6 +43,18 @@ def sft_model_dir(cfg: LabConfig) -> Path:
     return run.model_dir
 
 
+def policy_model_dir(cfg: LabConfig) -> Path:
+    """The policy of compare.policy_run (iterated collection), which must be a finished SFT or
+    PPO run. Its absolute path is what the store keeps: the RM later opens the run."""
+    run = Run.open(Path(cfg.compare.policy_run).resolve())
+    if run.stage not in ("sft", "ppo") or not run.done:
+        raise RunError(
+            f"{run.dir}: compare.policy_run needs a finished SFT or PPO run (this one: "
+            f"{run.stage}, {'finished' if run.done else 'not finished'})"
+        )
+    return run.model_dir
+
+
 def sample_responses(
     model, tokenizer, prompts, ks: list[int], c, seed: int, progress: bool
 ) -> list[list[str]]:
@@ -83,7 +95,7 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
             f"compare.k_min={c.k_min}, compare.k_max={c.k_max}: need 2 <= k_min <= k_max"
         )
     world = build_world(cfg, progress=progress)
-    model_dir = Run.open(c.policy_run).model_dir if c.policy_run else sft_model_dir(cfg)
+    model_dir = policy_model_dir(cfg) if c.policy_run else sft_model_dir(cfg)
     policy = str(model_dir.parent)
     with Store.open(cfg) as store:
         stored = [r for r in store.comparisons(source="simulated") if r.policy == policy]

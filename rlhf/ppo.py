@@ -153,7 +153,9 @@ class Packed:
         return x.new_zeros(self.shape).index_put((self.rows, self.cols), x)
 
 
-def pack(g: Generation, pad_id: int = 0) -> Packed:
+def pack(g: Generation, filler_id: int = 0) -> Packed:
+    """Pack g's sequences (see Packed); the filler token's id does not matter: it attends only
+    to other filler and nothing reads its output."""
     seqs = []  # (i, prompt ids, response ids)
     for i in range(g.prompt_ids.shape[0]):
         prompt = g.prompt_ids[i][g.prompt_mask[i].bool()]
@@ -170,7 +172,7 @@ def pack(g: Generation, pad_id: int = 0) -> Packed:
             room.append(L)
         bins[k].append(seq)
         room[k] -= n
-    ids = torch.full((len(bins), L), pad_id, dtype=g.prompt_ids.dtype)
+    ids = torch.full((len(bins), L), filler_id, dtype=g.prompt_ids.dtype)
     pos = torch.zeros((len(bins), L), dtype=torch.long)
     at, rows, cols = [], [], []
     for k, row in enumerate(bins):
@@ -196,14 +198,14 @@ def _hidden(trunk: PreTrainedModel, pk: Packed) -> torch.Tensor:
 
 
 def forward_logprobs(
-    model: PreTrainedModel, g: Generation, temperature: float
+    model: PreTrainedModel, g: Generation, temperature: float, pk: Packed | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logprobs, entropy), each (B, R), 0 off the response mask: log pi(y_t | x, y_<t) of the
     response tokens under logits / temperature, and the entropy of that distribution.
 
     The LM head runs only where it predicts a response token: on the tiny model the head is
     ~40% of a forward, and prompts are longer than responses."""
-    pk = pack(g, model.config.pad_token_id or 0)
+    pk = pk or pack(g)
     logits = model.get_output_embeddings()(_hidden(model.base_model, pk))  # (n, V)
     logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (n, V)
     tokens = g.response_ids[pk.rows, pk.cols]  # (n,)
@@ -212,13 +214,15 @@ def forward_logprobs(
     return pk.unpack(logprobs), pk.unpack(entropy)
 
 
-def forward_values(value_model: PreTrainedModel, g: Generation) -> torch.Tensor:
+def forward_values(
+    value_model: PreTrainedModel, g: Generation, pk: Packed | None = None
+) -> torch.Tensor:
     """(B, R) V(x, y_<t): the value head on the trunk's state before each response token, 0 off
     the response mask.
 
     AutoModelForSequenceClassification pools one position; the trunk (`base_model`) and the
     head (`score`) give every position."""
-    pk = pack(g, value_model.config.pad_token_id or 0)
+    pk = pk or pack(g)
     return pk.unpack(value_model.score(_hidden(value_model.base_model, pk)).squeeze(-1).float())
 
 
@@ -322,8 +326,9 @@ def ppo_step(
         raw_scores = m.reward.score(prompts, g.texts)  # (B,)
         scores = raw_scores - p.missing_eos_penalty * (~g.ended).float()
         # 3. Logprobs of the reference; values before each response token.
-        ref_logprobs, _ = forward_logprobs(m.ref, g, p.temperature)  # (B, R)
-        b_values = forward_values(value_model, g) * b_mask  # (B, R)
+        b_packed = pack(g)  # one packing for both forwards
+        ref_logprobs, _ = forward_logprobs(m.ref, g, p.temperature, b_packed)  # (B, R)
+        b_values = forward_values(value_model, g, b_packed) * b_mask  # (B, R)
         # 4. The KL-shaped reward: -beta * kl per token, the score at the last token.
         rewards, kl, non_score_reward = kl_shaped_rewards(
             scores, b_logprobs, ref_logprobs, b_mask, kl_coef
@@ -345,11 +350,12 @@ def ppo_step(
             idx = order[start : start + p.mini_batch_size]
             mb, r = _slice(g, idx)
             mb_mask = mb.response_mask  # (mb, R'): the rollout's tensors are cut to [:, :r]
-            new_logprobs, _ = forward_logprobs(m.policy, mb, p.temperature)  # (mb, R')
+            mb_packed = pack(mb)
+            new_logprobs, _ = forward_logprobs(m.policy, mb, p.temperature, mb_packed)  # (mb, R')
             pg_loss, clipfrac, approxkl = policy_loss(
                 new_logprobs, b_logprobs[idx, :r], b_advantages[idx, :r], mb_mask, p.cliprange
             )
-            new_values = forward_values(m.value, mb)  # (mb, R')
+            new_values = forward_values(m.value, mb, mb_packed)  # (mb, R')
             vf_loss, vf_clipfrac = value_loss(
                 new_values, b_values[idx, :r], b_returns[idx, :r], mb_mask, p.cliprange_value
             )

@@ -271,6 +271,9 @@ def test_iterated_collection_samples_the_ppo_policy_and_the_rm_then_retrains(tmp
     assert old_rm is not None and reward.stale(old_rm, cfg) is None
     before = read_eval(old_rm)["data"]["comparisons"]
     policy_run = ppo.train(cfg, progress=False)
+    ws_args = ["--recipe", "micro", "--workspace", str(ws)]
+    assert main(["compare", *ws_args, "--policy", str(old_rm.dir)]) == 2  # not a policy
+    assert "needs a finished SFT or PPO run (this one: rm, finished)" in capsys.readouterr().err
 
     assert (
         main(
