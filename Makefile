@@ -34,7 +34,7 @@ demo: setup
 	$(BIN)/rlhf rm --recipe $(RECIPE)
 	$(BIN)/rlhf ppo --recipe $(RECIPE)
 	$(BIN)/rlhf ppo --recipe $(RECIPE) --set ppo.ptx_coef=1.0
-	@echo "Notebooks: notebooks/01..03 (they reuse these runs): make notebook"
+	@echo "Notebooks: notebooks/01..04 (they reuse these runs): make notebook"
 	@echo "Dashboard: make dashboard  -> http://127.0.0.1:8501"
 
 test: setup lint
