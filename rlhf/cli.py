@@ -88,6 +88,19 @@ def cmd_compare(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    import torch
+
+    from rlhf import results
+
+    torch.set_num_threads(max(1, cfg.threads))
+    res = results.evaluate_runs(cfg, args.runs)
+    json_path, md_path = results.write_results(res, args.out or cfg.workspace_dir / "results")
+    print(results.markdown(results.results_table(res)))
+    print(f"\n{json_path}\n{md_path}")
+    return 0
+
+
 def cmd_export_comparisons(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     from rlhf.store import Store
 
@@ -332,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(same as --set compare.policy_run=RUN_DIR)",
     )
     cmp.set_defaults(func=cmd_compare)
+
+    ev = commands.add_parser(
+        "eval",
+        parents=[_common()],
+        help="the results table: every policy (and RM) of the given runs on the test prompts",
+    )
+    ev.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="run directories")
+    ev.add_argument("--out", default=None, help="where results.json/.md go (<workspace>/results)")
+    ev.set_defaults(func=cmd_eval)
 
     export = commands.add_parser("export", help="export lab data")
     export_cmds = export.add_subparsers(dest="what", metavar="WHAT", required=True)

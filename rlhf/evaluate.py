@@ -92,7 +92,18 @@ def fact_cloze_accuracy(
     items: Sequence[Any],
     batch_size: int = 32,
 ) -> float:
-    """Share of ClozeItems whose greedy completion of `context` starts with `answer`.
+    """Share of ClozeItems whose greedy completion of `context` starts with `answer`."""
+    hits = fact_cloze_hits(model, tokenizer, items, batch_size)
+    return sum(hits) / len(hits)
+
+
+def fact_cloze_hits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[Any],
+    batch_size: int = 32,
+) -> list[bool]:
+    """Per ClozeItem: does the greedy completion of `context` start with `answer`?
 
     A trailing space in the context is left for the model to produce: byte-level BPE folds
     the space into the next word (" Vell"), so a context ending in a space is out of
@@ -104,8 +115,7 @@ def fact_cloze_accuracy(
     out = generate(
         model, tokenizer, contexts, max_new_tokens=longest + 2, greedy=True, batch_size=batch_size
     )
-    hits = [_starts_with_answer(t, it.answer) for t, it in zip(out.texts, items, strict=True)]
-    return sum(hits) / len(hits)
+    return [_starts_with_answer(t, it.answer) for t, it in zip(out.texts, items, strict=True)]
 
 
 def behaviour_report(
