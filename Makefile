@@ -28,14 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: setup
 	$(BIN)/rlhf world build --recipe $(RECIPE)
-	$(BIN)/rlhf pretrain --recipe $(RECIPE)
-	$(BIN)/rlhf sft --recipe $(RECIPE)
-	$(BIN)/rlhf compare --recipe $(RECIPE)
-	$(BIN)/rlhf rm --recipe $(RECIPE)
-	$(BIN)/rlhf ppo --recipe $(RECIPE)
-	$(BIN)/rlhf ppo --recipe $(RECIPE) --set ppo.ptx_coef=1.0
-	@echo "Notebooks: notebooks/01..04 (they reuse these runs): make notebook"
-	@echo "Dashboard: make dashboard  -> http://127.0.0.1:8501"
+	$(BIN)/rlhf pipeline --recipe $(RECIPE)
 
 test: setup lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q

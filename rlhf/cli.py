@@ -88,6 +88,18 @@ def cmd_compare(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    import torch
+
+    from rlhf import pipeline
+
+    if cfg.threads < 1:
+        raise ConfigError(f"'threads' must be >= 1, got {cfg.threads}")
+    torch.set_num_threads(cfg.threads)
+    print(pipeline.summary(pipeline.run(cfg, out=args.out)))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     import torch
 
@@ -144,15 +156,13 @@ def _train_stage(
     torch.set_num_threads(cfg.threads)
     before = {r.dir for r in list_runs(cfg.workspace_dir, stage)}
     try:
-        from rlhf.runs import latest_done
+        from rlhf.pipeline import finished_run
 
-        reuse = None if (args.run_dir or args.new) else latest_done(cfg, stage)
-        why = reuse is not None and hasattr(module, "stale") and module.stale(reuse, cfg)
-        if why:  # same config, other data (the RM: the store's comparisons changed)
-            print(f"not reusing: {why}; training a new run")
-            reuse = None
-        if reuse is not None:
-            print(f"reusing finished run {reuse.dir} (same config; --new trains another)")
+        reuse, message = (
+            (None, "") if (args.run_dir or args.new) else finished_run(module, cfg, stage)
+        )
+        if message:
+            print(message)
         run = reuse or module.train(cfg, run_dir=args.run_dir)
         if hasattr(module, "summary") and (run.dir / "eval.json").exists():
             from rlhf.runs import read_eval
@@ -345,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(same as --set compare.policy_run=RUN_DIR)",
     )
     cmp.set_defaults(func=cmd_compare)
+
+    pl = commands.add_parser(
+        "pipeline",
+        parents=[_common()],
+        help="every stage (reusing finished ones), then the results table and the paper's claims",
+    )
+    pl.add_argument("--out", default=None, help="where results.json/.md go (<workspace>/results)")
+    pl.set_defaults(func=cmd_pipeline)
 
     ev = commands.add_parser(
         "eval",

@@ -1,0 +1,93 @@
+"""`rlhf pipeline --recipe R`: the whole recipe in order, reusing every finished stage, then
+the results table and the paper's claims checked against it (`make demo` runs it on tiny):
+
+    world -> pretrain -> SFT -> comparisons -> RM -> PPO (ptx 0) and PPO-ptx -> eval
+
+A stage is reused when a finished run has the same config and is not stale (the RM: the
+store's comparisons changed; PPO: it started from another SFT or RM run); an interrupted
+stage resumes from its checkpoint when the pipeline is run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any
+
+from rlhf.config import LabConfig
+from rlhf.runs import Run, latest_done
+
+DEFAULT_PTX_COEF = 1.0  # gamma of the PPO-ptx run when the config's ppo.ptx_coef is 0
+
+
+def finished_run(module: Any, cfg: LabConfig, stage: str) -> tuple[Run | None, str]:
+    """(a finished run of `stage` to reuse or None, what to tell the user)."""
+    reuse = latest_done(cfg, stage)
+    why = reuse is not None and hasattr(module, "stale") and module.stale(reuse, cfg)
+    if why:  # same config, other data (the RM: the store's comparisons changed)
+        return None, f"not reusing: {why}; training a new run"
+    if reuse is not None:
+        return reuse, f"reusing finished run {reuse.dir} (same config; --new trains another)"
+    return None, ""
+
+
+def stage_run(module_name: str, cfg: LabConfig, stage: str, progress: bool = True) -> Run:
+    """The stage's finished run, or a new one trained now; its summary printed either way."""
+    from rlhf.runs import read_eval
+
+    module = importlib.import_module(f"rlhf.{module_name}")
+    run, message = finished_run(module, cfg, stage)
+    if message:
+        print(message)
+    run = run or module.train(cfg, progress=progress)
+    if hasattr(module, "summary") and (run.dir / "eval.json").exists():
+        print(module.summary(read_eval(run)))
+    print(run.dir)
+    return run
+
+
+def ptx_config(cfg: LabConfig) -> LabConfig:
+    gamma = cfg.ppo.ptx_coef or DEFAULT_PTX_COEF
+    return dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, ptx_coef=gamma))
+
+
+def run(cfg: LabConfig, out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Every stage, then eval. Returns {"runs", "results", "claims", "paths"}."""
+    from rlhf import claims, compare, results
+    from rlhf.world import build_world
+
+    build_world(cfg, progress=progress)
+    plain = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, ptx_coef=0.0))
+    runs: dict[str, Run] = {}
+    runs["base"] = stage_run("pretrain", cfg, "pretrain", progress)
+    runs["SFT"] = stage_run("sft", cfg, "sft", progress)
+    print(compare.summary(compare.collect(cfg, progress=progress)))
+    runs["RM"] = stage_run("reward", cfg, "rm", progress)
+    runs["PPO"] = stage_run("ppo", plain, "ppo", progress)
+    runs["PPO-ptx"] = stage_run("ppo", ptx_config(cfg), "ppo", progress)
+    res = results.evaluate_runs(cfg, [r.dir for r in runs.values()], progress=progress)
+    paths = results.write_results(res, out or cfg.workspace_dir / "results")
+    return {
+        "runs": {k: str(r.dir) for k, r in runs.items()},
+        "results": res,
+        "claims": claims.check_claims(res),
+        "paths": [str(p) for p in paths],
+    }
+
+
+def summary(report: dict[str, Any]) -> str:
+    from rlhf.results import markdown, results_table
+
+    lines = [
+        "",
+        markdown(results_table(report["results"])),
+        "",
+        "The paper's claims on this table:",
+        *(c.line() for c in report["claims"]),
+        "",
+        "Results: " + ", ".join(report["paths"]),
+        "Notebooks: make notebook (they reuse these runs)",
+        "Dashboard: rlhf dashboard  -> http://127.0.0.1:8501",
+    ]
+    return "\n".join(lines)
