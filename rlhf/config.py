@@ -284,6 +284,13 @@ class PPOConfig:
     log_every: int = doc(1, "Steps between metric lines in metrics.jsonl.")
     sample_every: int = doc(10, "Steps between sample rollouts saved to samples.jsonl.")
     samples_per_log: int = doc(4, "Rollouts saved each time, with their per-token KL.")
+    overopt_every: int = doc(
+        10,
+        "Steps between scoring a fixed batch of validation prompts with the RM and the gold "
+        "labeler (metrics overopt/scores, overopt/gold, overopt/kl, logged with the step "
+        "before its update): the over-optimisation curve of Gao et al. 2022. 0 disables.",
+    )
+    overopt_prompts: int = doc(64, "Validation prompts in that fixed batch.")
     checkpoint_every: int = doc(20, "Steps between resumable checkpoints.")
     eval_prompts: int = doc(1000, "Test prompts in the final report (at most all; greedy).")
     bootstrap: int = doc(1000, "Bootstrap resamples for the 95% intervals of the report.")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -420,6 +421,35 @@ def ppo_step(
     return metrics, rollout
 
 
+@torch.no_grad()
+def overoptimisation_probe(
+    m: Models, policy: PreTrainedModel, world: Any, prompts: list[Any], p: PPOConfig, seed: int
+) -> dict[str, float]:
+    """The policy as it is now, on a fixed batch of prompts (the same ones and the same
+    sampling seed every time): mean RM score, mean gold quality and mean KL to the reference
+    of its samples. Over training, the RM score rising while gold stalls or falls is
+    over-optimisation of the proxy (Gao et al. 2022)."""
+    texts = [q.text for q in prompts]
+    g = generate(
+        policy,
+        m.tokenizer,
+        texts,
+        max_new_tokens=p.max_new_tokens,
+        temperature=p.temperature,
+        seed=seed,
+        batch_size=len(texts),
+        return_logprobs=True,
+    )
+    ref_logprobs, _ = forward_logprobs(m.ref, g, p.temperature)  # (N, R)
+    kl = ((g.logprobs - ref_logprobs) * g.response_mask).sum(1)  # (N,)
+    gold = [world.gold.score(q, t).quality for q, t in zip(prompts, g.texts, strict=True)]
+    return {
+        "overopt/scores": float(m.reward.score(texts, g.texts).mean()),
+        "overopt/gold": sum(gold) / len(gold),
+        "overopt/kl": float(kl.mean()),
+    }
+
+
 def _slice(g: Generation, idx: torch.Tensor) -> tuple[Generation, int]:
     """(minibatch, R'): rows idx of the rollout without the padding columns no row of the
     minibatch uses: leading prompt padding (prompts are left-padded) and trailing response
@@ -493,6 +523,8 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     optimizer = make_optimizer(m, p)
     m.policy, m.value, optimizer = accelerator.prepare(m.policy, m.value, optimizer)
     prompts = world.prompts("train")
+    val = world.prompts("val")  # the probe's fixed batch: a seeded draw across families
+    probe_prompts = random.Random(cfg.seed).sample(val, min(p.overopt_prompts, len(val)))
     # The pretraining blocks: PPO-ptx trains on them; plain PPO measures its LM loss on them.
     ptx_data = pretraining_blocks(world, m.tokenizer, cfg.pretrain.block_size)
 
@@ -510,6 +542,12 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         gen = step_generator(cfg.seed, step, 0)
         pick = torch.randint(len(prompts), (p.batch_size,), generator=gen).tolist()
         batch = [prompts[i].text for i in pick]
+        probe = {}
+        if p.overopt_every > 0 and step % p.overopt_every == 0:
+            # Before this step's update: at step 1 the policy is still SFT (KL 0).
+            probe = overoptimisation_probe(
+                m, accelerator.unwrap_model(m.policy), world, probe_prompts, p, cfg.seed
+            )
         metrics, rollout = ppo_step(
             m,
             optimizer,
@@ -526,6 +564,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
             world.gold.score(prompts[i], t) for i, t in zip(pick, rollout["g"].texts, strict=True)
         ]
         metrics["objective/gold"] = sum(j.quality for j in gold) / len(gold)
+        metrics |= probe
         check_finite(step + 1, metrics, run)
         if p.adaptive_kl:
             kl_ctl.update(metrics["objective/kl"], p.batch_size)
@@ -534,7 +573,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         bar.set_postfix(
             score=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}"
         )
-        if step % p.log_every == 0 or step == p.steps:
+        if step % p.log_every == 0 or step == p.steps or probe:
             run.log(step, metrics)
         if step % p.sample_every == 0 or step == 1 or step == p.steps:
             run.log_samples(

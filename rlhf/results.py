@@ -7,8 +7,10 @@ reward-model runs, RM accuracy. Every figure has its 95% bootstrap interval and 
                   held-out pretraining perplexity (blocks resampled) and fact-cloze accuracy
     rm runs       pairwise accuracy on the held-out comparisons, by labeler group
 
-`evaluate_runs` returns {label: {metric: {"mean", "lo", "hi", "n"}}}; `results_table` turns
-that into one DataFrame (a row per run); `write_results` saves results.json and results.md.
+`evaluate_runs` returns {label: {metric: {"mean", "lo", "hi", "n"}}} and each PPO run's
+over-optimisation probe; `results_table` turns the figures into one DataFrame (a row per
+run); `write_results` saves results.json, results.md and overoptimisation.html (RM score and
+gold quality of a fixed batch against KL, over training: Gao et al. 2022's picture).
 """
 
 from __future__ import annotations
@@ -141,7 +143,23 @@ def evaluate_runs(
         hits = [float(h) for h in fact_cloze_hits(model, tok, cloze)]
         m["fact_cloze"] = with_ci(hits, n, seed)
         rows[label] = m
-    return {"labels": list(rows), "rows": rows, "runs": where, "n_test_prompts": len(prompts)}
+    # Over-optimisation: each PPO run's fixed-batch probe (RM score, gold, KL) over training.
+    curves = {
+        label: [
+            {k: r[k] for k in ("step", "overopt/scores", "overopt/gold", "overopt/kl")}
+            for r in Run.open(where[label]).metrics()
+            if "overopt/kl" in r
+        ]
+        for label in rows
+        if Run.open(where[label]).stage == "ppo"
+    }
+    return {
+        "labels": list(rows),
+        "rows": rows,
+        "runs": where,
+        "n_test_prompts": len(prompts),
+        "overoptimisation": {k: v for k, v in curves.items() if v},
+    }
 
 
 def _cell(ci: dict[str, float] | None) -> str:
@@ -173,6 +191,13 @@ def write_results(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[
     tmp = md.with_name(f".{md.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, md)  # atomic, as write_json
+    if results.get("overoptimisation"):
+        from rlhf.viz import reward_vs_kl
+
+        chart = reward_vs_kl(results["overoptimisation"], prefix="overopt")
+        chart.properties(title="RM score and gold quality vs KL (fixed probe batch)").save(
+            str(out / "overoptimisation.html")
+        )
     return js, md
 
 

@@ -277,29 +277,35 @@ def ppo_curves(
     )
 
 
-def reward_vs_kl(runs: dict[str, Sequence[dict[str, Any]]]) -> alt.Chart:
-    """RM score and gold quality of the rollouts against their KL to the reference, a point per
-    logged step (Gao et al. 2022's picture: the proxy keeps rising with KL, gold need not).
-    The two are on different scales, so each gets its own panel."""
+def reward_vs_kl(
+    runs: dict[str, Sequence[dict[str, Any]]], prefix: str = "objective"
+) -> alt.FacetChart:
+    """RM score and gold quality against KL to the reference, a point per logged step (Gao et
+    al. 2022's picture: the proxy keeps rising with KL, gold need not). prefix "objective":
+    each step's rollouts; "overopt": the fixed probe batch (ppo.overopt_every), the cleaner
+    curve. The two rewards are on different scales, so each gets its own panel."""
+    kl_key = f"{prefix}/kl"
     records = [
-        {"run": label, "kl": r["objective/kl"], "reward": name, "value": r[key]}
+        {"run": label, "step": r["step"], "kl": r[kl_key], "reward": name, "value": r[key]}
         for label, rows in runs.items()
         for r in rows
-        for name, key in (("RM score", "objective/scores"), ("gold quality", "objective/gold"))
-        if r.get(key) is not None and r.get("objective/kl") is not None
+        for name, key in (("RM score", f"{prefix}/scores"), ("gold quality", f"{prefix}/gold"))
+        if r.get(key) is not None and r.get(kl_key) is not None
     ]
     df = pd.DataFrame(records)
     if df.empty:
-        raise ValueError("reward_vs_kl: no objective/kl with objective/scores or objective/gold")
+        raise ValueError(f"reward_vs_kl: no {kl_key} with {prefix}/scores or {prefix}/gold")
     return (
         alt.Chart(df)
-        .mark_point(size=18, filled=True, opacity=0.6)
+        .mark_line(point=True, opacity=0.7)
         .encode(
             x=alt.X("kl:Q", title="KL(policy || SFT) per response (nats)"),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
             color=alt.Color("run:N", title="run"),
+            order=alt.Order("step:Q"),  # the line follows training, not the KL axis
             tooltip=[
                 "run",
+                "step",
                 alt.Tooltip("kl:Q", format=".2f"),
                 alt.Tooltip("value:Q", format=".3f"),
             ],

@@ -49,6 +49,10 @@ def test_a_micro_run_logs_every_metric_samples_and_a_report(ready):
         missing = [k for k in METRICS if k not in r]
         assert not missing, missing
         assert all(math.isfinite(r[k]) for k in METRICS)
+    probes = [r for r in rows if "overopt/kl" in r]  # micro: the fixed batch every 2 steps
+    assert [r["step"] for r in probes] == [1, 3]
+    assert abs(probes[0]["overopt/kl"]) < 1e-4  # before the first update the policy is SFT
+    assert all(0 <= r["overopt/gold"] <= 1 and math.isfinite(r["overopt/scores"]) for r in probes)
     samples = run.samples()
     assert {s["step"] for s in samples} == {1, 2, 4}
     for s in samples:

@@ -44,6 +44,9 @@ def test_eval_writes_a_table_with_every_figure_and_its_interval(runs, tmp_path, 
     assert data["rows"]["SFT"]["win_rate"]["mean"] == 0.5  # SFT against itself: all ties
     for name in RM_METRICS:
         assert 0 <= data["rows"]["RM"][name]["mean"] <= 1 and data["rows"]["RM"][name]["n"] > 0
+    curve = data["overoptimisation"]["PPO"]  # the fixed-batch probe of the PPO run
+    assert [r["step"] for r in curve] == [1, 3] and abs(curve[0]["overopt/kl"]) < 1e-4
+    assert "vega" in (out / "overoptimisation.html").read_text()
     md = (out / "results.md").read_text()
     assert md.splitlines()[0].startswith("| run | win_rate | likert")
     assert "| PPO | " in md and str(dirs[-1]) in md and "| PPO | " in printed

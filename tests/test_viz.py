@@ -254,6 +254,12 @@ def test_reward_vs_kl_pairs_each_step_s_kl_with_its_rm_score_and_gold():
     assert [r["value"] for r in rows if r["reward"] == "gold quality"] == [0.7] * 3
     with pytest.raises(ValueError, match="reward_vs_kl"):
         viz.reward_vs_kl({"PPO": [{"step": 1, "objective/scores": 1.0}]})
+    probe = [{"step": 1, "overopt/kl": 0.0, "overopt/scores": 0.1, "overopt/gold": 0.7}]
+    rows = spec_rows(viz.reward_vs_kl({"PPO": probe}, prefix="overopt").to_dict())
+    assert sorted((r["reward"], r["value"]) for r in rows) == [
+        ("RM score", 0.1),
+        ("gold quality", 0.7),
+    ]
 
 
 def test_token_kl_html_shades_each_token_by_its_kl_and_escapes_it():
