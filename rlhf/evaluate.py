@@ -29,14 +29,14 @@ def blocks(ids: list[int], block_size: int, keep_remainder: bool) -> list[torch.
 
 
 @torch.no_grad()
-def heldout_loss(
+def block_nll(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     documents: Sequence[str],
     block_size: int,
     batch_size: int = 16,
-) -> float:
-    """Mean next-token negative log-likelihood (nats) over every token of the documents.
+) -> tuple[list[float], list[int]]:
+    """(summed next-token NLL in nats, predicted tokens), one of each per block.
 
     Documents are encoded as in pretraining (EOS after each, concatenated) and cut into
     non-overlapping blocks; within a block each token is predicted from the ones before it
@@ -46,24 +46,39 @@ def heldout_loss(
         raise ValueError("heldout_loss: documents hold fewer than 2 tokens")
     was_training = model.training
     model.eval()
-    total_nll, total_tokens = 0.0, 0
+    nll_sums: list[float] = []
+    counts: list[int] = []
     try:
-        for start in range(0, len(chunks), batch_size):
-            batch = chunks[start : start + batch_size]
-            T = max(len(c) for c in batch)
-            x = torch.full((len(batch), T), tokenizer.pad_token_id)  # (B, T) right-padded
-            mask = torch.zeros(len(batch), T, dtype=torch.long)  # (B, T)
-            for i, c in enumerate(batch):
-                x[i, : len(c)], mask[i, : len(c)] = c, 1
-            logits = model(input_ids=x, attention_mask=mask).logits.float()  # (B, T, V)
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): predicts x[:, 1:]
-            nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # (B, T-1)
-            target_mask = mask[:, 1:].float()  # (B, T-1)
-            total_nll += float((nll * target_mask).sum())
-            total_tokens += int(target_mask.sum())
+        with torch.no_grad():
+            for start in range(0, len(chunks), batch_size):
+                batch = chunks[start : start + batch_size]
+                T = max(len(c) for c in batch)
+                x = torch.full((len(batch), T), tokenizer.pad_token_id)  # (B, T) right-padded
+                mask = torch.zeros(len(batch), T, dtype=torch.long)  # (B, T)
+                for i, c in enumerate(batch):
+                    x[i, : len(c)], mask[i, : len(c)] = c, 1
+                logits = model(input_ids=x, attention_mask=mask).logits.float()  # (B, T, V)
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): predicts x[:, 1:]
+                nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # (B, T-1)
+                target_mask = mask[:, 1:].float()  # (B, T-1)
+                nll_sums += (nll * target_mask).sum(1).tolist()
+                counts += target_mask.sum(1).long().tolist()
     finally:
         model.train(was_training)
-    return total_nll / total_tokens
+    return nll_sums, counts
+
+
+def heldout_loss(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    documents: Sequence[str],
+    block_size: int,
+    batch_size: int = 16,
+) -> float:
+    """Mean next-token negative log-likelihood (nats) over every token of the documents (the
+    blocks of `block_nll`)."""
+    nll_sums, counts = block_nll(model, tokenizer, documents, block_size, batch_size)
+    return sum(nll_sums) / sum(counts)
 
 
 def perplexity(

@@ -289,6 +289,23 @@ def check_finite(step: int, metrics: dict[str, float], run: Run) -> None:
 # ----------------------------------------------------------------------------- one step
 
 
+def rollout_samples(
+    policy: PreTrainedModel, tokenizer: Any, prompts: list[str], p: PPOConfig, seed: int
+) -> Generation:
+    """One response per prompt at temperature p.temperature, all in one batch, with the
+    logprobs (logits / T) and entropies of the sampled tokens."""
+    return generate(
+        policy,
+        tokenizer,
+        prompts,
+        max_new_tokens=p.max_new_tokens,
+        temperature=p.temperature,
+        seed=seed,
+        batch_size=len(prompts),
+        return_logprobs=True,
+    )
+
+
 def ppo_step(
     m: Models,
     optimizer: torch.optim.Optimizer,
@@ -310,16 +327,7 @@ def ppo_step(
     # 1. Rollout: sample at temperature T (paper: 1). The sampler also returns the logprobs of
     # the sampled tokens under logits / T and the entropies: the rollout policy's, with no
     # second forward (a test checks they equal a full forward's).
-    g = generate(
-        policy,
-        m.tokenizer,
-        prompts,
-        max_new_tokens=p.max_new_tokens,
-        temperature=p.temperature,
-        seed=seed,
-        batch_size=len(prompts),
-        return_logprobs=True,
-    )
+    g = rollout_samples(policy, m.tokenizer, prompts, p, seed)
     b_mask = g.response_mask  # (B, R)
     b_logprobs, b_entropy = g.logprobs * b_mask, g.entropy * b_mask  # (B, R)
     with torch.no_grad():
@@ -430,16 +438,7 @@ def overoptimisation_probe(
     of its samples. Over training, the RM score rising while gold stalls or falls is
     over-optimisation of the proxy (Gao et al. 2022)."""
     texts = [q.text for q in prompts]
-    g = generate(
-        policy,
-        m.tokenizer,
-        texts,
-        max_new_tokens=p.max_new_tokens,
-        temperature=p.temperature,
-        seed=seed,
-        batch_size=len(texts),
-        return_logprobs=True,
-    )
+    g = rollout_samples(policy, m.tokenizer, texts, p, seed)
     ref_logprobs, _ = forward_logprobs(m.ref, g, p.temperature)  # (N, R)
     kl = ((g.logprobs - ref_logprobs) * g.response_mask).sum(1)  # (N,)
     gold = [world.gold.score(q, t).quality for q, t in zip(prompts, g.texts, strict=True)]

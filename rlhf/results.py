@@ -26,12 +26,11 @@ from tqdm.auto import tqdm
 
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
-from rlhf.evaluate import blocks, fact_cloze_hits, with_ci
+from rlhf.evaluate import block_nll, fact_cloze_hits, with_ci
 from rlhf.generation import generate
 from rlhf.metrics import policy_metrics
 from rlhf.models import load_policy
 from rlhf.runs import Run, find_done, write_json
-from rlhf.tokenizer import encode_documents
 
 POLICY_STAGES = {"pretrain": "base", "sft": "SFT", "ppo": "PPO"}
 TAX = ("perplexity", "fact_cloze")
@@ -55,20 +54,7 @@ def perplexity_ci(
 ) -> dict[str, float]:
     """Held-out perplexity exp(NLL per token) with an interval from resampling the blocks (the
     ratio of summed NLL to summed tokens in each resample); n is the number of blocks."""
-    chunks = blocks(encode_documents(tokenizer, documents), block_size, keep_remainder=True)
-    nll, count = [], []
-    with torch.no_grad():
-        for start in range(0, len(chunks), 16):
-            batch = chunks[start : start + 16]
-            T = max(len(c) for c in batch)
-            x = torch.full((len(batch), T), tokenizer.pad_token_id)  # (B, T) right-padded
-            mask = torch.zeros(len(batch), T, dtype=torch.long)
-            for i, c in enumerate(batch):
-                x[i, : len(c)], mask[i, : len(c)] = c, 1
-            logp = torch.log_softmax(model(input_ids=x, attention_mask=mask).logits.float(), -1)
-            tok_nll = -logp[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1) * mask[:, 1:]
-            nll += tok_nll.sum(1).tolist()  # (B,) summed NLL per block
-            count += mask[:, 1:].sum(1).tolist()  # (B,) predicted tokens per block
+    nll, count = block_nll(model, tokenizer, documents, block_size)
     n_t, c_t = torch.tensor(nll, dtype=torch.float64), torch.tensor(count, dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(len(n_t), (n_resamples, len(n_t)), generator=g)  # (n_resamples, N)

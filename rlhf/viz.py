@@ -333,3 +333,44 @@ def token_kl_html(tokens: Sequence[str], kl: Sequence[float], scale: float = 2.0
             f'white-space: pre">{html.escape(tok)}</span>'
         )
     return "<div style='font-family: monospace; line-height: 1.8'>" + "".join(spans) + "</div>"
+
+
+# ----------------------------------------------------------------------------- results table
+
+
+def metric_bars(
+    results: dict[str, Any], metrics: Sequence[str], title: str, y_title: str = ""
+) -> alt.LayerChart:
+    """One bar per run and metric (side by side within a run) with its 95% interval as an
+    error bar, from `rlhf.results.evaluate_runs` output; runs without the metric are left out.
+    The paper's Fig. 1 is metric_bars(results, ["win_rate"], ...)."""
+    labels = results.get("labels") or list(results["rows"])
+    records = [
+        {"run": label, "metric": m, **{k: ci[k] for k in ("mean", "lo", "hi", "n")}}
+        for label in labels
+        for m in metrics
+        if (ci := results["rows"][label].get(m)) and ci.get("n")
+    ]
+    df = pd.DataFrame(records)
+    if df.empty:
+        raise ValueError(f"metric_bars: no run has {', '.join(metrics)}")
+    base = alt.Chart(df, title=title).encode(
+        x=alt.X("run:N", title=None, sort=labels, axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("metric:N", sort=list(metrics)),
+        color=alt.Color("metric:N", title=None, sort=list(metrics)),
+    )
+    bars = base.mark_bar().encode(
+        y=alt.Y("mean:Q", title=y_title or ", ".join(metrics)),
+        tooltip=[
+            "run",
+            "metric",
+            alt.Tooltip("mean:Q", format=".3f"),
+            alt.Tooltip("lo:Q", format=".3f"),
+            alt.Tooltip("hi:Q", format=".3f"),
+            "n",
+        ],
+    )
+    errors = base.mark_errorbar(ticks=True).encode(
+        y=alt.Y("lo:Q", title=y_title or ", ".join(metrics)), y2="hi:Q"
+    )
+    return (bars + errors).properties(width=max(220, 90 * len(labels)), height=220)

@@ -271,3 +271,30 @@ def test_token_kl_html_shades_each_token_by_its_kl_and_escapes_it():
     assert 'title="KL +0.000"' in html
     with pytest.raises(ValueError, match="2 tokens but 1"):
         viz.token_kl_html(["a", "b"], [0.1])
+
+
+def test_metric_bars_draw_each_run_s_metrics_with_their_intervals():
+    ci = {"mean": 0.6, "lo": 0.5, "hi": 0.7, "n": 30}
+    results = {
+        "labels": ["SFT", "RM", "PPO"],
+        "rows": {
+            "SFT": {"toxic/plain": ci, "toxic/respectful": ci},
+            "RM": {},
+            "PPO": {"toxic/plain": ci},
+        },
+    }
+    spec = viz.metric_bars(results, ["toxic/plain", "toxic/respectful"], "Toxic").to_dict()
+    rows = spec_rows(spec)
+    assert sorted((r["run"], r["metric"]) for r in rows) == [
+        ("PPO", "toxic/plain"),
+        ("SFT", "toxic/plain"),
+        ("SFT", "toxic/respectful"),
+    ]  # the RM has neither metric: no bar
+    marks = [
+        layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"]
+        for layer in spec["layer"]
+    ]
+    assert marks == ["bar", "errorbar"]
+    assert layer_encodings(spec)[1]["y2"]["field"] == "hi"
+    with pytest.raises(ValueError, match="metric_bars: no run has likert"):
+        viz.metric_bars(results, ["likert"], "Likert")
