@@ -30,7 +30,7 @@ from rlhf.evaluate import block_nll, fact_cloze_hits, with_ci
 from rlhf.generation import generate
 from rlhf.metrics import policy_metrics
 from rlhf.models import load_policy
-from rlhf.runs import Run, find_done, write_json
+from rlhf.runs import Run, find_done, saved_config, write_json
 
 POLICY_STAGES = {"pretrain": "base", "sft": "SFT", "ppo": "PPO"}
 TAX = ("perplexity", "fact_cloze")
@@ -96,9 +96,15 @@ def evaluate_runs(
     runs = [Run.open(d) for d in run_dirs]
     if not runs:
         raise RunError("rlhf eval: give at least one run directory (--runs DIR...)")
+    want = saved_config(cfg, "eval")["world"]
     for r in runs:
         if not r.done:
             raise RunError(f"{r.dir}: the run is not finished ({r.status.get('status')})")
+        if r.raw_config().get("world") != want:
+            raise RunError(
+                f"{r.dir}: made on another world than recipe '{cfg.recipe}' builds; "
+                f"pass the recipe it was made with (--recipe)"
+            )
     world = build_world(cfg, progress=progress)
     prompts = world.prompts("test")
     cloze = world.cloze_items()

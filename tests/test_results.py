@@ -57,3 +57,6 @@ def test_eval_rejects_a_directory_that_is_not_a_finished_run(runs, tmp_path, cap
     ws = ["--recipe", "micro", "--workspace", str(cfg.workspace_dir)]
     assert main(["eval", *ws, "--runs", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+    other = ["--recipe", "tiny", "--workspace", str(cfg.workspace_dir)]  # micro runs, tiny world
+    assert main(["eval", *other, "--runs", str(runs[1][0])]) == 2
+    assert "made on another world than recipe 'tiny' builds" in capsys.readouterr().err
