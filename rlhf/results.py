@@ -119,6 +119,7 @@ def evaluate_runs(
 
     rows: dict[str, dict[str, Any]] = {}
     where: dict[str, str] = {}
+    curves: dict[str, list[dict[str, float]]] = {}
     for run in tqdm(runs, desc="eval", disable=not progress):
         label = label_of(run)
         if label in rows:  # two runs of a kind: tell them apart by directory
@@ -135,22 +136,20 @@ def evaluate_runs(
         hits = [float(h) for h in fact_cloze_hits(model, tok, cloze)]
         m["fact_cloze"] = with_ci(hits, n, seed)
         rows[label] = m
-    # Over-optimisation: each PPO run's fixed-batch probe (RM score, gold, KL) over training.
-    curves = {
-        label: [
-            {k: r[k] for k in ("step", "overopt/scores", "overopt/gold", "overopt/kl")}
-            for r in Run.open(where[label]).metrics()
-            if "overopt/kl" in r
-        ]
-        for label in rows
-        if Run.open(where[label]).stage == "ppo"
-    }
+        if run.stage == "ppo":  # its fixed-batch probe over training: over-optimisation
+            probe = [
+                {k: r[k] for k in ("step", "overopt/scores", "overopt/gold", "overopt/kl")}
+                for r in run.metrics()
+                if "overopt/kl" in r
+            ]
+            if probe:
+                curves[label] = probe
     return {
         "labels": list(rows),
         "rows": rows,
         "runs": where,
         "n_test_prompts": len(prompts),
-        "overoptimisation": {k: v for k, v in curves.items() if v},
+        "overoptimisation": curves,
     }
 
 

@@ -10,21 +10,28 @@ from rlhf import callbacks
 from rlhf.runs import read_eval
 
 
-@pytest.fixture(scope="module")
-def rm_ready(tmp_path_factory):
-    """A micro workspace with pretrain, SFT, comparisons and a reward model: what PPO needs."""
+def micro_workspace(path, with_rm: bool = True):
+    """The micro config of a workspace at `path` after pretrain, SFT, comparisons and (with_rm)
+    a reward model: what the stage tests start from."""
     import torch
 
     from rlhf import compare, pretrain, reward, sft
     from rlhf.config import load
 
     torch.set_num_threads(1)
-    cfg = load("micro", workspace=str(tmp_path_factory.mktemp("ws")))
+    cfg = load("micro", workspace=str(path))
     pretrain.train(cfg, progress=False)
     sft.train(cfg, progress=False)
     compare.collect(cfg, progress=False)
-    reward.train(cfg, progress=False)
+    if with_rm:
+        reward.train(cfg, progress=False)
     return cfg
+
+
+@pytest.fixture(scope="module")
+def rm_ready(tmp_path_factory):
+    """A micro workspace with pretrain, SFT, comparisons and a reward model: what PPO needs."""
+    return micro_workspace(tmp_path_factory.mktemp("ws"))
 
 
 @pytest.fixture

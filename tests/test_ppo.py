@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import micro_workspace
 
 from rlhf import ppo
 from rlhf.config import load
@@ -262,15 +263,13 @@ def test_iterated_collection_samples_the_ppo_policy_and_the_rm_then_retrains(tmp
     """Paper section 3: steps 2 and 3 iterated. `rlhf compare --policy PPO_RUN` labels samples
     of the PPO policy on train prompts; the finished RM is then stale, and `rlhf rm` trains a
     new one on every stored comparison instead of reusing it."""
-    from rlhf import compare, pretrain, reward, sft
+    from rlhf import reward
     from rlhf.cli import main
     from rlhf.runs import latest_done
     from rlhf.store import Store
 
     ws = tmp_path / "ws"  # a workspace of its own: the module's keeps its one RM
-    cfg = load("micro", workspace=str(ws))
-    for stage in (pretrain, sft, compare, reward):
-        (stage.collect if stage is compare else stage.train)(cfg, progress=False)
+    cfg = micro_workspace(ws)
     old_rm = latest_done(cfg, "rm")
     assert old_rm is not None and reward.stale(old_rm, cfg) is None
     before = read_eval(old_rm)["data"]["comparisons"]

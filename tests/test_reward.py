@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_resumed
+from conftest import assert_resumed, micro_workspace
 
-from rlhf import compare, pretrain, reward, sft
+from rlhf import pretrain, reward, sft
 from rlhf.config import load
 from rlhf.errors import RunError
 from rlhf.losses import kwise_ranking_loss
@@ -19,12 +19,7 @@ from rlhf.world import build_world
 
 @pytest.fixture(scope="module")
 def ready(tmp_path_factory):
-    torch.set_num_threads(1)
-    cfg = load("micro", workspace=str(tmp_path_factory.mktemp("ws")))
-    pretrain.train(cfg, progress=False)
-    sft.train(cfg, progress=False)
-    compare.collect(cfg, progress=False)
-    return cfg
+    return micro_workspace(tmp_path_factory.mktemp("ws"), with_rm=False)
 
 
 def test_collator_forwards_each_response_once_and_scatters_back():
