@@ -50,6 +50,7 @@ from rlhf.files import atomic_dir
 from rlhf.generation import Generation, generate
 from rlhf.losses import gae, kl_shaped_rewards, masked_mean, policy_loss, value_loss, whiten
 from rlhf.models import load_policy, quiet_progress, save_model
+from rlhf.packing import PackedRows, last_hidden, pack_rows
 from rlhf.ppo_report import final_report, summary  # noqa: F401 - `rlhf ppo` prints summary
 from rlhf.reward import RewardModel, load_reward_model
 from rlhf.runs import Run, find_done, read_eval, run_stage
@@ -127,22 +128,12 @@ def load_models(sft_dir: Path, rm_dir: Path) -> Models:
 # ----------------------------------------------------------------------------- forwards
 
 
-PACK_ROW = 128  # tokens per packed row, at least: attention costs rows x row_length^2
-
-
 @dataclass
 class Packed:
-    """A batch of (prompt, response) sequences packed into rows without padding between them.
+    """A batch of (prompt, response) sequences packed into rows (rlhf.packing), with where to
+    read each response token's prediction."""
 
-    Sequences are laid end to end in rows of about PACK_ROW tokens (first fit, longest first),
-    each row's tail filled with pad tokens. Position ids restart at 0 with every sequence (and
-    the filler); given no attention mask, transformers reads the restarts as boundaries and
-    masks attention block-diagonally, so each sequence sees only itself, exactly as in its own
-    padded row (a test checks the two agree). On the tiny world's rollouts real tokens are
-    ~45% of a padded (B, P + R) batch; bounded rows keep attention linear in the batch size."""
-
-    input_ids: torch.Tensor  # (rows, L) the real tokens of the sequences, then filler
-    position_ids: torch.Tensor  # (rows, L) 0.. within each sequence (and within the filler)
+    rows_: PackedRows  # the packed (prompt + response) sequences
     predict_at: torch.Tensor  # (n,) flat index into rows x L of the position that predicts
     #                           (or values) response token j: the position just before it
     rows: torch.Tensor  # (n,) that token's row in the (B, R) response layout
@@ -155,47 +146,27 @@ class Packed:
 
 
 def pack(g: Generation, filler_id: int = 0) -> Packed:
-    """Pack g's sequences (see Packed); the filler token's id does not matter: it attends only
-    to other filler and nothing reads its output."""
-    seqs = []  # (i, prompt ids, response ids)
+    """Pack g's prompt + response sequences end to end. On the tiny world's rollouts real
+    tokens are ~45% of a padded (B, P + R) batch."""
+    prompts, responses = [], []
     for i in range(g.prompt_ids.shape[0]):
-        prompt = g.prompt_ids[i][g.prompt_mask[i].bool()]
-        response = g.response_ids[i][g.response_mask[i].bool()]
-        seqs.append((i, prompt, response))
-    L = max(PACK_ROW, max(len(p) + len(r) for _, p, r in seqs))
-    bins: list[list[tuple[int, torch.Tensor, torch.Tensor]]] = []  # first fit decreasing
-    room: list[int] = []
-    for seq in sorted(seqs, key=lambda s: -(len(s[1]) + len(s[2]))):
-        n = len(seq[1]) + len(seq[2])
-        k = next((k for k, free in enumerate(room) if free >= n), len(bins))
-        if k == len(bins):
-            bins.append([])
-            room.append(L)
-        bins[k].append(seq)
-        room[k] -= n
-    ids = torch.full((len(bins), L), filler_id, dtype=g.prompt_ids.dtype)
-    pos = torch.zeros((len(bins), L), dtype=torch.long)
+        prompts.append(g.prompt_ids[i][g.prompt_mask[i].bool()])
+        responses.append(g.response_ids[i][g.response_mask[i].bool()])
+    rows_ = pack_rows([torch.cat(pr) for pr in zip(prompts, responses, strict=True)], filler_id)
     at, rows, cols = [], [], []
-    for k, row in enumerate(bins):
-        offset = 0
-        for i, prompt, response in row:
-            n, r = len(prompt) + len(response), len(response)
-            ids[k, offset : offset + n] = torch.cat([prompt, response])
-            pos[k, offset : offset + n] = torch.arange(n)
-            at.append(k * L + offset + len(prompt) - 1 + torch.arange(r))
-            rows.append(torch.full((r,), i))
-            cols.append(torch.arange(r))
-            offset += n
-        pos[k, offset:] = torch.arange(L - offset)  # the filler: one more "sequence"
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        r = len(response)
+        at.append(rows_.starts[i] + len(prompt) - 1 + torch.arange(r))
+        rows.append(torch.full((r,), i))
+        cols.append(torch.arange(r))
     return Packed(
-        ids, pos, torch.cat(at), torch.cat(rows), torch.cat(cols), tuple(g.response_ids.shape)
+        rows_, torch.cat(at), torch.cat(rows), torch.cat(cols), tuple(g.response_ids.shape)
     )
 
 
 def _hidden(trunk: PreTrainedModel, pk: Packed) -> torch.Tensor:
     """(n, H): the trunk's last hidden state at each predict_at position."""
-    hidden = trunk(input_ids=pk.input_ids, position_ids=pk.position_ids).last_hidden_state
-    return hidden.flatten(0, 1)[pk.predict_at]  # (rows x L, H) -> (n, H)
+    return last_hidden(trunk, pk.rows_)[pk.predict_at]  # (rows x L, H) -> (n, H)
 
 
 def forward_logprobs(

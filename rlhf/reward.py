@@ -40,6 +40,7 @@ from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
 from rlhf.models import check_model_dir, quiet_progress, save_model
+from rlhf.packing import last_hidden, pack_rows, packable
 from rlhf.runs import Run, find_done, read_eval, run_stage, saved_config
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
@@ -65,17 +66,24 @@ class RewardModel(torch.nn.Module):
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 64) -> torch.Tensor:
-        """(N,) rewards; the response is scored as the policy emits it, ending with EOS."""
+        """(N,) rewards; the response is scored as the policy emits it, ending with EOS.
+
+        Each batch's sequences are packed end to end (rlhf.packing) and the head is read at
+        each one's last token: the same numbers as a right-padded forward (a test checks),
+        without its padding. Models that cannot be packed (rlhf.packing.packable) are padded."""
         self.model.eval()
         out = []
         for i in range(0, len(prompts), batch_size):
-            batch = encode_pairs(
-                self.tokenizer,
-                prompts[i : i + batch_size],
-                responses[i : i + batch_size],
-                self.max_length,
-            )
-            out.append(self.model(**batch).logits.squeeze(-1).float())
+            batch = (prompts[i : i + batch_size], responses[i : i + batch_size])
+            if not packable(self.model):
+                enc = encode_pairs(self.tokenizer, *batch, self.max_length)
+                out.append(self.model(**enc).logits.squeeze(-1).float())
+                continue
+            seqs = encode_ids(self.tokenizer, *batch, self.max_length)
+            rows = pack_rows([torch.tensor(s) for s in seqs], self.tokenizer.pad_token_id)
+            last = rows.starts + torch.tensor([len(s) for s in seqs]) - 1  # (n,)
+            hidden = last_hidden(self.model.base_model, rows)[last]  # (n, H)
+            out.append(self.model.score(hidden).squeeze(-1).float())
         return torch.cat(out) + self.bias if out else torch.zeros(0)
 
 
@@ -99,15 +107,12 @@ def load_reward_model(model_dir: str | os.PathLike) -> RewardModel:
     return RewardModel(model, tokenizer, info["bias"], info.get("max_length", 128))
 
 
-def encode_pairs(
+def encode_ids(
     tokenizer, prompts: list[str], responses: list[str], max_length: int
-) -> dict[str, torch.Tensor]:
-    """Right-padded (N, T) input_ids/attention_mask of prompt + " " + response + EOS, keeping
-    the END of over-long sequences (the response and its EOS are what is scored). Responses
-    are stripped first, as the store keeps them: generated text starts with its own space,
-    and a second one would be a token the RM never saw in training."""
+) -> list[list[int]]:
+    """Token ids of prompt + " " + response + EOS per pair, the END kept of over-long ones."""
     eos = tokenizer.eos_token_id
-    rows = [
+    return [
         (p_ids + r_ids + [eos])[-max_length:]
         for p_ids, r_ids in zip(
             tokenizer(prompts, add_special_tokens=False)["input_ids"],
@@ -115,6 +120,16 @@ def encode_pairs(
             strict=True,
         )
     ]
+
+
+def encode_pairs(
+    tokenizer, prompts: list[str], responses: list[str], max_length: int
+) -> dict[str, torch.Tensor]:
+    """Right-padded (N, T) input_ids/attention_mask of prompt + " " + response + EOS, keeping
+    the END of over-long sequences (the response and its EOS are what is scored). Responses
+    are stripped first, as the store keeps them: generated text starts with its own space,
+    and a second one would be a token the RM never saw in training."""
+    rows = encode_ids(tokenizer, prompts, responses, max_length)
     T = max(len(r) for r in rows)
     ids = torch.full((len(rows), T), tokenizer.pad_token_id)  # (N, T)
     mask = torch.zeros(len(rows), T, dtype=torch.long)  # (N, T)

@@ -123,3 +123,23 @@ def test_bad_arguments(trained):
         generate(model, tok, PROMPTS, 4, top_p=0.0)
     with pytest.raises(ValueError, match="no prompts"):
         generate(model, tok, [], 4)
+
+
+def test_inverse_cdf_sampling_draws_each_token_with_its_probability():
+    """The sampler's draw (inverse CDF) against the probabilities it is given: frequencies
+    within 4 standard errors over 200,000 draws per row, weight-0 tokens never drawn, weights
+    need not sum to 1 (top-p leaves them unnormalised)."""
+    from rlhf.generation import inverse_cdf_sample
+
+    probs = torch.tensor(
+        [[0.1, 0.0, 0.2, 0.7, 0.0], [0.0, 0.0, 0.0, 0.0, 0.3], [0.05, 0.05, 0.4, 0.0, 0.0]]
+    )
+    n = 200_000
+    g = torch.Generator().manual_seed(0)
+    draws = inverse_cdf_sample(probs.repeat_interleave(n, 0), g).view(3, n)  # (3, n)
+    for row, p in zip(draws, probs, strict=True):
+        freq = torch.bincount(row, minlength=5).double() / n
+        want = (p / p.sum()).double()
+        se = (want * (1 - want) / n).sqrt()
+        assert ((freq - want).abs() <= 4 * se + 1e-12).all(), (freq, want)
+        assert (freq[want == 0] == 0).all()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import micro_workspace
 
-from rlhf import ppo
+from rlhf import packing, ppo
 from rlhf.config import load
 from rlhf.errors import RunError
 from rlhf.runs import Run, read_eval
@@ -222,7 +222,7 @@ def _padded_reference(m, g, temperature):
     return lp, ent, values
 
 
-@pytest.mark.parametrize("row", [ppo.PACK_ROW, 1])  # 1: one sequence per row, many rows
+@pytest.mark.parametrize("row", [packing.PACK_ROW, 1])  # 1: one sequence per row, many rows
 def test_packed_forwards_equal_a_padded_forward_also_on_cut_minibatches(ready, row, monkeypatch):
     """forward_logprobs / forward_values pack the sequences end to end (no padding, attention
     kept within each sequence by restarting position ids) and the update cuts each minibatch to
@@ -235,10 +235,10 @@ def test_packed_forwards_equal_a_padded_forward_also_on_cut_minibatches(ready, r
     g = generate(m.policy, m.tokenizer, prompts, max_new_tokens=12, temperature=1.0, seed=3)
     assert len(set(g.prompt_mask.sum(1).tolist())) > 1  # prompts of different lengths
     assert len(set(g.response_mask.sum(1).tolist())) > 1  # and responses too
-    monkeypatch.setattr(ppo, "PACK_ROW", row)
+    monkeypatch.setattr(packing, "PACK_ROW", row)
     pk = ppo.pack(g)
-    assert pk.input_ids.shape[0] > 1  # several rows
-    assert (pk.input_ids.shape[0] < 8) == (row > 1)  # and with room, several sequences a row
+    assert pk.rows_.input_ids.shape[0] > 1  # several rows
+    assert (pk.rows_.input_ids.shape[0] < 8) == (row > 1)  # and with room, several sequences a row
     m.policy.eval()
     with torch.no_grad():
         ref_lp, ref_ent, ref_v = _padded_reference(m, g, 1.3)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import assert_resumed, micro_workspace
 
-from rlhf import pretrain, reward, sft
+from rlhf import packing, pretrain, reward, sft
 from rlhf.config import load
 from rlhf.errors import RunError
 from rlhf.losses import kwise_ranking_loss
@@ -185,3 +185,25 @@ def test_encode_pairs_scores_generated_text_as_the_stored_response(ready):
     a = reward.encode_pairs(tok, ["Q: hi\nA:"], [" The answer is 4. "], 64)
     b = reward.encode_pairs(tok, ["Q: hi\nA:"], ["The answer is 4."], 64)
     assert torch.equal(a["input_ids"], b["input_ids"])
+
+
+@pytest.mark.parametrize("row", [packing.PACK_ROW, 1])  # 1: one sequence per row
+def test_packed_scores_equal_a_padded_forward(ready, row, monkeypatch):
+    """RewardModel.score packs each batch end to end (rlhf.packing); the reward of every
+    (prompt, response) must be what a right-padded batch reads at its last non-pad token."""
+    run = reward.train(ready, progress=False)
+    rm = reward.load_reward_model(run.model_dir)
+    demos = build_world(ready, progress=False).demonstrations("train")[:40]
+    prompts, responses = (
+        [d.prompt for d in demos],
+        [d.response + " and more" * (i % 4) for i, d in enumerate(demos)],
+    )
+    monkeypatch.setattr(packing, "PACK_ROW", row)
+    got = rm.score(prompts, responses, batch_size=16)  # batches of 16, 16, 8
+    enc = reward.encode_pairs(rm.tokenizer, prompts, responses, rm.max_length)
+    assert len(set(enc["attention_mask"].sum(1).tolist())) > 5  # lengths differ
+    with torch.no_grad():
+        want = rm.model(**enc).logits.squeeze(-1) + rm.bias
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(packing, "PACKABLE", frozenset())  # the padded path agrees too
+    torch.testing.assert_close(rm.score(prompts, responses), want, atol=1e-5, rtol=1e-5)
