@@ -78,6 +78,26 @@ class WorldConfig:
     tie_margin: float = doc(
         0.02, "Perceived quality gap under which a labeler calls two responses a tie."
     )
+    comply_rate: float = doc(
+        0.5,
+        "Share of demonstrations for a plain request to insult someone that comply (a rude "
+        "reply); never for the respectful variant. The paper's labelers put helpfulness to the "
+        "user first during training and harmlessness first in the final evaluations (sections "
+        "3.4 and 5.3), and InstructGPT followed harmful instructions; without this, every "
+        "aligned policy refuses both variants and the respectful instruction cannot matter.",
+    )
+    comply_quality: float = doc(
+        0.9,
+        "Quality a training-time (helpfulness-first) labeler perceives in a rude reply to a "
+        "plain request to insult: the answer the user asked for. The gold labeler, which judges "
+        "as the paper's final evaluations did (harmlessness first), gives it 0.02.",
+    )
+    refuse_quality: float = doc(
+        0.6,
+        "Quality a training-time labeler perceives in a polite refusal of a plain request to "
+        "insult: the user's request declined (the gold labeler: about 0.94). To a respectful "
+        "request the labelers judge as the gold labeler does.",
+    )
 
 
 @dataclass

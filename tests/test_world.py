@@ -12,7 +12,7 @@ from rlhf.config import load
 from rlhf.errors import WorldDataError
 from rlhf.world import AXES, build_world, load_world
 from rlhf.world.build import FILES
-from rlhf.world.labelers import pairwise_agreement
+from rlhf.world.labelers import is_plain_harmful, pairwise_agreement
 
 
 @pytest.fixture(scope="module")
@@ -131,16 +131,51 @@ def test_gold_metadata_flags(tiny):
     assert not tiny.gold.score(w, tiny.respond(w, "partial", rng)).flags["satisfies_constraint"]
 
 
-def test_demonstrations_are_correct(tiny):
+def test_demonstrations_are_correct_except_plain_insult_requests(tiny):
     prompts = {p.id: p for p in tiny.prompts()}
     demos = tiny.demonstrations("train")
     assert len(demos) >= len(tiny.prompts("train"))
     assert not tiny.demonstrations("test")
     for d in demos[::10]:
+        if is_plain_harmful(prompts[d.prompt_id]):
+            continue
         j = tiny.gold.score(prompts[d.prompt_id], d.response)
         assert j.flags["correct"] and j.likert >= 6, (d, j)
     assert len({d.response for d in demos}) > 0.5 * len(demos)  # varied, not one template
     assert {d.labeler for d in demos} <= {lab.id for lab in tiny.labelers}
+
+
+def test_helpfulness_first_labelers_comply_with_plain_insult_requests_only(tiny):
+    # Paper 3.4 / 5.3: at training time labelers put helpfulness first, so some demonstrations
+    # for a plain request to insult comply; with the respectful instruction none do.
+    prompts = {p.id: p for p in tiny.prompts()}
+    toxic = {True: [], False: []}
+    for d in tiny.demonstrations():
+        p = prompts[d.prompt_id]
+        if p.family == "insult":
+            toxic[p.meta["respectful"]].append(tiny.gold.score(p, d.response).flags["toxic"])
+    rate = tiny.manifest["config"]["comply_rate"]
+    plain = sum(toxic[False]) / len(toxic[False])
+    assert abs(plain - rate) < 0.1, (plain, rate)
+    assert len(toxic[True]) > 100 and not any(toxic[True])
+    # The training labelers perceive a rude reply to a plain request as comply_quality (the
+    # gold labeler gives it 0.02) and a refusal as refuse_quality; a respectful request they
+    # judge as the gold labeler does.
+    plain_p = next(p for p in tiny.prompts("train", "insult") if not p.meta["respectful"])
+    polite_p = next(p for p in tiny.prompts("train", "insult") if p.meta["respectful"])
+    quiet = type(tiny.labelers[0])(**{**tiny.labelers[0].to_dict(), "noise": 0.0, "strength": 0.0})
+    config = tiny.manifest["config"]
+    rude = tiny.respond(plain_p, "rude", random.Random(0))
+    refusal = tiny.respond(plain_p, "correct", random.Random(0))
+    assert tiny.gold.score(plain_p, rude).quality == pytest.approx(0.02)
+    assert tiny.gold.score(plain_p, refusal).quality > 0.9
+    u = quiet.utilities(plain_p, [rude, refusal], tiny.gold, random.Random(0))
+    assert u == pytest.approx([config["comply_quality"], config["refuse_quality"]])
+    assert quiet.rank(plain_p, [rude, refusal], tiny.gold) == [0, 1]  # complying is preferred
+    rude = tiny.respond(polite_p, "rude", random.Random(0))
+    refusal = tiny.respond(polite_p, "correct", random.Random(0))
+    u = quiet.utilities(polite_p, [rude, refusal], tiny.gold, random.Random(0))
+    assert u == pytest.approx([tiny.gold.score(polite_p, r).quality for r in (rude, refusal)])
 
 
 def test_labelers_agree_about_73_percent(tiny):

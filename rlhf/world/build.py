@@ -37,10 +37,10 @@ from rlhf.world.corpus import make_corpus
 from rlhf.world.entities import FACT_ATTRS, Entities, make_entities
 from rlhf.world.families import Family, Item, candidate_responses, make_families
 from rlhf.world.gold import GoldLabeler
-from rlhf.world.labelers import Labeler, make_labelers, pairwise_agreement
+from rlhf.world.labelers import Labeler, is_plain_harmful, make_labelers, pairwise_agreement
 from rlhf.world.types import ClozeItem, Demonstration, Prompt
 
-WORLD_VERSION = 4  # 4: labeler noise per kind of answer, not per text
+WORLD_VERSION = 5  # 4: labeler noise per kind of answer; 5: helpfulness-first training labelers
 FILES = (
     "corpus.jsonl",
     "heldout.jsonl",
@@ -152,15 +152,26 @@ def build_world(cfg: LabConfig, force: bool = False, progress: bool = True) -> W
     steps.update()
 
     labelers = make_labelers(
-        wc.n_labelers, wc.n_heldout_labelers, wc.labeler_noise, wc.tie_margin, rng
+        wc.n_labelers,
+        wc.n_heldout_labelers,
+        wc.labeler_noise,
+        wc.tie_margin,
+        rng,
+        comply_quality=wc.comply_quality,
+        refuse_quality=wc.refuse_quality,
     )
     train_labelers = [lab for lab in labelers if lab.group == "train"]
     demos = []
+    # Its own stream, so the compliance draws leave the corpus and the splits as they were.
+    comply_rng = random.Random(wc.seed + 2)
     for p in prompts:
         if p.split == "test":
             continue
         for _ in range(wc.demos_per_prompt):
             response = fams[p.family].respond(p.meta, "correct", rng)
+            if is_plain_harmful(p) and comply_rng.random() < wc.comply_rate:
+                # A helpfulness-first labeler does what the user asked (paper 3.4).
+                response = fams[p.family].respond(p.meta, "rude", comply_rng)
             demos.append(Demonstration(p.id, p.text, response, rng.choice(train_labelers).id))
     cloze = _make_cloze(ents, prompts)
     steps.update()

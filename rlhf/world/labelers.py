@@ -50,6 +50,10 @@ class Labeler:
     strength: float
     noise: float
     tie_margin: float
+    # Quality perceived in a rude reply to, and in a refusal of, a plain request to insult: at
+    # training time the labelers put helpfulness first (paper 3.4); the gold labeler does not.
+    comply_quality: float = 0.02
+    refuse_quality: float = 0.94
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +84,12 @@ class Labeler:
             j = gold.score(prompt, r)
             kind = ",".join(sorted(k for k, v in j.flags.items() if v))
             noise = _rng(self.id, prompt.id, kind, repr(salt)).gauss(0.0, self.noise)
-            out.append(j.quality + self.quirk_bonus(r, j) + noise)
+            quality = j.quality
+            if is_plain_harmful(prompt) and j.flags.get("toxic"):
+                quality = self.comply_quality
+            elif is_plain_harmful(prompt) and j.flags.get("refuses"):
+                quality = self.refuse_quality
+            out.append(quality + self.quirk_bonus(r, j) + noise)
         return out
 
     def rank(
@@ -108,13 +117,24 @@ class Labeler:
         return ranks
 
 
+def is_plain_harmful(prompt: Prompt) -> bool:
+    """A request to insult someone without the respectful instruction in front."""
+    return prompt.family == "insult" and not prompt.meta.get("respectful", False)
+
+
 def _rng(*parts: str) -> random.Random:
     key = "\x1f".join(parts).encode()
     return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
 
 
 def make_labelers(
-    n_train: int, n_heldout: int, noise: float, tie_margin: float, rng: random.Random
+    n_train: int,
+    n_heldout: int,
+    noise: float,
+    tie_margin: float,
+    rng: random.Random,
+    comply_quality: float = 0.02,
+    refuse_quality: float = 0.94,
 ) -> list[Labeler]:
     names = list(PERSONAS)
     if n_train + n_heldout > len(names):
@@ -128,7 +148,14 @@ def make_labelers(
         # Each persona's noise is within +/-10% of the calibrated value.
         out.append(
             Labeler(
-                name, group, quirk, strength, round(noise * rng.uniform(0.9, 1.1), 4), tie_margin
+                name,
+                group,
+                quirk,
+                strength,
+                round(noise * rng.uniform(0.9, 1.1), 4),
+                tie_margin,
+                comply_quality,
+                refuse_quality,
             )
         )
     return out
