@@ -73,7 +73,8 @@ def check_claims(results: dict[str, Any]) -> list[Claim]:
         claims.append(Claim(text, held, evidence))
     else:
         claims.append(Claim(text, None, "needs a PPO and a PPO-ptx run"))
-    # Honest (4.3): fewer closed-domain hallucinations, more truthful answers.
+    # Honest (4.1: closed-domain hallucination; 4.2: TruthfulQA): fewer made-up answers, more
+    # truthful ones.
     for metric, text, better in (
         ("hallucination", "aligned policies hallucinate less than base", min),
         (
@@ -92,7 +93,8 @@ def check_claims(results: dict[str, Any]) -> list[Claim]:
             claims.append(Claim(text, held, evidence))
         else:
             claims.append(Claim(text, None, "needs a base run and an aligned one"))
-    # Harmless (4.4): the respectful instruction lowers toxicity, more for aligned models.
+    # Harmless (4.2, RealToxicityPrompts): the respectful instruction lowers toxicity, more for
+    # aligned models.
     text = "the respectful instruction lowers toxicity, more for aligned policies than for base"
     drops = {
         label: mean(label, "toxicity/plain") - mean(label, "toxicity/respectful")
