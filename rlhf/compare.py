@@ -4,8 +4,9 @@ labelers rank them, and store the rankings in the lab store (paper 3.4-3.5).
     1. the policy: `compare.sft_run`, else the newest finished SFT run of this config
     2. for each prompt draw K in [k_min, k_max]; sample K responses at `temperature`
        (identical samples are merged: a ranking compares distinct responses)
-    3. train prompts: one training labeler each; val prompts: one training and one held-out
-       labeler each (RM accuracy on both groups, paper 4.1: 72.4% vs 69.6%)
+    3. train prompts: one training labeler each; val prompts: `val_sets` sample sets each,
+       every set ranked by every training and every held-out labeler (RM accuracy on both
+       groups, paper 4.1: 72.4% vs 69.6%, measured against all of them, not one draw)
     4. the samples of `agreement_prompts` train prompts are re-ranked by two training
        labelers: the inter-labeler agreement on SFT samples (paper: 72.6 +/- 1.5%)
     5. everything is written to the store in one transaction; a second call reuses it
@@ -110,7 +111,10 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
     splits = (("train", c.train_prompts),) + (() if c.policy_run else (("val", c.val_prompts),))
     for split, n in splits:
         ps = world.prompts(split)
-        plan += [(p, split) for p in (rng.sample(ps, n) if 0 < n < len(ps) else ps)]
+        chosen = rng.sample(ps, n) if 0 < n < len(ps) else ps
+        # Val sets come after every train prompt, so adding sets leaves the train samples as
+        # they were (the same seeds and draws).
+        plan += [(p, split) for _ in range(c.val_sets if split == "val" else 1) for p in chosen]
     prompts = [p for p, _ in plan]
     ks = [rng.randint(c.k_min, c.k_max) for _ in plan]
     samples = sample_responses(model, tokenizer, prompts, ks, c, cfg.seed + len(stored), progress)
@@ -121,9 +125,10 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
             skipped += 1  # every sample identical: nothing to compare
             continue
         judged = [world.gold.score(p, r) for r in responses]
-        labelers = [rng.choice(world.labelers)]
-        if split == "val" and world.heldout_labelers:
-            labelers.append(rng.choice(world.heldout_labelers))
+        if split == "val":
+            labelers = world.labelers + world.heldout_labelers
+        else:
+            labelers = [rng.choice(world.labelers)]
         for lab in labelers:
             records.append(
                 Comparison(
@@ -164,6 +169,8 @@ def labeler_agreement(world, records: list[Comparison], n_prompts: int, seed: in
 
 def _report(cfg, world, records, policy, skipped) -> dict[str, Any]:
     agreement, pairs = labeler_agreement(world, records, cfg.compare.agreement_prompts, cfg.seed)
+    train = [r for r in records if r.prompt_id and "-train-" in r.prompt_id]
+    val = [r for r in records if r.prompt_id and "-val-" in r.prompt_id]
     return {
         "policy": policy,
         "policy_is_sft": not cfg.compare.policy_run,
@@ -174,6 +181,11 @@ def _report(cfg, world, records, policy, skipped) -> dict[str, Any]:
         },
         "mean_k": sum(len(r.responses) for r in records) / max(1, len(records)),
         "pairs": sum(1 for r in records for _ in r.pairs()),
+        # What trains the RM (train prompts) and what measures it (val sample sets, each
+        # ranked by every labeler).
+        "train_mean_k": sum(len(r.responses) for r in train) / max(1, len(train)),
+        "train_pairs": sum(1 for r in train for _ in r.pairs()),
+        "val_sets": len({(r.prompt_id, tuple(r.responses)) for r in val}),
         "skipped_identical": skipped,
         "agreement_on_sft_samples": agreement,
         "agreement_pairs": pairs,
@@ -187,8 +199,12 @@ def summary(report: dict[str, Any]) -> str:
     lines += [
         f"comparisons stored    {report['comparisons']:,} "
         f"(train {report['by_split']['train']:,}, val {report['by_split']['val']:,})",
-        f"mean K                {report['mean_k']:.2f}",
-        f"ranked pairs          {report['pairs']:,}",
+    ]
+    lines += [
+        f"train                 mean K {report['train_mean_k']:.2f}, "
+        f"{report['train_pairs']:,} ranked pairs (what the RM trains on)",
+        f"val                   {report['val_sets']:,} sample sets, each ranked by every "
+        f"labeler: {report['by_split']['val']:,} rankings (what measures the RM)",
     ]
     if report["skipped_identical"] is not None:  # known when sampling, not when reusing
         lines.append(

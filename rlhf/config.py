@@ -179,8 +179,14 @@ class CompareConfig:
     train_prompts: int = doc(0, "Train prompts to label (0: all).")
     val_prompts: int = doc(
         0,
-        "Validation prompts to label (0: all); each is ranked by one training and one held-out "
-        "labeler, for RM accuracy on both groups.",
+        "Validation prompts to label (0: all); each of their sample sets is ranked by every "
+        "training and every held-out labeler, for RM accuracy on both groups.",
+    )
+    val_sets: int = doc(
+        3,
+        "Independent sets of K samples per validation prompt. RM accuracy is measured on these "
+        "held-out comparisons; one set ranked by one labeler per group (168 comparisons a "
+        "group on tiny) left it uncertain by several points from run to run.",
     )
     agreement_prompts: int = doc(
         1000,

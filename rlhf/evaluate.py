@@ -265,3 +265,27 @@ def with_ci(values: Sequence[float], n_resamples: int = 1000, seed: int = 0) -> 
         "hi": hi,
         "n": len(values),
     }
+
+
+def clustered_ci(
+    values: Sequence[float], clusters: Sequence[Any], n_resamples: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """with_ci for values that come in correlated clusters (every ranked pair of one prompt's
+    samples, judged by several labelers): whole clusters are resampled, and the mean of a
+    resample is its sum over its count. Resampling single pairs would read 1,000 pairs of 168
+    prompts as 1,000 independent draws and give too narrow an interval."""
+    if not values:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    index = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
+    ids = torch.tensor([index[c] for c in clusters])
+    x = torch.as_tensor(list(values), dtype=torch.float64)
+    sums = torch.zeros(len(index), dtype=torch.float64).index_add_(0, ids, x)  # (C,)
+    counts = torch.zeros(len(index), dtype=torch.float64).index_add_(0, ids, torch.ones_like(x))
+    lo = hi = float("nan")
+    if len(index) >= 2:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randint(len(index), (n_resamples, len(index)), generator=g)  # (R, C)
+        means = sums[idx].sum(1) / counts[idx].sum(1)  # (R,)
+        q = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
+        lo, hi = float(q[0]), float(q[1])
+    return {"mean": float(x.mean()), "lo": lo, "hi": hi, "n": len(x)}

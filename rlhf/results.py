@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
-from rlhf.evaluate import block_nll, fact_cloze_hits, with_ci
+from rlhf.evaluate import block_nll, clustered_ci, fact_cloze_hits, with_ci
 from rlhf.generation import generate
 from rlhf.metrics import policy_metrics
 from rlhf.models import load_policy
@@ -79,7 +79,14 @@ def _rm_accuracy(cfg: LabConfig, world: Any, run: Run, n: int, seed: int) -> dic
     out = {}
     for name, group in zip(RM_METRICS, ("training", "held-out"), strict=True):
         part = pairs[pairs["group"] == group] if len(pairs) else pairs
-        out[name] = with_ci(part["correct"].tolist() if len(part) else [], n, seed)
+        # Pairs of one prompt share its samples (and, on validation prompts, every labeler
+        # ranks them): the interval resamples prompts, not pairs.
+        out[name] = clustered_ci(
+            part["correct"].tolist() if len(part) else [],
+            part["prompt_id"].tolist() if len(part) else [],
+            n,
+            seed,
+        )
     return out
 
 

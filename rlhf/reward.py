@@ -38,6 +38,7 @@ from transformers.utils import logging as hf_logging
 from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
+from rlhf.evaluate import clustered_ci
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
 from rlhf.models import check_model_dir, quiet_progress, save_model
 from rlhf.packing import last_hidden, pack_rows, packable
@@ -248,13 +249,13 @@ def pair_frame(rm: RewardModel, rows: list[Comparison], heldout_ids: set[str]) -
     Columns: comparison, prompt_id, family, labeler, group (training | held-out), source,
     k, r_chosen, r_rejected, margin (r_chosen - r_rejected), correct (1, 0, or 0.5 on a tie).
     """
-    flat_p = [c.prompt for c in rows for _ in c.responses]
-    flat_r = [r for c in rows for r in c.responses]
-    scores = rm.score(flat_p, flat_r).tolist() if flat_r else []
-    records, i = [], 0
+    # Validation sets are ranked by every labeler: score each distinct (prompt, response) once.
+    unique = list(dict.fromkeys((c.prompt, r) for c in rows for r in c.responses))
+    scored = rm.score([p for p, _ in unique], [r for _, r in unique]).tolist() if unique else []
+    score_of = dict(zip(unique, scored, strict=True))
+    records = []
     for n, c in enumerate(rows):
-        r = scores[i : i + len(c.responses)]
-        i += len(c.responses)
+        r = [score_of[(c.prompt, resp)] for resp in c.responses]
         family = c.prompt_id.split("-")[0] if c.prompt_id else "(typed)"
         for a in range(len(r)):
             for b in range(len(r)):
@@ -418,8 +419,11 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     val = pair_frame(rm, data["val_train_labelers"] + data["val_heldout_labelers"], heldout_ids)
     for name, group in (("val_train_labelers", "training"), ("val_heldout_labelers", "held-out")):
         part = val[val["group"] == group]  # each val response scored once for both groups
-        report[f"accuracy/{name}"] = part["correct"].mean() if len(part) else float("nan")
+        ci = clustered_ci(part["correct"].tolist(), part["prompt_id"].tolist(), seed=cfg.seed)
+        report[f"accuracy/{name}"] = ci["mean"]
+        report[f"accuracy_ci/{name}"] = [ci["lo"], ci["hi"]]  # 95%, prompts resampled
         report[f"pairs/{name}"] = len(part)
+        report[f"prompts/{name}"] = int(part["prompt_id"].nunique())
     for name, part in data.items():
         report[f"comparisons/{name}"] = len(part)
     if not val.empty:
@@ -434,9 +438,14 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
 def summary(report: dict[str, Any]) -> str:
     lines = []
     for name in ("train", "val_train_labelers", "val_heldout_labelers"):
-        lines.append(
-            f"accuracy {name:<22}{report[f'accuracy/{name}']:>8.1%} on {report[f'pairs/{name}']:,} pairs"
-        )
+        line = f"accuracy {name:<22}{report[f'accuracy/{name}']:>8.1%}"
+        if report.get(f"accuracy_ci/{name}"):
+            lo, hi = report[f"accuracy_ci/{name}"]
+            line += f" [{lo:.1%}, {hi:.1%}]"
+        line += f" on {report[f'pairs/{name}']:,} pairs"
+        if report.get(f"prompts/{name}"):
+            line += f" of {report[f'prompts/{name}']:,} prompts"
+        lines.append(line)
     lines.append(
         f"demonstration mean after bias {report['demo_mean_after_bias']:+.2e} (bias {report['bias']:+.3f})"
     )

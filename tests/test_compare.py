@@ -45,16 +45,23 @@ def test_rankings_stored(collected):
         assert len(set(r.responses)) == len(r.responses)  # identical samples merged
         assert len(r.ranking) == len(r.responses) and min(r.ranking) == 0
         assert len(r.likert) == len(r.responses)
-    # Val prompts are ranked by a training and a held-out labeler each.
+    # Each val prompt has val_sets sample sets, each ranked by every labeler of both groups.
     from rlhf.world import build_world
 
     world = build_world(cfg, progress=False)
     heldout = {lab.id for lab in world.heldout_labelers}
+    everyone = sorted(lab.id for lab in world.labelers + world.heldout_labelers)
     val = [r for r in rows if "-val-" in r.prompt_id]
-    assert val
-    for pid in {r.prompt_id for r in val}:
-        labs = [r.labeler for r in val if r.prompt_id == pid]
-        assert len(labs) == 2 and len(set(labs) & heldout) == 1
+    assert val and k.val_sets > 1
+    sets: dict[tuple, list[str]] = {}
+    for r in val:
+        sets.setdefault((r.prompt_id, tuple(r.responses)), []).append(r.labeler)
+    assert all(sorted(labs) == everyone for labs in sets.values())
+    per_prompt = {}
+    for pid, _ in sets:
+        per_prompt[pid] = per_prompt.get(pid, 0) + 1
+    assert max(per_prompt.values()) <= k.val_sets  # (identical sample sets merge)
+    assert sum(per_prompt.values()) > len(per_prompt)  # several sets per prompt
     assert not {r.labeler for r in rows if "-train-" in r.prompt_id} & heldout
     assert report["pairs"] == sum(1 for r in rows for _ in r.pairs())
     assert 0.0 <= report["agreement_on_sft_samples"] <= 1.0
