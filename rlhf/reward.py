@@ -281,6 +281,23 @@ def pair_frame(rm: RewardModel, rows: list[Comparison], heldout_ids: set[str]) -
     return pd.DataFrame(records, columns=columns)
 
 
+def gold_accuracy(world: Any, rows: list[Comparison]) -> tuple[float, int]:
+    """The ceiling of RM accuracy on `rows`: how often the world's gold labeler orders a ranked
+    pair as the labeler did (ties in gold quality count half). A perfect reward model of the
+    gold quality would score this; the labelers' noise keeps it below 100%."""
+    prompts = {p.id: p for p in world.prompts()}
+    hits = n = 0.0
+    for c in rows:
+        p = prompts.get(c.prompt_id or "")
+        if p is None:  # a typed prompt (human comparisons): no gold answer
+            continue
+        q = {r: world.gold.score(p, r).quality for r in c.responses}
+        for chosen, rejected in c.pairs():
+            hits += 1.0 if q[chosen] > q[rejected] else 0.5 if q[chosen] == q[rejected] else 0.0
+            n += 1
+    return (hits / n if n else float("nan")), int(n)
+
+
 def accuracy_by(pairs: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
     """Pairwise accuracy and pair count grouped by a column of `pair_frame` (e.g. family)."""
     out = pairs.groupby(by)["correct"].agg(accuracy="mean", pairs="size").reset_index()
@@ -424,6 +441,8 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         report[f"accuracy_ci/{name}"] = [ci["lo"], ci["hi"]]  # 95%, prompts resampled
         report[f"pairs/{name}"] = len(part)
         report[f"prompts/{name}"] = int(part["prompt_id"].nunique())
+    for name in ("val_train_labelers", "val_heldout_labelers"):
+        report[f"gold_ceiling/{name}"] = gold_accuracy(world, data[name])[0]
     for name, part in data.items():
         report[f"comparisons/{name}"] = len(part)
     if not val.empty:
@@ -445,6 +464,8 @@ def summary(report: dict[str, Any]) -> str:
         line += f" on {report[f'pairs/{name}']:,} pairs"
         if report.get(f"prompts/{name}"):
             line += f" of {report[f'prompts/{name}']:,} prompts"
+        if report.get(f"gold_ceiling/{name}") is not None:
+            line += f" (gold labeler: {report[f'gold_ceiling/{name}']:.1%})"
         lines.append(line)
     lines.append(
         f"demonstration mean after bias {report['demo_mean_after_bias']:+.2e} (bias {report['bias']:+.3f})"

@@ -207,3 +207,22 @@ def test_packed_scores_equal_a_padded_forward(ready, row, monkeypatch):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     monkeypatch.setattr(packing, "PACKABLE", frozenset())  # the padded path agrees too
     torch.testing.assert_close(rm.score(prompts, responses), want, atol=1e-5, rtol=1e-5)
+
+
+def test_gold_ceiling_counts_pairs_the_gold_labeler_orders_as_the_labeler_did(ready):
+    world = build_world(ready, progress=False)
+    p = world.prompts("val", "arithmetic")[0]
+    right = f"The answer is {p.meta['answer']}."
+    wrong = f"The answer is {p.meta['answer'] + 1}."
+    also_wrong = f"The answer is {p.meta['answer'] + 2}."
+    rows = [
+        Comparison(p.text, [right, wrong], [0, 1], "a", "simulated", prompt_id=p.id),  # agrees
+        Comparison(p.text, [right, wrong], [1, 0], "b", "simulated", prompt_id=p.id),  # disagrees
+        Comparison(p.text, [wrong, also_wrong], [0, 1], "c", "simulated", prompt_id=p.id),  # tie
+        Comparison(p.text, [right, wrong], [0, 0], "d", "simulated", prompt_id=p.id),  # no pair
+        Comparison("typed", ["x", "y"], [0, 1], "e", "human"),  # no gold answer: left out
+    ]
+    assert reward.gold_accuracy(world, rows) == (pytest.approx((1 + 0 + 0.5) / 3), 3)
+    report = read_eval(reward.train(ready, progress=False))
+    assert 0.5 <= report["gold_ceiling/val_heldout_labelers"] <= 1.0
+    assert "gold labeler:" in reward.summary(report)
