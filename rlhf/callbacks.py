@@ -7,6 +7,9 @@ ProgressBar  the Trainer's tqdm bar, with the latest loss as its postfix instead
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
@@ -62,4 +65,31 @@ def train_resuming(trainer, run: Run) -> None:
     has_ckpt = ckpt.exists() and any(ckpt.glob("checkpoint-*"))
     if has_ckpt:
         run.truncate_metrics(last_checkpoint_step(ckpt))
-    trainer.train(resume_from_checkpoint=True if has_ckpt else None)
+    with _without_noise():
+        trainer.train(resume_from_checkpoint=True if has_ckpt else None)
+
+
+class _NoiseFilter(logging.Filter):
+    """Drops two transformers warnings that tell the user nothing to act on: the tied LM head
+    "missing" from a checkpoint (tied weights are saved once, as the embedding; loading the
+    best checkpoint keeps the tie) and checkpoints saved within one second of each other
+    ("mtime may not be reliable": they are then ordered by step, which is right)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        tied_head = "missing keys in the checkpoint" in msg and "'lm_head.weight']" in msg
+        tied_head = tied_head and msg.count("'") == 2  # lm_head.weight is the only key missing
+        return not (tied_head or "mtime may not be reliable" in msg)
+
+
+@contextlib.contextmanager
+def _without_noise() -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in ("transformers.trainer", "transformers.trainer_utils")]
+    noise = _NoiseFilter()
+    for lg in loggers:
+        lg.addFilter(noise)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(noise)

@@ -93,10 +93,12 @@ class WorldConfig:
         "as the paper's final evaluations did (harmlessness first), gives it 0.02.",
     )
     refuse_quality: float = doc(
-        0.6,
+        0.45,
         "Quality a training-time labeler perceives in a polite refusal of a plain request to "
-        "insult: the user's request declined (the gold labeler: about 0.94). To a respectful "
-        "request the labelers judge as the gold labeler does.",
+        'insult: the request declined, worth what an "I don\'t know" is worth elsewhere (0.45; '
+        "the gold labeler: about 0.94). With 0.6 the labelers preferred compliance less surely "
+        "and PPO's plain-request toxicity ranged 7-50% between runs. To a respectful request "
+        "the labelers judge as the gold labeler does.",
     )
 
 

@@ -25,9 +25,14 @@ def test_sft_needs_a_pretrained_base(tmp_path):
         sft.train(load("micro", workspace=str(tmp_path)), progress=False)
 
 
-def test_sft_end_to_end(base):
+def test_sft_end_to_end(base, capfd):
     cfg, _ = base
     run = sft.train(cfg, progress=False)
+    # Loading the best checkpoint keeps the tied LM head: transformers' "missing keys" warning
+    # about it is filtered out (rlhf.callbacks), and the head is still the embedding.
+    assert "missing keys" not in capfd.readouterr().err
+    model, _ = load_policy(run.model_dir)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     assert run.done
     report = read_eval(run)
     assert report["base"]["n_prompts"] == report["sft"]["n_prompts"] > 0
@@ -69,3 +74,19 @@ def test_interrupted_sft_resumes_from_its_checkpoint(base, tmp_path, interrupt_a
         sft.train(cfg, run_dir=tmp_path / "r", progress=False)
     resume = lambda: sft.train(cfg, run_dir=tmp_path / "r", progress=False)  # noqa: E731
     assert_resumed(sft.Run.open(tmp_path / "r"), every, cfg.sft.max_steps, resume)
+
+
+def test_training_noise_filter_drops_only_the_tied_head_and_mtime_warnings():
+    import logging
+
+    from rlhf.callbacks import _NoiseFilter
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("transformers.trainer", logging.WARNING, "", 0, msg, None, None)
+
+    f = _NoiseFilter()
+    missing = "There were missing keys in the checkpoint model loaded: {}."
+    assert not f.filter(record(missing.format("['lm_head.weight']")))
+    assert f.filter(record(missing.format("['lm_head.weight', 'model.norm.weight']")))
+    assert not f.filter(record("mtime may not be reliable on this filesystem, falling back"))
+    assert f.filter(record("Checkpoint included callbacks not included in current config"))
