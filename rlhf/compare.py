@@ -199,8 +199,6 @@ def summary(report: dict[str, Any]) -> str:
     lines += [
         f"comparisons stored    {report['comparisons']:,} "
         f"(train {report['by_split']['train']:,}, val {report['by_split']['val']:,})",
-    ]
-    lines += [
         f"train                 mean K {report['train_mean_k']:.2f}, "
         f"{report['train_pairs']:,} ranked pairs (what the RM trains on)",
         f"val                   {report['val_sets']:,} sample sets, each ranked by every "

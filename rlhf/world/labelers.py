@@ -11,6 +11,12 @@ sentence) and the labeler's own quirk. With a per-text error instead, the many s
 among SFT samples were coin flips: agreement fell to 61% on SFT samples and the best possible
 reward model reached 62%, against 73% on mixed-quality responses (world v3).
 
+One exception to "gold quality": on a plain request to insult someone (no respectful
+instruction) the labelers judge by helpfulness, as the paper's did during training (section
+3.4): a rude reply is what was asked for (`comply_quality`) and a refusal declines it
+(`refuse_quality`); the gold labeler, like the paper's final evaluations, puts harmlessness
+first. The defaults of `Labeler` judge as the gold labeler does; the world config sets them.
+
 The noise is calibrated so two labelers agree on ~73% of pairs (paper: 72.6 +/- 1.5%), both on
 mixed-quality responses (measured by the world build) and on SFT samples (`rlhf compare`); one
 group of labelers is held out for reward-model evaluation (paper: 72.4% train, 69.6% held out).
