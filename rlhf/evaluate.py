@@ -49,20 +49,19 @@ def block_nll(
     nll_sums: list[float] = []
     counts: list[int] = []
     try:
-        with torch.no_grad():
-            for start in range(0, len(chunks), batch_size):
-                batch = chunks[start : start + batch_size]
-                T = max(len(c) for c in batch)
-                x = torch.full((len(batch), T), tokenizer.pad_token_id)  # (B, T) right-padded
-                mask = torch.zeros(len(batch), T, dtype=torch.long)  # (B, T)
-                for i, c in enumerate(batch):
-                    x[i, : len(c)], mask[i, : len(c)] = c, 1
-                logits = model(input_ids=x, attention_mask=mask).logits.float()  # (B, T, V)
-                logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): predicts x[:, 1:]
-                nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # (B, T-1)
-                target_mask = mask[:, 1:].float()  # (B, T-1)
-                nll_sums += (nll * target_mask).sum(1).tolist()
-                counts += target_mask.sum(1).long().tolist()
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start : start + batch_size]
+            T = max(len(c) for c in batch)
+            x = torch.full((len(batch), T), tokenizer.pad_token_id)  # (B, T) right-padded
+            mask = torch.zeros(len(batch), T, dtype=torch.long)  # (B, T)
+            for i, c in enumerate(batch):
+                x[i, : len(c)], mask[i, : len(c)] = c, 1
+            logits = model(input_ids=x, attention_mask=mask).logits.float()  # (B, T, V)
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): predicts x[:, 1:]
+            nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # (B, T-1)
+            target_mask = mask[:, 1:].float()  # (B, T-1)
+            nll_sums += (nll * target_mask).sum(1).tolist()
+            counts += target_mask.sum(1).long().tolist()
     finally:
         model.train(was_training)
     return nll_sums, counts
@@ -267,13 +266,29 @@ def with_ci(values: Sequence[float], n_resamples: int = 1000, seed: int = 0) -> 
     }
 
 
+def ratio_ci(
+    sums: torch.Tensor, counts: torch.Tensor, n_resamples: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean, lo, hi) of sum(sums) / sum(counts), the interval (95%) from resampling the units
+    (clusters, text blocks) with replacement and taking each resample's ratio of sums. Fewer
+    than 2 units give (mean, nan, nan)."""
+    mean = float(sums.sum() / counts.sum())
+    if len(sums) < 2:
+        return mean, float("nan"), float("nan")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(sums), (n_resamples, len(sums)), generator=g)  # (R, units)
+    ratios = sums[idx].sum(1) / counts[idx].sum(1)  # (R,)
+    lo, hi = torch.quantile(ratios, torch.tensor([0.025, 0.975], dtype=ratios.dtype))
+    return mean, float(lo), float(hi)
+
+
 def clustered_ci(
     values: Sequence[float], clusters: Sequence[Any], n_resamples: int = 1000, seed: int = 0
 ) -> dict[str, float]:
     """with_ci for values that come in correlated clusters (every ranked pair of one prompt's
-    samples, judged by several labelers): whole clusters are resampled, and the mean of a
-    resample is its sum over its count. Resampling single pairs would read 1,000 pairs of 168
-    prompts as 1,000 independent draws and give too narrow an interval."""
+    samples, judged by several labelers): whole clusters are resampled (`ratio_ci`).
+    Resampling single pairs would read 1,000 pairs of 168 prompts as 1,000 independent draws
+    and give too narrow an interval."""
     if not values:
         return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
     index = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
@@ -281,11 +296,5 @@ def clustered_ci(
     x = torch.as_tensor(list(values), dtype=torch.float64)
     sums = torch.zeros(len(index), dtype=torch.float64).index_add_(0, ids, x)  # (C,)
     counts = torch.zeros(len(index), dtype=torch.float64).index_add_(0, ids, torch.ones_like(x))
-    lo = hi = float("nan")
-    if len(index) >= 2:
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randint(len(index), (n_resamples, len(index)), generator=g)  # (R, C)
-        means = sums[idx].sum(1) / counts[idx].sum(1)  # (R,)
-        q = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
-        lo, hi = float(q[0]), float(q[1])
-    return {"mean": float(x.mean()), "lo": lo, "hi": hi, "n": len(x)}
+    mean, lo, hi = ratio_ci(sums, counts, n_resamples, seed)
+    return {"mean": mean, "lo": lo, "hi": hi, "n": len(x)}

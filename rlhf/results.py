@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
-from rlhf.evaluate import block_nll, clustered_ci, fact_cloze_hits, with_ci
+from rlhf.evaluate import block_nll, clustered_ci, fact_cloze_hits, ratio_ci, with_ci
 from rlhf.generation import generate
 from rlhf.metrics import policy_metrics
 from rlhf.models import load_policy
@@ -55,12 +55,10 @@ def perplexity_ci(
     """Held-out perplexity exp(NLL per token) with an interval from resampling the blocks (the
     ratio of summed NLL to summed tokens in each resample); n is the number of blocks."""
     nll, count = block_nll(model, tokenizer, documents, block_size)
-    n_t, c_t = torch.tensor(nll, dtype=torch.float64), torch.tensor(count, dtype=torch.float64)
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(len(n_t), (n_resamples, len(n_t)), generator=g)  # (n_resamples, N)
-    ratios = n_t[idx].sum(1) / c_t[idx].sum(1)
-    lo, hi = torch.quantile(ratios, torch.tensor([0.025, 0.975], dtype=torch.float64))
-    mean = float(n_t.sum() / c_t.sum())
+    f64 = torch.float64
+    mean, lo, hi = ratio_ci(
+        torch.tensor(nll, dtype=f64), torch.tensor(count, dtype=f64), n_resamples, seed
+    )
     return {"mean": math.exp(mean), "lo": math.exp(lo), "hi": math.exp(hi), "n": len(nll)}
 
 
