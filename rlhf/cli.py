@@ -7,7 +7,7 @@ is one line on stderr, `error: ...`, with exit code 2 and no traceback.
     rlhf sft         --recipe R [--set k=v]... [--run-dir D]  stage 1; last line = run dir
     rlhf compare     --recipe R [--set k=v]... [--force]     SFT samples ranked -> lab store
     rlhf rm          --recipe R [--set k=v]... [--run-dir D]  stage 2; last line = run dir
-    rlhf export comparisons --format kwise|pairs --out FILE   the store as JSONL
+    rlhf export comparisons --format kwise|pairs --out PATH [--hf]  JSONL or an HF datasets folder
     rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
     rlhf config docs [--format text|markdown]                 every field, its default and help
     rlhf dashboard   [--port P]                               Streamlit on 127.0.0.1
@@ -117,8 +117,11 @@ def cmd_export_comparisons(args: argparse.Namespace, cfg: config.LabConfig) -> i
     from rlhf.store import Store
 
     with Store.open(cfg) as store:
-        n = store.export(args.out, format=args.format, source=args.source)
-    print(f"{n:,} {args.format} rows written to {args.out}")
+        n = store.export(
+            args.out, format=args.format, source=args.source, layout="hf" if args.hf else "jsonl"
+        )
+    where = f"the datasets folder {args.out}" if args.hf else args.out
+    print(f"{n:,} {args.format} rows written to {where}")
     return 0
 
 
@@ -376,11 +379,35 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export lab data")
     export_cmds = export.add_subparsers(dest="what", metavar="WHAT", required=True)
     exp = export_cmds.add_parser(
-        "comparisons", parents=[_common()], help="comparisons from the lab store as JSONL"
+        "comparisons",
+        parents=[_common()],
+        help="comparisons from the lab store as JSONL or a Hugging Face datasets folder",
     )
-    exp.add_argument("--format", choices=("kwise", "pairs"), default="kwise")
-    exp.add_argument("--out", required=True, help="JSONL file to write")
-    exp.add_argument("--source", choices=("simulated", "human"), default=None)
+    exp.add_argument(
+        "--format",
+        choices=("kwise", "pairs"),
+        default="kwise",
+        help="kwise: prompt, responses, ranking, labeler, source per comparison; "
+        "pairs: TRL prompt, chosen, rejected per pair of differently ranked responses",
+    )
+    exp.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="JSONL file to write (with --hf: the folder to write)",
+    )
+    exp.add_argument(
+        "--hf",
+        action="store_true",
+        help="write a Hugging Face datasets folder (Dataset.save_to_disk; read it back with "
+        "datasets.load_from_disk) instead of JSONL; an existing dataset folder is replaced",
+    )
+    exp.add_argument(
+        "--source",
+        choices=("simulated", "human"),
+        default=None,
+        help="only comparisons of this source (default: all)",
+    )
     exp.set_defaults(func=cmd_export_comparisons)
 
     cfg = commands.add_parser("config", help="show the resolved config or document every field")

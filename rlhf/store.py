@@ -10,6 +10,7 @@ batch of a labeler.
         store.add_comparisons([Comparison(prompt, [a, b, c], [0, 2, 1], labeler="ann",
                                           source="human")])
         store.export("prefs.jsonl", "pairs")   # TRL {prompt, chosen, rejected}
+        store.export("prefs", "pairs", layout="hf")   # datasets.load_from_disk("prefs")
 
 Rankings: one int per response, 0 is best, equal ints are ties ([0, 1, 1, 3] and [0, 1, 1, 2]
 both mean "first best, two tied, last worst"). A rank is at most len(responses) - 1.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -35,6 +37,7 @@ from rlhf.errors import StoreError
 SCHEMA_VERSION = 1
 SOURCES = ("simulated", "human")
 FORMATS = ("kwise", "pairs")
+LAYOUTS = ("jsonl", "hf")
 BUSY_TIMEOUT_MS = 10_000
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -410,11 +413,19 @@ class Store:
         except (TypeError, ValueError) as e:
             raise StoreError(f"{self.path}: comparison id {rid}: corrupted JSON: {e}") from None
 
-    def count(self, source: str | None = None) -> int:
-        """Number of stored comparisons (of one source if given)."""
-        sql, args = "SELECT COUNT(*) FROM comparisons", ()
+    def count(self, source: str | None = None, labeler: str | None = None) -> int:
+        """Number of stored comparisons (of one source and/or labeler if given), without
+        loading them: cheap enough to poll."""
+        where, args = [], []
         if source is not None:
-            sql, args = sql + " WHERE source = ?", (source,)
+            where.append("source = ?")
+            args.append(source)
+        if labeler is not None:
+            where.append("labeler = ?")
+            args.append(labeler)
+        sql = "SELECT COUNT(*) FROM comparisons"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         with self._lock:
             return self._db().execute(sql, args).fetchone()[0]
 
@@ -429,16 +440,26 @@ class Store:
     # ---------------------------------------------------------------- export
 
     def export(
-        self, path: str | os.PathLike, format: str = "kwise", source: str | None = None
-    ) -> int:  # noqa: A002
-        """Write comparisons as JSONL (temp file + rename); return the rows written.
+        self,
+        path: str | os.PathLike,
+        format: str = "kwise",  # noqa: A002
+        source: str | None = None,
+        layout: str = "jsonl",
+    ) -> int:
+        """Write comparisons to `path`; return the rows written.
 
         kwise: {prompt, responses, ranking, labeler, source} per comparison.
         pairs: TRL preference rows {prompt, chosen, rejected}, one per pair of responses with
         different ranks (ties give no pair).
+        layout "jsonl": one JSON object a line (temp file + rename). Layout "hf": a Hugging Face
+        `datasets` folder (`Dataset.save_to_disk`, read back with `datasets.load_from_disk`),
+        built beside `path` and renamed into place, so a reader never sees half a folder. An
+        empty export is still a loadable dataset with the format's columns.
         """
         if format not in FORMATS:
             raise StoreError(f"unknown export format {format!r} (one of {', '.join(FORMATS)})")
+        if layout not in LAYOUTS:
+            raise StoreError(f"unknown export layout {layout!r} (one of {', '.join(LAYOUTS)})")
         rows: list[dict[str, Any]] = []
         for c in self.comparisons(source=source):
             if format == "kwise":
@@ -453,7 +474,10 @@ class Store:
                 )
             else:
                 rows += [{"prompt": c.prompt, "chosen": ch, "rejected": rj} for ch, rj in c.pairs()]
-        _write_jsonl(Path(path), rows)
+        if layout == "hf":
+            _write_hf(Path(path), rows, format)
+        else:
+            _write_jsonl(Path(path), rows)
         return len(rows)
 
 
@@ -523,4 +547,67 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
         raise
 
 
-__all__ = ["Comparison", "Store", "StoreError", "validate", "SOURCES", "FORMATS"]
+def _hf_features(format: str) -> Any:  # noqa: A002
+    """Explicit columns, so an empty export has them too (nothing to infer them from)."""
+    from datasets import Features, List, Value
+
+    text = Value("string")
+    if format == "kwise":
+        return Features(
+            {
+                "prompt": text,
+                "responses": List(text),
+                "ranking": List(Value("int64")),
+                "labeler": text,
+                "source": text,
+            }
+        )
+    return Features({"prompt": text, "chosen": text, "rejected": text})
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+def _write_hf(path: Path, rows: list[dict[str, Any]], format: str) -> None:  # noqa: A002
+    """Save a `datasets` folder to a temp dir beside `path`, then rename it over `path`.
+
+    An existing `path` is replaced only once the new folder is complete, and only if it is an
+    empty folder or a saved dataset: a typo in --out must not delete someone's directory."""
+    from datasets import Dataset
+
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():
+            raise StoreError(f"{path}: exists and is not a folder; not replacing it")
+        if any(path.iterdir()) and not _is_saved_dataset(path):
+            raise StoreError(
+                f"{path}: a folder that is not a saved dataset; not replacing it "
+                "(choose a new path or remove it)"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.parent / f".{path.name}.{uuid.uuid4().hex}.old"
+    moved = False
+    try:
+        features = _hf_features(format)
+        columns = {name: [row[name] for row in rows] for name in features}
+        ds = Dataset.from_dict(columns, features=features)
+        # save_to_disk writes no data file for 0 rows, and load_from_disk then fails: 1 shard.
+        ds.save_to_disk(str(tmp), num_shards=None if rows else 1)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if path.exists():
+            os.rename(path, old)
+            moved = True
+        os.rename(tmp, path)
+    except BaseException:
+        if moved and not path.exists():
+            os.rename(old, path)  # put the previous export back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if moved:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["Comparison", "Store", "StoreError", "validate", "SOURCES", "FORMATS", "LAYOUTS"]

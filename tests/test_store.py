@@ -4,10 +4,13 @@ import json
 import multiprocessing
 import sqlite3
 import time
+from pathlib import Path
 
+import datasets
 import pytest
 
 from rlhf import config
+from rlhf.cli import main
 from rlhf.errors import LabError, StoreError
 from rlhf.store import Comparison, Store
 
@@ -126,6 +129,138 @@ def test_export_unknown_format_fails(store, tmp_path):
     with pytest.raises(StoreError, match="format"):
         store.export(tmp_path / "x.jsonl", "csv")
     assert not (tmp_path / "x.jsonl").exists()
+    with pytest.raises(StoreError, match="layout 'parquet'"):
+        store.export(tmp_path / "x", "kwise", layout="parquet")
+    assert not (tmp_path / "x").exists()
+
+
+def mixed_store(store):
+    """Two human and one simulated comparison, one with a tie: every export path has work."""
+    store.add_comparisons([comp(0), comp(1, ranking=(1, 0, 1))])
+    store.add_comparisons([comp(2, source="simulated", labeler="sim-0", ranking=(2, 0, 1))])
+    return store.comparisons()
+
+
+def test_export_hf_kwise_round_trip(store, tmp_path):
+    recs = mixed_store(store)
+    out = tmp_path / "exports" / "kwise"
+    assert store.export(out, "kwise", layout="hf") == 3
+    ds = datasets.load_from_disk(str(out))
+    assert ds.column_names == ["prompt", "responses", "ranking", "labeler", "source"]
+    assert ds.to_list() == [
+        {
+            "prompt": c.prompt,
+            "responses": c.responses,
+            "ranking": c.ranking,
+            "labeler": c.labeler,
+            "source": c.source,
+        }
+        for c in recs
+    ]
+    jsonl = tmp_path / "kwise.jsonl"  # the same rows as the JSONL export
+    store.export(jsonl, "kwise")
+    assert ds.to_list() == read_jsonl(jsonl)
+    assert store.export(out, "kwise", source="simulated", layout="hf") == 1
+    assert datasets.load_from_disk(str(out))["labeler"] == ["sim-0"]
+    assert store.export(out, "kwise", source="human", layout="hf") == 2
+    assert datasets.load_from_disk(str(out))["source"] == ["human", "human"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["kwise"]  # no temp or old folders
+
+
+def test_export_hf_pairs_round_trip(store, tmp_path):
+    recs = mixed_store(store)
+    out = tmp_path / "pairs"
+    n = store.export(out, "pairs", layout="hf")
+    ds = datasets.load_from_disk(str(out))
+    assert ds.column_names == ["prompt", "chosen", "rejected"]
+    expected = [
+        {"prompt": c.prompt, "chosen": ch, "rejected": rj} for c in recs for ch, rj in c.pairs()
+    ]
+    assert n == len(ds) == len(expected) == 3 + 2 + 3  # the tie in record 1 gives no pair
+    assert ds.to_list() == expected
+    jsonl = tmp_path / "pairs.jsonl"
+    store.export(jsonl, "pairs")
+    assert ds.to_list() == read_jsonl(jsonl)
+    assert store.export(out, "pairs", source="simulated", layout="hf") == 3
+    simulated = datasets.load_from_disk(str(out))
+    assert set(simulated["prompt"]) == {"Q: question 2\nA:"}
+    best = {"prompt": "Q: question 2\nA:", "chosen": "answer 2 b", "rejected": "answer 2 a"}
+    assert best in simulated.to_list()
+
+
+@pytest.mark.parametrize(
+    "format,columns",
+    [
+        ("kwise", ["prompt", "responses", "ranking", "labeler", "source"]),
+        ("pairs", ["prompt", "chosen", "rejected"]),
+    ],
+)
+def test_export_hf_of_nothing_is_an_empty_loadable_dataset(store, tmp_path, format, columns):
+    store.add_comparisons([comp(0, source="simulated", labeler="sim-0")])
+    out = tmp_path / "empty"
+    assert store.export(out, format, source="human", layout="hf") == 0
+    ds = datasets.load_from_disk(str(out))
+    assert len(ds) == 0 and ds.column_names == columns
+
+
+def test_export_hf_replaces_a_dataset_only_once_the_new_one_is_complete(
+    store, tmp_path, monkeypatch
+):
+    store.add_comparisons([comp(0)])
+    out = tmp_path / "exports" / "kwise"
+    store.export(out, "kwise", layout="hf")
+    store.add_comparisons([comp(1)])
+
+    def disk_full(self, dataset_path, **kw):  # half a folder written, then the disk fills
+        Path(dataset_path).mkdir(exist_ok=True)
+        (Path(dataset_path) / "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        store.export(out, "kwise", layout="hf")
+    assert len(datasets.load_from_disk(str(out))) == 1  # the previous export, untouched
+    assert [p.name for p in out.parent.iterdir()] == ["kwise"]  # the temp folder is gone
+    monkeypatch.undo()
+    assert store.export(out, "kwise", layout="hf") == 2
+    assert len(datasets.load_from_disk(str(out))) == 2
+
+
+def test_export_hf_never_replaces_other_files_or_folders(store, tmp_path):
+    store.add_comparisons([comp(0)])
+    folder = tmp_path / "my-notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(StoreError, match="not a saved dataset"):
+        store.export(folder, "kwise", layout="hf")
+    assert (folder / "notes.txt").read_text() == "keep me"
+    file = tmp_path / "prefs.jsonl"
+    file.write_text("{}\n")
+    with pytest.raises(StoreError, match="not a folder"):
+        store.export(file, "pairs", layout="hf")
+    assert file.read_text() == "{}\n"
+    (tmp_path / "empty").mkdir()  # an empty folder is fine to fill
+    assert store.export(tmp_path / "empty", "kwise", layout="hf") == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_export_jsonl_and_hf(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    with Store(ws / "lab.db") as s:
+        mixed_store(s)
+    base = ["--workspace", str(ws), "export", "comparisons", "--recipe", "micro"]
+    jsonl, folder = tmp_path / "pairs.jsonl", tmp_path / "pairs"
+    assert main([*base, "--format", "pairs", "--out", str(jsonl)]) == 0
+    assert "8 pairs rows written to " + str(jsonl) in capsys.readouterr().out
+    assert main([*base, "--format", "pairs", "--out", str(folder), "--hf"]) == 0
+    assert "datasets folder" in capsys.readouterr().out
+    assert datasets.load_from_disk(str(folder)).to_list() == read_jsonl(jsonl)
+    args = [*base, "--format", "kwise", "--source", "human", "--out", str(folder), "--hf"]
+    assert main(args) == 0
+    assert datasets.load_from_disk(str(folder))["labeler"] == ["ann", "ann"]
+    assert main([*base, "--format", "kwise", "--out", str(ws), "--hf"]) == 2  # not a dataset
+    assert "not a saved dataset" in capsys.readouterr().err
+    assert (ws / "lab.db").exists()
 
 
 BAD = [
@@ -161,6 +296,16 @@ def test_error_message_for_a_short_ranking(store):
     bad = Comparison("p", ["a", "b", "c"], [0, 1], "ann")
     with pytest.raises(StoreError, match=r"^record 0: field 'ranking': 2 ranks for 3 responses$"):
         store.add_comparisons([bad])
+
+
+def test_count_by_source_and_labeler(store):
+    store.add_comparisons([comp(0), comp(1), comp(2, labeler="bob")])
+    store.add_comparisons([comp(3, source="simulated", labeler="sim-0")])
+    assert store.count() == 4
+    assert store.count("human") == 3 and store.count(source="simulated") == 1
+    assert store.count(labeler="ann") == 2 and store.count(labeler="nobody") == 0
+    assert store.count("human", labeler="bob") == 1
+    assert store.count("simulated", labeler="bob") == 0
 
 
 def test_undo_last_removes_the_newest_batch_of_that_labeler_only(store):
