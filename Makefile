@@ -12,11 +12,20 @@ RECIPE ?= tiny
 
 setup: $(STAMP)
 
-# Debian packages the tests need. None yet; the dashboard's browser test (a later issue) adds
-# chromium here and `setup` will depend on this target:
-#	command -v chromium >/dev/null || { sudo apt-get update && sudo apt-get install -y chromium; }
+# Debian packages the tests need: chromium, which tests/test_dashboard_browser.py drives through
+# Playwright (Playwright's own browser download is never used). Only `test` depends on this
+# target, so `setup`, `demo` and `dashboard` need neither root nor apt. As root (CI) apt-get runs
+# directly, otherwise through sudo.
+CHROMIUM := /usr/bin/chromium
 system-deps:
-	@true
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null; then sudo=sudo; \
+	  else echo "error: $(CHROMIUM) is missing; as root: apt-get install chromium"; exit 1; fi; \
+	  command -v apt-get >/dev/null || { echo "error: $(CHROMIUM) is missing and there is no apt-get; install Chromium there"; exit 1; }; \
+	  set -x; \
+	  $$sudo apt-get update && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (the lab needs Python 3.11)"; exit 1; }
@@ -30,7 +39,7 @@ demo: setup
 	$(BIN)/rlhf world build --recipe $(RECIPE)
 	$(BIN)/rlhf pipeline --recipe $(RECIPE)
 
-test: setup lint
+test: system-deps setup lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 lint: setup
