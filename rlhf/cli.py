@@ -140,6 +140,7 @@ def cmd_dashboard(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     app = config.REPO_ROOT / "dashboard" / "app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host]
     command += ["--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+    command += ["--server.headless", "true"]  # print the address; never open a browser itself
     env = {**os.environ, "RLHF_WORKSPACE": str(cfg.workspace_dir)}
     return subprocess.call(command, env=env)
 

@@ -210,13 +210,21 @@ def same_world_comparisons(
 
 
 def split_comparisons(rows: list[Comparison], heldout_ids: set[str]) -> dict[str, list[Comparison]]:
+    """train: rankings of train prompts by training labelers, and hand rankings of train or
+    typed prompts; val_train_labelers / val_heldout_labelers: simulated rankings of val
+    prompts by each group; val_human: hand rankings of val and test prompts, kept out of
+    training so the RM's accuracy on people is measured on rankings it never saw."""
     out: dict[str, list[Comparison]] = {
         "train": [],
         "val_train_labelers": [],
         "val_heldout_labelers": [],
+        "val_human": [],
     }
     for c in rows:
-        if c.prompt_id and "-val-" in c.prompt_id:
+        held_prompt = bool(c.prompt_id) and ("-val-" in c.prompt_id or "-test-" in c.prompt_id)
+        if c.source == "human":
+            out["val_human" if held_prompt else "train"].append(c)
+        elif c.prompt_id and "-val-" in c.prompt_id:
             out[
                 "val_heldout_labelers" if c.labeler in heldout_ids else "val_train_labelers"
             ].append(c)
@@ -443,6 +451,12 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         report[f"prompts/{name}"] = int(part["prompt_id"].nunique())
     for name in ("val_train_labelers", "val_heldout_labelers"):
         report[f"gold_ceiling/{name}"] = gold_accuracy(world, data[name])[0]
+    if data["val_human"]:  # hand rankings of held-out prompts (rm.with_human)
+        part = pair_frame(rm, data["val_human"], heldout_ids)
+        ci = clustered_ci(part["correct"].tolist(), part["comparison"].tolist(), seed=cfg.seed)
+        report["accuracy/val_human"] = ci["mean"]
+        report["accuracy_ci/val_human"] = [ci["lo"], ci["hi"]]  # comparisons resampled
+        report["pairs/val_human"] = len(part)
     for name, part in data.items():
         report[f"comparisons/{name}"] = len(part)
     if not val.empty:
@@ -456,7 +470,9 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
 
 def summary(report: dict[str, Any]) -> str:
     lines = []
-    for name in ("train", "val_train_labelers", "val_heldout_labelers"):
+    for name in ("train", "val_train_labelers", "val_heldout_labelers", "val_human"):
+        if report.get(f"accuracy/{name}") is None:
+            continue
         line = f"accuracy {name:<22}{report[f'accuracy/{name}']:>8.1%}"
         if report.get(f"accuracy_ci/{name}"):
             lo, hi = report[f"accuracy_ci/{name}"]

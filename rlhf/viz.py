@@ -374,3 +374,74 @@ def metric_bars(
         y=alt.Y("lo:Q", title=y_title or ", ".join(metrics)), y2="hi:Q"
     )
     return (bars + errors).properties(width=max(220, 90 * len(labels)), height=220)
+
+
+# ----------------------------------------------------------------------------- dashboard: rewards
+
+
+def score_boxes(frame: pd.DataFrame, score: str = "rm_score") -> alt.FacetChart:
+    """RM score distributions: a box per policy within each task family (a
+    `rlhf.outputs.score_frame`: columns policy, family, and the score)."""
+    _require(frame, ["policy", "family", score], "score_boxes")
+    df = frame[["policy", "family", score]].dropna()
+    if df.empty:
+        raise ValueError(f"score_boxes: no rows with a {score}")
+    policies = list(dict.fromkeys(df["policy"]))
+    return (
+        alt.Chart(df)
+        .mark_boxplot(extent="min-max", size=14)
+        .encode(
+            x=alt.X("policy:N", title=None, sort=policies, axis=alt.Axis(labels=False)),
+            y=alt.Y(f"{score}:Q", title="RM score"),
+            color=alt.Color("policy:N", sort=policies, legend=alt.Legend(orient="bottom")),
+        )
+        .properties(width=110, height=160)
+        .facet(facet=alt.Facet("family:N", title=None), columns=4)
+    )
+
+
+def score_scatter(frame: pd.DataFrame, score: str = "rm_score", gold: str = "quality") -> alt.Chart:
+    """RM score against the gold labeler's quality (0..1) of the same responses, a point per
+    response coloured by policy, with the rank correlation in the title: where the proxy
+    and the truth part ways, the points spread."""
+    _require(frame, ["policy", score, gold], "score_scatter")
+    df = frame.dropna(subset=[score, gold])
+    if df.empty:
+        raise ValueError("score_scatter: no rows with both an RM score and a gold quality")
+    rho = rank_correlation(df[score], df[gold])
+    rho_text = f"Spearman ρ = {rho:.2f}, " if rho == rho else ""
+    tooltip = [c for c in ("policy", "prompt_id", "response") if c in df.columns]
+    return (
+        alt.Chart(df, title=f"RM score vs gold quality ({rho_text}{len(df):,} responses)")
+        .mark_circle(size=40, opacity=0.5)
+        .encode(
+            x=alt.X(f"{gold}:Q", title="gold quality (0-1)"),
+            y=alt.Y(f"{score}:Q", title="RM score"),
+            color=alt.Color("policy:N"),
+            tooltip=tooltip + [alt.Tooltip(f"{score}:Q", format=".2f"), f"{gold}:Q"],
+        )
+        .properties(width=380, height=260)
+    )
+
+
+def interval_bars(frame: pd.DataFrame, title: str, chance: float = 0.5) -> alt.LayerChart:
+    """Horizontal bars (columns name, value, lo, hi) with their intervals and chance marked:
+    RM accuracy per labeler group, say."""
+    _require(frame, ["name", "value", "lo", "hi"], "interval_bars")
+    if frame.empty:
+        raise ValueError("interval_bars: no rows")
+    base = alt.Chart().encode(y=alt.Y("name:N", title=None, sort=list(frame["name"])))
+    bars = base.mark_bar().encode(
+        x=alt.X("value:Q", title="pairwise accuracy", scale=alt.Scale(domain=[0, 1])),
+        tooltip=[
+            "name",
+            alt.Tooltip("value:Q", format=".1%"),
+            alt.Tooltip("lo:Q", format=".1%"),
+            alt.Tooltip("hi:Q", format=".1%"),
+        ],
+    )
+    errors = base.mark_errorbar(ticks=True).encode(x="lo:Q", x2="hi:Q")
+    rule = alt.Chart().mark_rule(color="gray", strokeDash=[4, 3]).encode(x=alt.datum(chance))
+    return alt.layer(bars, errors, rule, data=frame, title=title).properties(
+        width=320, height=max(60, 26 * len(frame))
+    )

@@ -34,6 +34,32 @@ def rm_ready(tmp_path_factory):
     return micro_workspace(tmp_path_factory.mktemp("ws"))
 
 
+@pytest.fixture(scope="session")
+def micro_pipeline(tmp_path_factory):
+    """A workspace after `rlhf pipeline --recipe micro` (every stage, then the results table):
+    what the dashboard and the human-feedback notebook show. Tests that write to its store work
+    on a copy (`copy_workspace`)."""
+    import torch
+
+    from rlhf import pipeline
+    from rlhf.config import load
+
+    torch.set_num_threads(1)
+    cfg = load("micro", workspace=str(tmp_path_factory.mktemp("pipeline")))
+    pipeline.run(cfg, progress=False)
+    return cfg
+
+
+def copy_workspace(cfg, dest):
+    """The micro config of a copy of cfg's workspace at `dest` (runs, world, store)."""
+    import shutil
+
+    from rlhf.config import load
+
+    shutil.copytree(cfg.workspace_dir, dest)
+    return load("micro", workspace=str(dest))
+
+
 @pytest.fixture
 def interrupt_after(monkeypatch):
     """`with interrupt_after(step): stage.train(...)` raises KeyboardInterrupt at the first

@@ -1,15 +1,151 @@
-"""The dashboard router loads and shows its placeholder page without an exception."""
+"""Every dashboard page driven with Streamlit's AppTest: on an empty workspace (each says what
+to run), and on the micro pipeline's workspace (Compare generates, Rewards scores, KL drift
+shows rollouts, Rank submits, undoes and exports, Runs lists every run)."""
 
+from __future__ import annotations
+
+import json
 from pathlib import Path
 
+import pytest
+from conftest import copy_workspace
+from datasets import load_from_disk
 from streamlit.testing.v1 import AppTest
 
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+from rlhf import dashboard
+from rlhf.store import Store
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+PAGES = ("compare", "rewards", "kl_drift", "rank", "runs")
+pytestmark = pytest.mark.slow
 
 
-def test_home_page_renders_and_says_what_to_run():
-    at = AppTest.from_file(str(APP), default_timeout=30).run()
-    assert not at.exception
-    assert at.title[0].value == "RLHF Lab"
-    assert "later issue" in at.info[0].value
-    assert "make demo" in at.code[0].value
+def page(name: str, workspace: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("RLHF_WORKSPACE", str(workspace))
+    at = AppTest.from_file(APP, default_timeout=300)
+    return at.switch_page(f"pages/{name}.py").run()
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_each_page_says_what_to_run_on_an_empty_workspace(name, tmp_path, monkeypatch):
+    at = page(name, tmp_path, monkeypatch)
+    no_exception(at)
+    assert "Run this first" in at.info[0].value
+    command = at.code[0].value
+    assert "rlhf " in command or "make demo" in command
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_each_page_renders_on_the_micro_pipeline(name, micro_pipeline, monkeypatch):
+    at = page(name, micro_pipeline.workspace_dir, monkeypatch)
+    no_exception(at)
+    assert not [i for i in at.info if "Run this first" in i.value]
+
+
+def test_compare_scores_each_output_and_loads_each_model_once(micro_pipeline, monkeypatch):
+    at = page("compare", micro_pipeline.workspace_dir, monkeypatch)
+    chosen = at.multiselect(key="compare_policies").value
+    assert [label.split(" · ")[0] for label in chosen] == ["base", "SFT", "PPO", "PPO-ptx"]
+    dashboard.LOADS.clear()
+    at.button(key="compare_generate").click().run()
+    no_exception(at)
+    metrics = {}
+    for m in at.metric:
+        metrics.setdefault(m.label, []).append(m.value)
+    assert len(metrics["RM score"]) == 4 and "—" not in metrics["RM score"]
+    assert all(v.endswith("/ 7") for v in metrics["Gold Likert"])  # a test prompt: gold Likert
+    assert "—" not in metrics["KL to SFT"]
+    sft = chosen[1]
+    assert metrics["KL to SFT"][1] == "0.00", f"{sft} is the reference itself"
+    table = at.dataframe[0].value
+    assert list(table["policy"]) == chosen
+    # Again, with another seed: new samples, but no model is loaded a second time.
+    at.number_input(key="compare_seed").set_value(7)
+    at.button(key="compare_generate").click().run()
+    no_exception(at)
+    assert dashboard.LOADS and max(dashboard.LOADS.values()) == 1, dict(dashboard.LOADS)
+
+
+def test_compare_takes_a_typed_prompt(micro_pipeline, monkeypatch):
+    at = page("compare", micro_pipeline.workspace_dir, monkeypatch)
+    at.radio(key="compare_source").set_value("Type one").run()
+    at.text_area(key="compare_typed").input("What is 2 plus 3?")
+    at.button(key="compare_generate").click().run()
+    no_exception(at)
+    likert = [m.value for m in at.metric if m.label == "Gold Likert"]
+    assert likert == ["—"] * 4  # a typed prompt has no gold answer
+
+
+def test_rewards_scores_policies_and_shows_rm_accuracy(micro_pipeline, monkeypatch):
+    at = page("rewards", micro_pipeline.workspace_dir, monkeypatch)
+    at.slider(key="rewards_per_family").set_value(2)
+    at.button(key="rewards_score").click().run()
+    no_exception(at)
+    means = at.dataframe[0].value
+    assert len(means) == 4 and means["likert"].between(1, 7).all()
+
+
+def test_kl_drift_shows_rollouts_of_a_chosen_step(micro_pipeline, monkeypatch):
+    at = page("kl_drift", micro_pipeline.workspace_dir, monkeypatch)
+    steps = at.select_slider(key="kl_step")
+    samples = at.dataframe[0].value
+    assert len(samples) > 0 and samples["KL"].notna().all()
+    first = min(steps.options, key=int)
+    steps.set_value(int(first)).run()
+    no_exception(at)
+
+
+def test_rank_validates_submits_undoes_and_exports(micro_pipeline, tmp_path, monkeypatch):
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    at = page("rank", cfg.workspace_dir, monkeypatch)
+    at.text_input(key="rank_labeler").input("ann").run()
+    at.selectbox(key="rank_split").set_value("val").run()
+    at.button(key="rank_draw_button").click().run()
+    no_exception(at)
+    draw = at.session_state["rank_draw"]
+    n = len(draw["samples"])
+    assert n >= 2 and draw["prompt_id"].split("-")[1] == "val"
+
+    at.button(key="rank_submit").click().run()  # nothing ranked yet
+    assert "response 1 has no rank" in at.error[0].value
+    with Store.open(cfg) as store:
+        assert store.count(source="human") == 0
+
+    ranks = [1] + [2] * (n - 1)  # the first best, the rest tied
+    for i, r in enumerate(ranks):
+        at.number_input(key=f"rank_r_rank_{i}").set_value(r)
+    at.slider(key="rank_r_likert_0").set_value(7)
+    at.checkbox(key="rank_r_flag_1_toxic").check()
+    at.button(key="rank_submit").click().run()
+    no_exception(at)
+    assert at.success[0].value.startswith("Saved comparison #")
+    with Store.open(cfg) as store:
+        [saved] = store.comparisons(source="human")
+    assert saved.labeler == "ann" and saved.prompt_id == draw["prompt_id"]
+    assert saved.responses == [s.text for s in draw["samples"]]
+    assert saved.ranking == [0] + [1] * (n - 1)
+    assert saved.likert[0] == 7 and saved.flags[1]["toxic"] and not saved.flags[0]["toxic"]
+    table = at.dataframe[0].value
+    assert table.loc[0, "labeler"] == "ann" and table.loc[0, "comparisons"] == 1
+
+    out = tmp_path / "human.jsonl"
+    at.text_input(key="rank_export_path").input(str(out))
+    at.button(key="rank_export").click().run()
+    [row] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["ranking"] == saved.ranking and row["labeler"] == "ann"
+    at.selectbox(key="rank_export_format").set_value("HF datasets folder, chosen/rejected")
+    at.text_input(key="rank_export_path").input(str(tmp_path / "hf"))
+    at.button(key="rank_export").click().run()
+    no_exception(at)
+    assert len(load_from_disk(str(tmp_path / "hf"))) == n - 1  # best over each of the rest
+
+    at.button(key="rank_undo").click().run()
+    assert "Removed your last submission" in at.success[0].value
+    with Store.open(cfg) as store:
+        assert store.count(source="human") == 0
+    with Store.open(cfg) as store:
+        assert store.count(source="simulated") > 0  # the simulated rankings are untouched

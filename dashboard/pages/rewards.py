@@ -1,0 +1,68 @@
+"""Rewards: how the reward model scores each policy's answers per task family, how its score
+tracks the gold labeler's, and how often it agrees with each group of labelers (paper 4.1)."""
+
+import pandas as pd
+import streamlit as st
+
+from rlhf import dashboard as dash
+from rlhf.labeling import human_accuracy, rm_group_accuracy
+from rlhf.runs import read_eval
+from rlhf.store import Store
+from rlhf.viz import interval_bars, score_boxes, score_scatter, score_vs_gold
+
+st.title("Rewards")
+rms = dash.reward_run_choices()
+if not rms:
+    dash.nothing_yet(
+        "No finished reward model in this workspace yet.",
+        "rlhf compare --recipe tiny && rlhf rm --recipe tiny    # or: make demo",
+    )
+    st.stop()
+rm_name = st.selectbox("Reward model", [r.dir.name for r in rms], key="rewards_rm")
+rm_run = next(r for r in rms if r.dir.name == rm_name)
+report = read_eval(rm_run)
+
+st.header("Accuracy by labeler group")
+acc = rm_group_accuracy(report)
+db = dash.workspace() / "lab.db"
+if db.exists():
+    with Store(db) as store:
+        human = store.comparisons(source="human")
+    if human:
+        rm = dash.reward_model(str(rm_run.model_dir))
+        acc = pd.concat([acc, human_accuracy(rm, human)], ignore_index=True)
+if acc.empty:
+    st.caption("This RM's eval.json has no held-out accuracy.")
+else:
+    st.altair_chart(interval_bars(acc, "Pairwise accuracy on held-out comparisons (95% intervals)"))
+    st.caption(
+        "RM: the reward model; gold: the world's gold labeler on the same comparisons, the "
+        "ceiling. Hand rankings (the Rank page) appear as their own rows."
+    )
+
+st.header("Scores of each policy's answers")
+runs = dash.policies()
+newest = {}
+for p in runs:
+    newest.setdefault(p.kind, p.label)
+by_label = {p.label: p for p in runs}
+chosen = st.multiselect(
+    "Policies", list(by_label), default=list(newest.values()), key="rewards_policies"
+)
+per_family = st.slider("Test prompts per task family", 2, 60, 10, key="rewards_per_family")
+if st.button("Score", type="primary", disabled=not chosen, key="rewards_score"):
+    st.session_state["rewards_frame"] = dash.scored_answers(
+        {lab: str(by_label[lab].model_dir) for lab in chosen}, str(rm_run.dir), per_family
+    )
+frame = st.session_state.get("rewards_frame")
+if frame is None:
+    st.caption("Press Score: each policy answers the test prompts greedily (as `rlhf eval` does).")
+    st.stop()
+st.altair_chart(score_boxes(frame))
+left, right = st.columns(2)
+with left:
+    st.altair_chart(score_scatter(frame))
+with right:
+    st.altair_chart(score_vs_gold(frame, score="rm_score", gold="likert"))
+means = frame.groupby("policy", sort=False)[["rm_score", "likert"]].mean()
+st.dataframe(means.style.format("{:.2f}"), key="rewards_means")

@@ -1,0 +1,70 @@
+"""Runs: every run in the workspace with its stage, kind, recipe, status, duration and key
+metrics, and the results table of the latest `rlhf eval` / `rlhf pipeline`."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from rlhf import dashboard as dash
+from rlhf.catalog import results_of, runs_frame
+from rlhf.results import results_table
+from rlhf.viz import metric_bars
+
+st.title("Runs")
+runs = runs_frame(dash.workspace())
+if runs.empty:
+    dash.nothing_yet("No runs in this workspace yet.", dash.RUN_FIRST)
+    st.stop()
+
+stages = st.multiselect(
+    "Stages",
+    sorted(runs["stage"].unique()),
+    default=sorted(runs["stage"].unique()),
+    key="runs_stages",
+)
+shown = runs[runs["stage"].isin(stages)].drop(columns=["path"]).dropna(axis=1, how="all")
+st.dataframe(
+    shown,
+    hide_index=True,
+    key="runs_table",
+    column_config={
+        "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+        **{
+            c: st.column_config.NumberColumn(c, format="%.3f")
+            for c in shown.columns
+            if pd.api.types.is_float_dtype(shown[c]) and c != "duration_s"
+        },
+    },
+)
+st.caption(f"{len(runs)} runs under `{dash.workspace() / 'runs'}`")
+
+with st.expander("A run's config"):
+    name = st.selectbox("Run", list(runs["run"])[::-1], key="runs_config_pick")
+    path = runs.loc[runs["run"] == name, "path"].iloc[0]
+    st.json(Path(path, "config.json").read_text(), expanded=False)
+
+st.header("Results")
+results = results_of(dash.workspace())
+if results is None:
+    dash.nothing_yet(
+        "No results table yet: `rlhf eval` writes it.",
+        "rlhf pipeline --recipe tiny    # or: rlhf eval --runs <run dirs>",
+    )
+    st.stop()
+st.caption(
+    f"Each figure: mean [95% bootstrap interval] over {results['n_test_prompts']} test prompts "
+    "(docs/results.md explains every column)."
+)
+st.dataframe(results_table(results), key="runs_results")
+left, right = st.columns(2)
+with left:
+    try:
+        st.altair_chart(metric_bars(results, ["win_rate"], "Gold win rate against SFT"))
+    except ValueError as e:
+        st.caption(str(e))
+with right:
+    try:
+        st.altair_chart(metric_bars(results, ["likert"], "Gold Likert (1-7)"))
+    except ValueError as e:
+        st.caption(str(e))

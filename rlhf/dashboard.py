@@ -1,0 +1,113 @@
+"""What the dashboard's pages share: the workspace, models behind st.cache_resource (each
+loaded once per process and model directory, whichever page asks), and the message a page
+shows when there is nothing to show yet. Pages (dashboard/pages/*.py) hold layout only.
+
+`rlhf dashboard --workspace DIR` passes the workspace as RLHF_WORKSPACE.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from rlhf.config import load
+from rlhf.outputs import Judge, PolicyRun, policy_runs, reward_runs
+from rlhf.runs import Run, read_eval
+
+# model directory -> times it was loaded in this process: the cache's own test reads it
+LOADS: Counter[str] = Counter()
+
+RUN_FIRST = (
+    "make demo                                  # the whole tiny pipeline, ~11 minutes\n"
+    "# or stage by stage:\n"
+    "rlhf world build --recipe tiny && rlhf pretrain --recipe tiny && rlhf sft --recipe tiny\n"
+    "rlhf compare --recipe tiny && rlhf rm --recipe tiny && rlhf ppo --recipe tiny"
+)
+
+
+def workspace() -> Path:
+    """The lab's workspace: RLHF_WORKSPACE, else the default of rlhf.config (lab/)."""
+    env = os.environ.get("RLHF_WORKSPACE")
+    return Path(env) if env else load("tiny").workspace_dir
+
+
+def nothing_yet(what: str, command: str) -> None:
+    """The page's empty state: what is missing and the exact command that makes it."""
+    st.info(f"{what} Run this first (workspace: `{workspace()}`):")
+    st.code(command, language="bash")
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=16)
+def policy(model_dir: str) -> tuple[Any, Any]:
+    """(model, tokenizer) of a policy directory, in eval mode; shared across sessions (read
+    only: generation never changes the weights)."""
+    from rlhf.models import load_policy
+
+    LOADS[model_dir] += 1
+    return load_policy(model_dir)
+
+
+@st.cache_resource(show_spinner="Loading the reward model…", max_entries=8)
+def reward_model(model_dir: str) -> Any:
+    from rlhf.reward import load_reward_model
+
+    LOADS[model_dir] += 1
+    return load_reward_model(model_dir)
+
+
+@st.cache_resource(show_spinner="Opening the Tiny World…", max_entries=4)
+def world_of(run_dir: str) -> Any:
+    """The world a run was trained on (its saved config's world section), from the workspace
+    that holds the run (<workspace>/runs/<run>)."""
+    from rlhf.world import load_world
+
+    cfg = Run.open(run_dir).config
+    cfg.workspace = str(Path(run_dir).resolve().parent.parent)
+    return load_world(cfg, verify=False)
+
+
+def policies() -> list[PolicyRun]:
+    return policy_runs(workspace())
+
+
+def reward_run_choices() -> list[Run]:
+    return reward_runs(workspace())
+
+
+def judge(rm_run: Run | None, sft_fallback: PolicyRun | None = None) -> Judge:
+    """The RM of `rm_run`, its SFT model as the KL reference and its world; without an RM,
+    the newest SFT policy as the reference and its world."""
+    if rm_run is not None:
+        sft_dir = read_eval(rm_run).get("sft_run")
+        ref = policy(str(Run.open(sft_dir).model_dir))[0] if sft_dir else None
+        return Judge(ref, reward_model(str(rm_run.model_dir)), world_of(str(rm_run.dir)))
+    if sft_fallback is not None:
+        return Judge(
+            policy(str(sft_fallback.model_dir))[0], None, world_of(str(sft_fallback.run.dir))
+        )
+    return Judge()
+
+
+def short(path: str | Path) -> str:
+    """A run directory's name, for labels."""
+    return Path(path).name
+
+
+@st.cache_data(show_spinner="Answering test prompts and scoring them…", max_entries=8)
+def scored_answers(policy_dirs: dict[str, str], rm_run_dir: str, per_family: int) -> Any:
+    """rlhf.outputs.score_frame for these policies (label -> model dir) on the first
+    `per_family` test prompts of each task family of the RM's world, cached by its inputs."""
+    from rlhf.outputs import score_frame
+
+    rm_run = Run.open(rm_run_dir)
+    world = world_of(str(rm_run.dir))
+    prompts = []
+    for family in sorted({p.family for p in world.prompts("test")}):
+        prompts += world.prompts("test", family)[:per_family]
+    models = {label: policy(d) for label, d in policy_dirs.items()}
+    j = Judge(None, reward_model(str(rm_run.model_dir)), world)
+    return score_frame(models, prompts, j)
