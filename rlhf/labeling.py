@@ -91,13 +91,15 @@ def draw_samples(
 
 def dense_ranks(ranks: Sequence[Any], n: int) -> list[int]:
     """The labeler's ranks (1 best .. n, equal = tie) as the store's dense ranks from 0.
-    Raises StoreError naming the response when a rank is missing or not an integer 1..n."""
+    Raises StoreError naming the response when a rank is missing or not an integer 1..n, and
+    when no response is ranked best (1)."""
     if len(ranks) != n:
         raise StoreError(f"field 'ranking': {len(ranks)} ranks for {n} responses")
     for i, r in enumerate(ranks):
         if r is None:
             raise StoreError(f"field 'ranking': response {i + 1} has no rank; rank every response")
-        if isinstance(r, bool) or not isinstance(r, int) and not float(r).is_integer():
+        whole = isinstance(r, int) or isinstance(r, float) and r.is_integer()
+        if isinstance(r, bool) or not whole:
             raise StoreError(
                 f"field 'ranking': response {i + 1} has rank {r!r}, not a whole number"
             )
@@ -106,6 +108,8 @@ def dense_ranks(ranks: Sequence[Any], n: int) -> list[int]:
                 f"field 'ranking': response {i + 1} has rank {r}; ranks run from 1 (best) to {n}"
             )
     levels = sorted({int(r) for r in ranks})
+    if levels[0] != 1:
+        raise StoreError("field 'ranking': no response has rank 1; give the best one rank 1")
     return [levels.index(int(r)) for r in ranks]
 
 
