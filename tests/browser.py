@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
@@ -56,6 +54,8 @@ def require_chromium() -> None:
     """Skip when /usr/bin/chromium is missing, except on CI (env CI set), where that fails."""
     if CHROMIUM.exists():
         return
+    import pytest  # here, so that dashboard/screenshots.py runs without pytest
+
     message = f"{CHROMIUM} is missing; `make system-deps` installs Debian's chromium"
     if ON_CI:
         pytest.fail(message)

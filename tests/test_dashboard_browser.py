@@ -1,10 +1,15 @@
-"""The dashboard in a real browser: `rlhf dashboard` on an empty workspace, opened in Debian's
-headless chromium through Playwright (helpers in tests/browser.py). Skipped when
+"""The dashboard in a real browser: `rlhf dashboard` opened in Debian's headless chromium through
+Playwright (helpers in tests/browser.py), on an empty workspace and on a copy of the micro
+pipeline's, where a hand ranking typed on the Rank page lands in the lab store. Skipped when
 /usr/bin/chromium is missing, except on CI, where that fails."""
+
+import re
 
 import pytest
 from browser import (
+    FIRST_RUN_TIMEOUT_MS,
     chromium_page,
+    click_nav,
     dashboard_server,
     exceptions,
     explained,
@@ -12,7 +17,12 @@ from browser import (
     listening_addresses,
     open_app,
     require_chromium,
+    wait_until_idle,
 )
+from conftest import copy_workspace
+from playwright.sync_api import expect
+
+from rlhf.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -35,3 +45,69 @@ def test_dashboard_renders_in_chromium(tmp_path):
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
     assert is_png(shot)
+
+
+def test_rank_page_saves_a_hand_ranking_from_the_browser(micro_pipeline, tmp_path):
+    require_chromium()
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    labeler = "browser-ann"
+    with (
+        dashboard_server(cfg.workspace_dir) as server,
+        chromium_page() as page,
+        explained(page, server, tmp_path / "failure.png"),
+    ):
+        open_app(page, server.url)
+        click_nav(page, "Rank")
+        expect(page.get_by_role("heading", name="Rank samples")).to_be_visible()
+
+        name = page.get_by_label("Your name (labeler)")
+        name.fill(labeler)
+        name.press("Enter")  # Streamlit takes a text input's value on Enter or blur
+        wait_until_idle(page)
+        expect(name).to_have_value(labeler)
+
+        # Loads the SFT policy and samples K responses: the slow step on a busy machine.
+        page.get_by_role("button", name="Draw samples").click()
+        wait_until_idle(page, FIRST_RUN_TIMEOUT_MS)
+        # The submit button comes after every response: once it shows, all of them do.
+        submit = page.get_by_role("button", name="Submit ranking")
+        expect(submit).to_be_visible(timeout=FIRST_RUN_TIMEOUT_MS)
+        wait_until_idle(page, FIRST_RUN_TIMEOUT_MS)
+        ranks = page.get_by_label("Rank", exact=True)  # one number input per response
+        n = ranks.count()
+        assert n >= 2
+        expect(page.get_by_text(f"Rank all {n} responses")).to_be_visible()
+        # What the page shows: the prompt's id, then the prompt and each response in a
+        # code block (an empty response reads "(empty)").
+        heading = page.locator("p").filter(
+            has=page.locator("strong", has_text=re.compile(r"^Prompt$"))
+        )
+        shown_id = heading.locator("code").first.inner_text()
+        codes = page.locator('[data-testid="stCode"] pre').all_inner_texts()
+        shown_prompt, shown_responses = codes[0], codes[1 : 1 + n]
+        assert len(shown_responses) == n
+
+        typed = [1] + [2] * (n - 1)  # the first best, the rest tied
+        for i, r in enumerate(typed):
+            box = ranks.nth(i)
+            box.fill(str(r))
+            box.press("Enter")  # commits the number, which reruns the script
+            wait_until_idle(page)
+            expect(ranks.nth(i)).to_have_value(str(r))
+        assert exceptions(page) == []
+
+        submit.click()
+        saved_note = page.get_by_text(re.compile(r"Saved comparison #\d+")).first
+        expect(saved_note).to_be_visible(timeout=FIRST_RUN_TIMEOUT_MS)
+        rid = int(re.search(r"#(\d+)", saved_note.inner_text()).group(1))
+        wait_until_idle(page)
+        assert exceptions(page) == []
+
+    with Store.open(cfg) as store:
+        [saved] = store.comparisons(source="human", labeler=labeler)
+        assert store.count(source="human") == 1
+    assert saved.id == rid
+    assert saved.ranking == [0] + [1] * (n - 1)  # dense from 0
+    assert saved.prompt_id == shown_id and "-train-" in saved.prompt_id
+    assert saved.prompt == shown_prompt
+    assert [r or "(empty)" for r in saved.responses] == shown_responses
