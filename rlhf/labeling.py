@@ -22,7 +22,7 @@ import pandas as pd
 from rlhf.errors import StoreError
 from rlhf.generation import generate
 from rlhf.store import Comparison, Store, validate
-from rlhf.world.labelers import pairwise_agreement
+from rlhf.world.labelers import Labeler, pairwise_agreement
 
 K_MIN, K_MAX = 4, 9  # responses per prompt (paper 3.4)
 
@@ -262,3 +262,40 @@ def rm_group_accuracy(report: dict[str, Any]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(records, columns=["name", "value", "lo", "hi", "pairs"])
+
+
+def stand_in_labeler(
+    quirk: str = "concise", strength: float = 0.02, noise: float = 0.2, name: str = "you"
+) -> Labeler:
+    """A simulated person to stand in for hand rankings when there are none (notebook 06 on a
+    fresh workspace, the tests): a labeler with a taste of their own that the simulated crowd
+    does not share, by default a strong liking for short answers (0.02 of quality per word,
+    where the crowd's "concise" labeler has 0.004)."""
+    return Labeler(name, "human", quirk, strength, noise, tie_margin=0.02)
+
+
+def stand_in_rankings(
+    world: Any,
+    policies: dict[str, tuple[Any, Any]],
+    prompts: Sequence[Any],
+    labeler: Labeler,
+    k: int = 4,
+    seed: int = 0,
+) -> list[Comparison]:
+    """What a person would submit on the Rank page for each prompt: K samples drawn as the
+    page draws them, ranked by `labeler`, the gold flags ticked; validated as the page
+    validates (`submission`). Store them with `submit`."""
+    out = []
+    for i, p in enumerate(prompts):
+        samples = draw_samples(policies, p.text, k, seed=seed + 7919 * i)
+        if len(samples) < 2:
+            continue
+        texts = [s.text for s in samples]
+        ranks = labeler.rank(p, texts, world.gold)
+        flags = [world.gold.score(p, t).flags for t in texts]
+        out.append(
+            submission(
+                p.text, samples, [r + 1 for r in ranks], labeler.id, flags=flags, prompt_id=p.id
+            )
+        )
+    return out
