@@ -15,7 +15,7 @@ from typing import Any
 import streamlit as st
 
 from rlhf.config import load
-from rlhf.outputs import Judge, PolicyRun, policy_runs, reward_runs
+from rlhf.outputs import Judge, PolicyRun, policy_runs, reward_runs, world_of_run
 from rlhf.runs import Run, read_eval
 
 # model directory -> times it was loaded in this process: the cache's own test reads it
@@ -61,13 +61,8 @@ def reward_model(model_dir: str) -> Any:
 
 @st.cache_resource(show_spinner="Opening the Tiny World…", max_entries=4)
 def world_of(run_dir: str) -> Any:
-    """The world a run was trained on (its saved config's world section), from the workspace
-    that holds the run (<workspace>/runs/<run>)."""
-    from rlhf.world import load_world
-
-    cfg = Run.open(run_dir).config
-    cfg.workspace = str(Path(run_dir).resolve().parent.parent)
-    return load_world(cfg, verify=False)
+    """The world a run was trained on (rlhf.outputs.world_of_run), opened once."""
+    return world_of_run(run_dir)
 
 
 def policies() -> list[PolicyRun]:

@@ -96,6 +96,7 @@ def _generate_batch(
     greedy: bool,
     generator: torch.Generator,
     return_logprobs: bool,
+    min_new_tokens: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Decode up to max_new_tokens; returns (B, R) tokens (pad after EOS), and with
     return_logprobs the (B, R) logprobs of those tokens and entropies of their distributions."""
@@ -115,7 +116,9 @@ def _generate_batch(
     next_pos = position_ids[:, -1:] + 1  # (B, 1)
     done = torch.zeros(B, dtype=torch.bool)
     tokens, logps, ents = [], [], []
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
+        if step < min_new_tokens:  # EOS may not end the response yet (as HF's min_new_tokens)
+            logits[:, eos_id] = float("-inf")
         logp = torch.log_softmax(logits / temperature, dim=-1) if return_logprobs else None
         token = sample_next(logits, temperature, top_p, greedy, generator, logp)  # (B,)
         token = token.masked_fill(done, pad_id)  # finished rows only emit padding
@@ -154,12 +157,15 @@ def generate(
     seed: int = 0,
     batch_size: int = 32,
     return_logprobs: bool = False,
+    min_new_tokens: int = 0,
 ) -> Generation:
     """Sample a response to every prompt (batched, KV cache). Deterministic for a seed.
 
     Prompts longer than the model's context minus max_new_tokens keep their last tokens.
     `logprobs` (return_logprobs=True) are those of the sampled tokens under the full softmax
     of logits / temperature (top-p changes what is sampled, not the scored distribution).
+    `min_new_tokens` forbids EOS for that many steps (benchmarks that need full-length
+    responses); the logprobs are then those of the distribution without EOS.
     """
     if not prompts:
         raise ValueError("generate: no prompts")
@@ -206,6 +212,7 @@ def generate(
                 greedy,
                 generator,
                 return_logprobs,
+                min_new_tokens,
             )
             prompt_rows += list(enc["input_ids"])
             mask_rows += list(enc["attention_mask"])

@@ -63,6 +63,16 @@ def reward_runs(workspace: str | Path) -> list[Run]:
     return [r for r in reversed(list_runs(Path(workspace), "rm")) if r.done]
 
 
+def world_of_run(run_dir: str | Path) -> Any:
+    """The Tiny World a run was trained on (its saved config's world section), from the
+    workspace that holds the run (<workspace>/runs/<run>), wherever that workspace now is."""
+    from rlhf.world import load_world
+
+    cfg = Run.open(run_dir).config
+    cfg.workspace = str(Path(run_dir).resolve().parent.parent)
+    return load_world(cfg, verify=False)
+
+
 @dataclass
 class Judge:
     """What scores the outputs. reference: the frozen SFT model the KL is measured to;
@@ -101,11 +111,13 @@ def side_by_side(
     top_p: float = 1.0,
     max_new_tokens: int = 48,
     seed: int = 0,
+    min_new_tokens: int = 0,
 ) -> list[Output]:
     """n outputs of each policy (label -> (model, tokenizer)) for one prompt text, scored by
     the judge; `world_prompt` (a rlhf.world Prompt) enables the gold Likert and flags.
     Every policy samples with the same seed, so a rerun with the same controls is the same;
-    temperature 0 decodes greedily."""
+    temperature 0 decodes greedily; min_new_tokens holds EOS back (the latency benchmark's
+    full-length outputs)."""
     if not policies:
         raise ValueError("side_by_side: choose at least one policy")
     if not prompt.strip():
@@ -123,6 +135,7 @@ def side_by_side(
             greedy=temperature == 0,
             seed=seed,
             batch_size=n,
+            min_new_tokens=min_new_tokens,
         )
         kl = token_kl(model, judge.reference, g, tokenizer)  # (n, R) or None
         for i in range(n):

@@ -143,3 +143,15 @@ def test_inverse_cdf_sampling_draws_each_token_with_its_probability():
         se = (want * (1 - want) / n).sqrt()
         assert ((freq - want).abs() <= 4 * se + 1e-12).all(), (freq, want)
         assert (freq[want == 0] == 0).all()
+
+
+def test_min_new_tokens_holds_eos_back_then_lets_it_end(trained):
+    model, tok = trained
+    prompts = ["Q: say hi\nA:", "Q: name a colour\nA:"]
+    free = generate(model, tok, prompts, max_new_tokens=20, greedy=True)
+    assert free.ended.all() and (free.lengths < 8).all()  # the model ends its answers early
+    held = generate(model, tok, prompts, max_new_tokens=20, greedy=True, min_new_tokens=8)
+    assert (held.lengths >= 8).all()
+    assert not (held.response_ids[:, :8] == tok.eos_token_id).any()
+    full = generate(model, tok, prompts, max_new_tokens=12, min_new_tokens=12, seed=1)
+    assert (full.lengths == 12).all() and not full.ended.any()
