@@ -53,3 +53,17 @@ def test_without_an_sft_run_it_names_the_command_and_exits_2(tmp_path, capsys):
         _bench().main(["--recipe", "micro", "--workspace", str(tmp_path)])
     assert e.value.code == 2
     assert "rlhf sft --recipe micro" in capsys.readouterr().err
+
+
+def test_dashboard_latency_times_four_full_length_scored_outputs(micro_pipeline, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "dashboard_latency", SCRIPT.parent / "dashboard_latency.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--workspace", str(micro_pipeline.workspace_dir), "--repeats", "1"]
+    result = module.main([*argv, "--new-tokens", "16"])
+    out = capsys.readouterr().out
+    assert "| ours | " in out and "| naive | " in out and "ratio naive / ours" in out
+    assert result["lengths"] == [16] * 4  # four policies, one full-length output each
+    assert result["median"]["ours"] > 0 and result["ratio"] > 0
