@@ -107,16 +107,21 @@ class DashboardServer:
 
 @contextmanager
 def dashboard_server(
-    workspace: Path, port: int | None = None, timeout: float = STARTUP_TIMEOUT
+    workspace: Path,
+    port: int | None = None,
+    timeout: float = STARTUP_TIMEOUT,
+    env: dict[str, str] | None = None,
 ) -> Iterator[DashboardServer]:
     """`rlhf dashboard --port P --workspace W` until the block ends; yields once
-    /_stcore/health answers "ok". The server runs in its own process group, which is ended
-    at exit (SIGTERM, then SIGKILL after 10 s)."""
+    /_stcore/health answers "ok". `env` adds to the server's environment (STREAMLIT_* options,
+    say). The server runs in its own process group, which is ended at exit (SIGTERM, then
+    SIGKILL after 10 s)."""
     port = port or free_port()
     command = [sys.executable, "-m", "rlhf.cli", "dashboard", "--port", str(port)]
     command += ["--workspace", str(workspace)]
     env = {
         **os.environ,
+        **(env or {}),
         # cmd_dashboard passes no --server.headless: without it Streamlit opens a browser
         # tab whenever DISPLAY is set. The environment variable does what the flag would.
         "STREAMLIT_SERVER_HEADLESS": "true",
