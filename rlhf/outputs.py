@@ -21,10 +21,11 @@ from typing import Any
 import pandas as pd
 import torch
 
+from rlhf.errors import RunError
 from rlhf.generation import Generation, generate
 from rlhf.ppo import forward_logprobs, pack
 from rlhf.results import label_of
-from rlhf.runs import Run, list_runs
+from rlhf.runs import Run, list_runs, read_eval
 
 POLICY_KINDS = ("base", "SFT", "PPO", "PPO-ptx")
 
@@ -40,6 +41,11 @@ class PolicyRun:
     @property
     def label(self) -> str:
         return f"{self.kind} · {self.run.dir.name}"
+
+    @property
+    def short(self) -> str:
+        """Kind and start time, for chart legends: "PPO-ptx 20261125-220707"."""
+        return f"{self.kind} {self.run.dir.name.rsplit('__', 1)[-1]}"
 
     @property
     def model_dir(self) -> Path:
@@ -59,8 +65,17 @@ def policy_runs(workspace: str | Path) -> list[PolicyRun]:
 
 
 def reward_runs(workspace: str | Path) -> list[Run]:
-    """Finished reward-model runs, newest first."""
-    return [r for r in reversed(list_runs(Path(workspace), "rm")) if r.done]
+    """Finished reward-model runs, the one the newest PPO run trained against first (what the
+    pipeline made), then the others newest first."""
+    runs = [r for r in reversed(list_runs(Path(workspace), "rm")) if r.done]
+    for ppo in reversed(list_runs(Path(workspace), "ppo")):
+        try:
+            used = Path(read_eval(ppo).get("rm_run") or "")
+        except RunError:
+            continue
+        first = [r for r in runs if r.dir.resolve() == used.resolve()]
+        return first + [r for r in runs if r not in first]
+    return runs
 
 
 def world_of_run(run_dir: str | Path) -> Any:

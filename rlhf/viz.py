@@ -242,6 +242,8 @@ def score_vs_gold(
 
 # ----------------------------------------------------------------------------- PPO (stage 3)
 
+BOTTOM = alt.Legend(orient="bottom", labelLimit=0)  # run labels are long: below, uncut
+
 PPO_CURVES = (
     "objective/scores",
     "objective/gold",
@@ -268,7 +270,7 @@ def ppo_curves(
         .encode(
             x=alt.X("step:Q", title="PPO step"),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N", title="run"),
+            color=alt.Color("run:N", title="run", legend=BOTTOM),
             tooltip=["run", "step", "metric", alt.Tooltip("value:Q", format=".3f")],
         )
         .properties(width=220, height=140)
@@ -301,7 +303,7 @@ def reward_vs_kl(
         .encode(
             x=alt.X("kl:Q", title="KL(policy || SFT) per response (nats)"),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N", title="run"),
+            color=alt.Color("run:N", title="run", legend=BOTTOM),
             order=alt.Order("step:Q"),  # the line follows training, not the KL axis
             tooltip=[
                 "run",
@@ -330,9 +332,10 @@ def token_kl_html(tokens: Sequence[str], kl: Sequence[float], scale: float = 2.0
         rgb = "220,50,47" if k > 0 else "38,139,210"
         spans.append(
             f'<span title="KL {float(k):+.3f}" style="background: rgba({rgb},{a:.2f}); '
-            f'white-space: pre">{html.escape(tok)}</span>'
+            f'white-space: pre-wrap">{html.escape(tok)}</span>'
         )
-    return "<div style='font-family: monospace; line-height: 1.8'>" + "".join(spans) + "</div>"
+    style = "font-family: monospace; line-height: 1.8; overflow-wrap: anywhere"
+    return f"<div style='{style}'>" + "".join(spans) + "</div>"
 
 
 # ----------------------------------------------------------------------------- results table
@@ -393,7 +396,7 @@ def score_boxes(frame: pd.DataFrame, score: str = "rm_score") -> alt.FacetChart:
         .encode(
             x=alt.X("policy:N", title=None, sort=policies, axis=alt.Axis(labels=False)),
             y=alt.Y(f"{score}:Q", title="RM score"),
-            color=alt.Color("policy:N", sort=policies, legend=alt.Legend(orient="bottom")),
+            color=alt.Color("policy:N", sort=policies, legend=BOTTOM),
         )
         .properties(width=110, height=160)
         .facet(facet=alt.Facet("family:N", title=None), columns=4)
@@ -412,12 +415,17 @@ def score_scatter(frame: pd.DataFrame, score: str = "rm_score", gold: str = "qua
     rho_text = f"Spearman ρ = {rho:.2f}, " if rho == rho else ""
     tooltip = [c for c in ("policy", "prompt_id", "response") if c in df.columns]
     return (
-        alt.Chart(df, title=f"RM score vs gold quality ({rho_text}{len(df):,} responses)")
+        alt.Chart(
+            df,
+            title=alt.Title(
+                "RM score vs gold quality", subtitle=f"{rho_text}{len(df):,} responses"
+            ),
+        )
         .mark_circle(size=40, opacity=0.5)
         .encode(
             x=alt.X(f"{gold}:Q", title="gold quality (0-1)"),
             y=alt.Y(f"{score}:Q", title="RM score"),
-            color=alt.Color("policy:N"),
+            color=alt.Color("policy:N", legend=BOTTOM),
             tooltip=tooltip + [alt.Tooltip(f"{score}:Q", format=".2f"), f"{gold}:Q"],
         )
         .properties(width=380, height=260)
@@ -425,23 +433,31 @@ def score_scatter(frame: pd.DataFrame, score: str = "rm_score", gold: str = "qua
 
 
 def interval_bars(frame: pd.DataFrame, title: str, chance: float = 0.5) -> alt.LayerChart:
-    """Horizontal bars (columns name, value, lo, hi) with their intervals and chance marked:
-    RM accuracy per labeler group, say."""
+    """Horizontal bars (columns name, value, lo, hi) with their intervals as rules and chance
+    marked: RM accuracy per labeler group, say. Bars are coloured by the part of the name
+    before " · " (RM, gold, before, after, ...)."""
     _require(frame, ["name", "value", "lo", "hi"], "interval_bars")
     if frame.empty:
         raise ValueError("interval_bars: no rows")
-    base = alt.Chart().encode(y=alt.Y("name:N", title=None, sort=list(frame["name"])))
-    bars = base.mark_bar().encode(
-        x=alt.X("value:Q", title="pairwise accuracy", scale=alt.Scale(domain=[0, 1])),
-        tooltip=[
-            "name",
-            alt.Tooltip("value:Q", format=".1%"),
-            alt.Tooltip("lo:Q", format=".1%"),
-            alt.Tooltip("hi:Q", format=".1%"),
-        ],
+    df = frame.assign(kind=frame["name"].str.split(" · ").str[0])
+    y = alt.Y("name:N", title=None, sort=list(df["name"]), axis=alt.Axis(labelLimit=320))
+    bars = (
+        alt.Chart()
+        .mark_bar()
+        .encode(
+            x=alt.X("value:Q", title="pairwise accuracy", scale=alt.Scale(domain=[0, 1])),
+            y=y,
+            color=alt.Color("kind:N", legend=None),
+            tooltip=[
+                "name",
+                alt.Tooltip("value:Q", format=".1%"),
+                alt.Tooltip("lo:Q", format=".1%"),
+                alt.Tooltip("hi:Q", format=".1%"),
+            ],
+        )
     )
-    errors = base.mark_errorbar(ticks=True).encode(x="lo:Q", x2="hi:Q")
+    errors = alt.Chart().mark_rule(color="black", strokeWidth=2).encode(x="lo:Q", x2="hi:Q", y=y)
     rule = alt.Chart().mark_rule(color="gray", strokeDash=[4, 3]).encode(x=alt.datum(chance))
-    return alt.layer(bars, errors, rule, data=frame, title=title).properties(
-        width=320, height=max(60, 26 * len(frame))
+    return alt.layer(bars, errors, rule, data=df, title=title).properties(
+        width=360, height=alt.Step(24)
     )

@@ -298,3 +298,58 @@ def test_metric_bars_draw_each_run_s_metrics_with_their_intervals():
     assert layer_encodings(spec)[1]["y2"]["field"] == "hi"
     with pytest.raises(ValueError, match="metric_bars: no run has likert"):
         viz.metric_bars(results, ["likert"], "Likert")
+
+
+# ------------------------------------------------------------------ dashboard charts
+
+
+def _scored() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "policy": ["SFT", "SFT", "PPO", "PPO", "PPO"],
+            "family": ["facts", "lists", "facts", "lists", "lists"],
+            "prompt_id": ["f-1", "l-1", "f-1", "l-1", "l-2"],
+            "response": ["a", "b", "c", "d", "e"],
+            "rm_score": [0.1, -0.5, 0.9, 0.4, None],
+            "quality": [0.5, 0.1, 0.9, 0.7, 0.3],
+        }
+    )
+
+
+def test_score_boxes_draw_a_box_per_policy_within_each_family():
+    spec = viz.score_boxes(_scored()).to_dict()
+    assert spec["spec"]["mark"]["type"] == "boxplot"
+    assert spec["facet"]["field"] == "family"
+    assert spec["spec"]["encoding"]["x"]["sort"] == ["SFT", "PPO"]
+    assert len(spec_rows(spec)) == 4  # the unscored answer is left out
+    with pytest.raises(ValueError, match="score_boxes"):
+        viz.score_boxes(_scored().assign(rm_score=None))
+
+
+def test_score_scatter_puts_rm_score_against_gold_quality_with_spearman():
+    spec = viz.score_scatter(_scored()).to_dict()
+    assert spec["encoding"]["x"]["field"] == "quality"
+    assert spec["encoding"]["y"]["field"] == "rm_score"
+    # the 4 scored answers: RM ranks 2, 1, 4, 3 and gold ranks 2, 1, 4, 3
+    assert spec["title"]["subtitle"] == "Spearman ρ = 1.00, 4 responses"
+    with pytest.raises(ValueError, match="score_scatter"):
+        viz.score_scatter(_scored().iloc[:0])
+
+
+def test_interval_bars_carry_each_row_with_its_interval():
+    df = pd.DataFrame(
+        {
+            "name": ["RM · training labelers", "gold · training labelers"],
+            "value": [0.67, 0.77],
+            "lo": [0.64, 0.77],
+            "hi": [0.70, 0.77],
+        }
+    )
+    spec = viz.interval_bars(df, "accuracy").to_dict()
+    rows = spec_rows(spec)
+    assert [r["kind"] for r in rows] == ["RM", "gold"]
+    bars, rules, chance = layer_encodings(spec)
+    assert rules["x"]["field"] == "lo" and rules["x2"]["field"] == "hi"
+    assert chance["x"] == {"datum": 0.5}
+    with pytest.raises(ValueError, match="interval_bars"):
+        viz.interval_bars(df.iloc[:0], "accuracy")

@@ -25,7 +25,7 @@ if not chosen:
     st.info("Choose one or more PPO runs.")
     st.stop()
 by_label = {p.label: p for p in ppo}
-metrics = {lab: by_label[lab].run.metrics() for lab in chosen}
+metrics = {by_label[lab].short: by_label[lab].run.metrics() for lab in chosen}
 
 names = st.multiselect("Curves", list(PPO_CURVES), default=list(PPO_CURVES), key="kl_curves")
 try:

@@ -52,7 +52,9 @@ chosen = st.multiselect(
 per_family = st.slider("Test prompts per task family", 2, 60, 10, key="rewards_per_family")
 if st.button("Score", type="primary", disabled=not chosen, key="rewards_score"):
     st.session_state["rewards_frame"] = dash.scored_answers(
-        {lab: str(by_label[lab].model_dir) for lab in chosen}, str(rm_run.dir), per_family
+        {by_label[lab].short: str(by_label[lab].model_dir) for lab in chosen},
+        str(rm_run.dir),
+        per_family,
     )
 frame = st.session_state.get("rewards_frame")
 if frame is None:
