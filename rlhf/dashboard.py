@@ -41,10 +41,19 @@ def nothing_yet(what: str, command: str) -> None:
     st.code(command, language="bash")
 
 
+def policy(model_dir: str | Path) -> tuple[Any, Any]:
+    """(model, tokenizer) of a policy directory, in eval mode; one copy per directory however
+    its path is spelled, shared across sessions (read only: sampling never changes weights)."""
+    return _policy(str(Path(model_dir).resolve()))
+
+
+def reward_model(model_dir: str | Path) -> Any:
+    """A rlhf.reward.RewardModel, loaded once per directory."""
+    return _reward_model(str(Path(model_dir).resolve()))
+
+
 @st.cache_resource(show_spinner="Loading the model…", max_entries=16)
-def policy(model_dir: str) -> tuple[Any, Any]:
-    """(model, tokenizer) of a policy directory, in eval mode; shared across sessions (read
-    only: generation never changes the weights)."""
+def _policy(model_dir: str) -> tuple[Any, Any]:
     from rlhf.models import load_policy
 
     LOADS[model_dir] += 1
@@ -52,7 +61,7 @@ def policy(model_dir: str) -> tuple[Any, Any]:
 
 
 @st.cache_resource(show_spinner="Loading the reward model…", max_entries=8)
-def reward_model(model_dir: str) -> Any:
+def _reward_model(model_dir: str) -> Any:
     from rlhf.reward import load_reward_model
 
     LOADS[model_dir] += 1

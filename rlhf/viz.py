@@ -242,7 +242,7 @@ def score_vs_gold(
 
 # ----------------------------------------------------------------------------- PPO (stage 3)
 
-BOTTOM = alt.Legend(orient="bottom", labelLimit=0)  # run labels are long: below, uncut
+BOTTOM = alt.Legend(orient="bottom", labelLimit=0, columns=2)  # long run labels: below, uncut
 
 PPO_CURVES = (
     "objective/scores",
