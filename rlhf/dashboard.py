@@ -78,6 +78,24 @@ def policies() -> list[PolicyRun]:
     return policy_runs(workspace())
 
 
+def policies_or_stop(what: str) -> list[PolicyRun]:
+    """The workspace's policies; with none, the page says `what` is missing, what to run, and
+    stops."""
+    runs = policies()
+    if not runs:
+        nothing_yet(what, RUN_FIRST)
+        st.stop()
+    return runs
+
+
+def newest_of_each_kind(runs: list[PolicyRun]) -> list[str]:
+    """Labels of the newest base, SFT, PPO and PPO-ptx run (the default selection)."""
+    newest: dict[str, str] = {}
+    for p in runs:  # policy_runs: newest first within a kind
+        newest.setdefault(p.kind, p.label)
+    return list(newest.values())
+
+
 def reward_run_choices() -> list[Run]:
     return reward_runs(workspace())
 

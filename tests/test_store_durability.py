@@ -63,6 +63,13 @@ def wait_for(condition, what, proc=None):
         time.sleep(0.01)
 
 
+def sigkill(proc) -> None:
+    """Kill `proc` as a crash would (no cleanup, no exit handlers) and reap it."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(timeout=DEADLINE)
+    assert proc.exitcode == -signal.SIGKILL
+
+
 def stop(procs):
     for p in procs:
         if p.pid is None:  # never started
@@ -143,9 +150,7 @@ def test_a_writer_killed_mid_way_leaves_whole_batches_and_a_usable_store(tmp_pat
 
             wait_for(enough, "the victim storing 50 batches", victim)
             keeper = s.comparisons(labeler="keeper")
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.join(timeout=DEADLINE)
-        assert victim.exitcode == -signal.SIGKILL
+        sigkill(victim)
     finally:
         stop([victim])
 
@@ -212,9 +217,7 @@ def test_a_writer_killed_inside_its_transaction_leaves_nothing_of_it(tmp_path):
     try:
         wait_for(ready.exists, "the victim inside its transaction", victim)
         assert wal.stat().st_size > wal_before + 100_000  # uncommitted pages reached the WAL
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.join(timeout=DEADLINE)
-        assert victim.exitcode == -signal.SIGKILL
+        sigkill(victim)
     finally:
         stop([victim])
     assert integrity(path) == [("ok",)]

@@ -9,10 +9,7 @@ from rlhf.viz import token_kl_html
 from rlhf.world import format_prompt
 
 st.title("Compare policies")
-runs = dash.policies()
-if not runs:
-    dash.nothing_yet("No trained policy in this workspace yet.", dash.RUN_FIRST)
-    st.stop()
+runs = dash.policies_or_stop("No trained policy in this workspace yet.")
 
 by_label = {p.label: p for p in runs}
 rms = dash.reward_run_choices()
@@ -29,14 +26,10 @@ rm_run = next((r for r in rms if r.dir.name == rm_name), None)
 sft = next((p for p in runs if p.kind == "SFT"), None)
 judge = dash.judge(rm_run, sft)
 
-# One of each kind by default (newest), up to four.
-newest = {}
-for p in runs:
-    newest.setdefault(p.kind, p.label)
 chosen = st.multiselect(
     "Policies (2 to 4)",
     list(by_label),
-    default=list(newest.values())[:4],
+    default=dash.newest_of_each_kind(runs)[:4],
     max_selections=4,
     key="compare_policies",
 )

@@ -22,10 +22,7 @@ from rlhf.store import Store
 from rlhf.world import format_prompt
 
 st.title("Rank samples")
-runs = dash.policies()
-if not runs:
-    dash.nothing_yet("No policy to sample from in this workspace yet.", dash.RUN_FIRST)
-    st.stop()
+runs = dash.policies_or_stop("No policy to sample from in this workspace yet.")
 by_label = {p.label: p for p in runs}
 db = dash.workspace() / "lab.db"
 world = dash.world_of(str(runs[0].run.dir))

@@ -42,12 +42,9 @@ else:
 
 st.header("Scores of each policy's answers")
 runs = dash.policies()
-newest = {}
-for p in runs:
-    newest.setdefault(p.kind, p.label)
 by_label = {p.label: p for p in runs}
 chosen = st.multiselect(
-    "Policies", list(by_label), default=list(newest.values()), key="rewards_policies"
+    "Policies", list(by_label), default=dash.newest_of_each_kind(runs), key="rewards_policies"
 )
 per_family = st.slider("Test prompts per task family", 2, 60, 10, key="rewards_per_family")
 if st.button("Score", type="primary", disabled=not chosen, key="rewards_score"):
