@@ -7,10 +7,11 @@ is one line on stderr, `error: ...`, with exit code 2 and no traceback.
     rlhf sft         --recipe R [--set k=v]... [--run-dir D]  stage 1; last line = run dir
     rlhf compare     --recipe R [--set k=v]... [--force]     SFT samples ranked -> lab store
     rlhf rm          --recipe R [--set k=v]... [--run-dir D]  stage 2; last line = run dir
+                     [--with-human]                           + the store's hand rankings
     rlhf export comparisons --format kwise|pairs --out PATH [--hf]  JSONL or an HF datasets folder
     rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
     rlhf config docs [--format text|markdown]                 every field, its default and help
-    rlhf dashboard   [--port P]                               Streamlit on 127.0.0.1
+    rlhf dashboard   [--port P] [--workspace DIR]             Streamlit on 127.0.0.1
 
 Heavy modules (torch, rlhf.world, the trainers) are imported inside the commands, so
 `rlhf --help` answers at once.

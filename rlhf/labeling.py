@@ -209,9 +209,18 @@ def agreement_with_simulated(world: Any, comparisons: Sequence[Comparison]) -> p
     return pd.DataFrame(records, columns=columns)
 
 
-def human_accuracy(rm: Any, comparisons: Sequence[Comparison]) -> pd.DataFrame:
-    """The reward model's pairwise accuracy on hand rankings, per human labeler and for all of
-    them: columns name, value, lo, hi (95% interval resampling whole comparisons), pairs.
+def is_held_out_prompt(prompt_id: str | None) -> bool:
+    """A val or test prompt of the world: hand rankings of these test the next RM (val_human)
+    rather than train it (rlhf.reward.split_comparisons)."""
+    return bool(prompt_id) and ("-val-" in prompt_id or "-test-" in prompt_id)
+
+
+def human_accuracy(
+    rm: Any, comparisons: Sequence[Comparison], label: str = "all hand rankings"
+) -> pd.DataFrame:
+    """The reward model's pairwise accuracy on hand rankings, for all of them (row `label`)
+    and per human labeler when there are several: columns name, value, lo, hi (95% interval
+    resampling whole comparisons), pairs.
     Notebook 06 reads it before and after training on the hand rankings (`rlhf rm
     --with-human`)."""
     from rlhf.evaluate import clustered_ci
@@ -221,9 +230,9 @@ def human_accuracy(rm: Any, comparisons: Sequence[Comparison]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=["name", "value", "lo", "hi", "pairs"])
     pairs = pair_frame(rm, rows, set())
-    groups = [("all hand rankings", pairs)]
+    groups = [(label, pairs)]
     if pairs["labeler"].nunique() > 1:
-        groups += [(f"labeler {n}", g) for n, g in pairs.groupby("labeler")]
+        groups += [(f"{label}: {n}", g) for n, g in pairs.groupby("labeler")]
     records = []
     for name, g in groups:
         ci = clustered_ci(g["correct"].tolist(), g["comparison"].tolist())

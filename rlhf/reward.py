@@ -39,6 +39,7 @@ from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.evaluate import clustered_ci
+from rlhf.labeling import is_held_out_prompt
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
 from rlhf.models import check_model_dir, quiet_progress, save_model
 from rlhf.packing import last_hidden, pack_rows, packable
@@ -221,9 +222,8 @@ def split_comparisons(rows: list[Comparison], heldout_ids: set[str]) -> dict[str
         "val_human": [],
     }
     for c in rows:
-        held_prompt = bool(c.prompt_id) and ("-val-" in c.prompt_id or "-test-" in c.prompt_id)
         if c.source == "human":
-            out["val_human" if held_prompt else "train"].append(c)
+            out["val_human" if is_held_out_prompt(c.prompt_id) else "train"].append(c)
         elif c.prompt_id and "-val-" in c.prompt_id:
             out[
                 "val_heldout_labelers" if c.labeler in heldout_ids else "val_train_labelers"

@@ -13,7 +13,9 @@ from datasets import load_from_disk
 from streamlit.testing.v1 import AppTest
 
 from rlhf import dashboard
+from rlhf.labeling import Sample, submission, submit
 from rlhf.store import Store
+from rlhf.world import load_world
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ("compare", "rewards", "kl_drift", "rank", "runs")
@@ -149,3 +151,34 @@ def test_rank_validates_submits_undoes_and_exports(micro_pipeline, tmp_path, mon
         assert store.count(source="human") == 0
     with Store.open(cfg) as store:
         assert store.count(source="simulated") > 0  # the simulated rankings are untouched
+
+
+def chart_frames(at: AppTest) -> list:
+    """The data of every Altair chart on the page (Streamlit ships it as Arrow tables)."""
+    import pyarrow as pa
+
+    frames = []
+    for chart in at.get("vega_lite_chart"):
+        for ds in chart.proto.datasets:
+            frames.append(pa.ipc.open_stream(ds.data.data).read_pandas())
+    return frames
+
+
+def test_rewards_shows_the_rm_on_hand_rankings_of_held_out_and_train_prompts(
+    micro_pipeline, tmp_path, monkeypatch
+):
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    world = load_world(cfg)
+    samples = [Sample(f" It is {n}.", "SFT") for n in (3, 4, 5)]
+    with Store.open(cfg) as store:
+        for split in ("val", "train"):
+            p = world.prompts(split)[0]
+            submit(store, submission(p.text, samples, [1, 2, 3], "ann", prompt_id=p.id))
+    at = page("rewards", cfg.workspace_dir, monkeypatch)
+    no_exception(at)
+    [acc] = [f for f in chart_frames(at) if "name" in f.columns]
+    names = list(acc["name"])
+    assert names[:2] == ["RM · training labelers", "gold · training labelers"]
+    assert "hand · val/test prompts" in names and "hand · train/typed prompts" in names
+    held = acc[acc["name"] == "hand · val/test prompts"].iloc[0]
+    assert held["pairs"] == 3 and 0 <= held["value"] <= 1

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from rlhf import dashboard as dash
-from rlhf.labeling import human_accuracy, rm_group_accuracy
+from rlhf.labeling import human_accuracy, is_held_out_prompt, rm_group_accuracy
 from rlhf.runs import read_eval
 from rlhf.store import Store
 from rlhf.viz import interval_bars, score_boxes, score_scatter, score_vs_gold
@@ -30,14 +30,22 @@ if db.exists():
         human = store.comparisons(source="human")
     if human:
         rm = dash.reward_model(str(rm_run.model_dir))
-        acc = pd.concat([acc, human_accuracy(rm, human)], ignore_index=True)
+        held = [c for c in human if is_held_out_prompt(c.prompt_id)]
+        seen = [c for c in human if not is_held_out_prompt(c.prompt_id)]
+        parts = [acc]
+        if held:
+            parts.append(human_accuracy(rm, held, "hand · val/test prompts"))
+        if seen:  # an RM trained --with-human learned from these
+            parts.append(human_accuracy(rm, seen, "hand · train/typed prompts")[:1])
+        acc = pd.concat(parts, ignore_index=True)
 if acc.empty:
     st.caption("This RM's eval.json has no held-out accuracy.")
 else:
     st.altair_chart(interval_bars(acc, "Pairwise accuracy on held-out comparisons (95% intervals)"))
     st.caption(
         "RM: the reward model; gold: the world's gold labeler on the same comparisons, the "
-        "ceiling. Hand rankings (the Rank page) appear as their own rows."
+        "ceiling; hand: your rankings from the Rank page (those of train prompts are training "
+        "data for an RM trained with --with-human)."
     )
 
 st.header("Scores of each policy's answers")
