@@ -170,10 +170,16 @@ def _hidden(trunk: PreTrainedModel, pk: Packed) -> torch.Tensor:
 
 
 def forward_logprobs(
-    model: PreTrainedModel, g: Generation, temperature: float, pk: Packed | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: PreTrainedModel,
+    g: Generation,
+    temperature: float,
+    pk: Packed | None = None,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(logprobs, entropy), each (B, R), 0 off the response mask: log pi(y_t | x, y_<t) of the
-    response tokens under logits / temperature, and the entropy of that distribution.
+    response tokens under logits / temperature, and (with_entropy) the entropy of that
+    distribution; else None: PPO reads the rollout's entropy from the sampler, so the update's
+    forwards skip a (tokens x vocabulary) exp and product.
 
     The LM head runs only where it predicts a response token: on the tiny model the head is
     ~40% of a forward, and prompts are longer than responses."""
@@ -182,6 +188,8 @@ def forward_logprobs(
     logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (n, V)
     tokens = g.response_ids[pk.rows, pk.cols]  # (n,)
     logprobs = logp_all.gather(-1, tokens[:, None]).squeeze(-1)  # (n,)
+    if not with_entropy:
+        return pk.unpack(logprobs), None
     entropy = -(logp_all.exp() * logp_all).sum(-1)  # (n,)
     return pk.unpack(logprobs), pk.unpack(entropy)
 

@@ -242,7 +242,7 @@ def test_packed_forwards_equal_a_padded_forward_also_on_cut_minibatches(ready, r
     m.policy.eval()
     with torch.no_grad():
         ref_lp, ref_ent, ref_v = _padded_reference(m, g, 1.3)
-        lp, ent = ppo.forward_logprobs(m.policy, g, 1.3)  # (8, R)
+        lp, ent = ppo.forward_logprobs(m.policy, g, 1.3, with_entropy=True)  # (8, R)
         v = ppo.forward_values(m.value, g)
         for got, want in ((lp, ref_lp), (ent, ref_ent), (v, ref_v)):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
