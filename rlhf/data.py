@@ -177,7 +177,7 @@ def data_changed(report: dict[str, Any], path: str | os.PathLike) -> str | None:
 # ----------------------------------------------------------------------------- fields
 
 
-class _Bad(Exception):
+class _Bad(ValueError):
     """A field's problem; the record loop adds the file and line."""
 
     def __init__(self, field: str, problem: str):
@@ -193,13 +193,6 @@ def _get(record: dict[str, Any], field: str) -> Any:
     if record.get(field) is None:
         raise _Bad(field, "missing" if field not in record else "is null")
     return record[field]
-
-
-def _text(record: dict[str, Any], field: str) -> str:
-    value = _get(record, field)
-    if not isinstance(value, str):
-        raise _Bad(field, f"expected text, got {_kind(value)}")
-    return value
 
 
 def _text_or_messages(record: dict[str, Any], field: str) -> str | list[dict[str, str]]:
@@ -232,8 +225,8 @@ def render_prompt(messages: list[dict[str, str]], field: str = "prompt") -> str:
     *history, last = messages
     if last["role"] != "user":
         raise _Bad(field, f"the prompt's last message must be the user's, got {last['role']!r}")
-    lines = [{"system": "{}", "user": "Q: {}", "assistant": "A: {}"}[m["role"]] for m in history]
-    lines = [line.format(m["content"]) for line, m in zip(lines, history, strict=True)]
+    template = {"system": "{}", "user": "Q: {}", "assistant": "A: {}"}
+    lines = [template[m["role"]].format(m["content"]) for m in history]
     return "\n".join([*lines, format_prompt(last["content"])])
 
 
@@ -259,11 +252,12 @@ def _response(record: dict[str, Any], field: str) -> str:
 
 def _detect(
     path: str | os.PathLike,
-    first: tuple[int, dict[str, Any]],
+    n: int,
+    record: dict[str, Any],
     formats: dict[str, tuple[str, ...]],
     what: str,
 ) -> str:
-    n, record = first
+    """The first format whose fields `record` (the file's first) has; else what was expected."""
     present = {k for k, v in record.items() if v is not None}
     for name, fields in formats.items():
         if present >= set(fields):
@@ -291,7 +285,7 @@ def _load(
     out = []
     fmt = format
     for n, record in read_records(path):
-        fmt = fmt or _detect(path, (n, record), formats, what)
+        fmt = fmt or _detect(path, n, record, formats, what)
         try:
             out.append(parsers[fmt](record))
         except _Bad as e:
