@@ -5,9 +5,13 @@ is one line on stderr, `error: ...`, with exit code 2 and no traceback.
     rlhf world build --recipe R [--set k=v]... [--force]     build the Tiny World, print its stats
     rlhf pretrain    --recipe R [--set k=v]... [--run-dir D]  stage 0; last line = run dir
     rlhf sft         --recipe R [--set k=v]... [--run-dir D]  stage 1; last line = run dir
+                     [--data PATH]                            demonstrations of a file (rlhf.data)
     rlhf compare     --recipe R [--set k=v]... [--force]     SFT samples ranked -> lab store
     rlhf rm          --recipe R [--set k=v]... [--run-dir D]  stage 2; last line = run dir
                      [--with-human]                           + the store's hand rankings
+                     [--data PATH]                            a file's comparisons instead
+    rlhf ppo         --recipe R [--set k=v]... [--run-dir D]  stage 3; last line = run dir
+                     [--data PATH]                            a file's prompts for the rollouts
     rlhf export comparisons --format kwise|pairs --out PATH [--hf]  JSONL or an HF datasets folder
     rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
     rlhf config docs [--format text|markdown]                 every field, its default and help
@@ -153,6 +157,8 @@ def _train_stage(
     from rlhf.runs import list_runs
 
     stage = stage or module_name
+    if getattr(args, "data", None):  # --data PATH: sft.data, rm.data or ppo.data
+        getattr(cfg, stage).data = os.path.abspath(args.data)
     module = importlib.import_module(f"rlhf.{module_name}")
     if cfg.threads < 1:
         raise ConfigError(f"'threads' must be >= 1, got {cfg.threads}")
@@ -303,6 +309,18 @@ def _common(recipe_default: str | None = "tiny") -> argparse.ArgumentParser:
     return p
 
 
+DATA_HELP = {  # --data PATH: a .jsonl or .parquet file or a datasets folder (rlhf.data)
+    "sft": "train on this file's demonstrations instead of the world's (TRL prompt/completion "
+    "or messages; .jsonl, .parquet or a datasets folder; its last 10%% validates; "
+    "same as --set sft.data=PATH)",
+    "rm": "train on this file's comparisons instead of the store's (K-wise prompt/responses/"
+    "ranking, TRL prompt/chosen/rejected, or HH-RLHF chosen/rejected transcripts; .jsonl, "
+    ".parquet or a datasets folder; its last 10%% is held out; same as --set rm.data=PATH)",
+    "ppo": "sample the rollouts' prompts from this file (a prompt field: text or messages) "
+    "instead of the world's train prompts (same as --set ppo.data=PATH)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlhf", description="RLHF Lab: the InstructGPT recipe on small models.")
     parser.add_argument(
@@ -340,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument(
                 "--with-human", action="store_true", help="also train on hand-ranked comparisons"
             )
+        if name in DATA_HELP:
+            stage.add_argument("--data", default=None, metavar="PATH", help=DATA_HELP[name])
         stage.set_defaults(func=func)
 
     cmp = commands.add_parser(

@@ -147,6 +147,13 @@ class SFTConfig:
         "Pretrain run whose model is fine-tuned. Empty: the newest finished pretrain run with the "
         "same world and pretrain config.",
     )
+    data: str = doc(
+        "",
+        "Demonstrations file to train on instead of the world's (rlhf.data: TRL prompt/"
+        "completion or messages; JSONL, parquet or a datasets folder; `rlhf sft --data PATH`). "
+        "Its last 10% is the validation set that picks the best checkpoint; the behaviour "
+        "report is still on the world's test prompts. Empty: the world's demonstrations.",
+    )
     lr: float = doc(1e-3, "Peak learning rate (cosine decay, 5% warm-up).")
     epochs: float = doc(3.0, "Passes over the training demonstrations.")
     batch_size: int = doc(32, "Demonstrations per optimizer step.")
@@ -210,6 +217,14 @@ class RMConfig:
     sft_run: str = doc(
         "", "SFT run the RM starts from. Empty: the newest finished SFT run of this config."
     )
+    data: str = doc(
+        "",
+        "Comparisons file to train on instead of the store's (rlhf.data: K-wise rankings, TRL "
+        "pairs plain or conversational, or HH-RLHF transcripts; JSONL, parquet or a datasets "
+        "folder; `rlhf rm --data PATH`). Its first 90% trains, its last 10% (at least one "
+        "comparison) is held out for accuracy; with_human is ignored; the demonstration-mean-0 "
+        "bias still uses the world's demonstrations. Empty: the store's comparisons.",
+    )
     lr: float = doc(5e-4, "Peak learning rate (cosine decay, 5% warm-up).")
     epochs: float = doc(
         3.0,
@@ -245,6 +260,14 @@ class PPOConfig:
         "",
         "Reward-model run: the reward, and the value model's initialisation. Empty: the newest "
         "finished RM run of this config.",
+    )
+    data: str = doc(
+        "",
+        "Prompts file whose prompts the rollouts sample instead of the world's train prompts "
+        "(rlhf.data: a prompt field, text or messages; JSONL, parquet or a datasets folder; "
+        "`rlhf ppo --data PATH`). They have no gold answer, so objective/gold is not logged; "
+        "the over-optimisation probe and the final report stay on the world's prompts. Empty: "
+        "the world's train prompts.",
     )
     steps: int = doc(60, "PPO steps; each is one rollout of batch_size episodes and its update.")
     batch_size: int = doc(64, "Episodes (prompt, sampled response) per rollout (paper: 512).")

@@ -19,3 +19,8 @@ class RunError(LabError):
 
 class StoreError(LabError):
     """The lab store (lab.db) is not a lab store, or a record given to it is invalid."""
+
+
+class DataError(LabError, ValueError):
+    """An external data file (rlhf.data) cannot be read: the message names the file, the line or
+    row (1-based) and the field."""

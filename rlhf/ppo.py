@@ -10,7 +10,8 @@ Models (`load_models`):
 
 One step (`ppo_step`), numbered as lm-human-preference-details numbers its rollout:
 
-    1. rollout   batch_size train prompts; sample at temperature T, logprobs of logits / T
+    1. rollout   batch_size train prompts (or ppo.data's); sample at temperature T, logprobs
+                 of logits / T
     2. score     the RM scores each (prompt, response) text; no EOS -> minus missing_eos_penalty
     3. forward   logprobs under ref, values under V, for every response token
     4. reward    -beta * (log pi - log pi_ref) per token, the score at the last token
@@ -44,6 +45,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from rlhf.config import LabConfig, PPOConfig
+from rlhf.data import data_changed, fingerprint, load_prompts
 from rlhf.errors import RunError
 from rlhf.evaluate import blocks
 from rlhf.files import atomic_dir
@@ -57,9 +59,22 @@ from rlhf.runs import Run, find_done, read_eval, run_stage
 from rlhf.tokenizer import encode_documents
 
 
+@dataclass(frozen=True)
+class DataPrompt:
+    """A prompt of ppo.data: its text only, no gold answer to judge a response by."""
+
+    id: str  # "data-<index>", the index in the file's (deduplicated) prompts
+    text: str
+
+
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the PPO run in `run_dir`."""
-    return run_stage(cfg, "ppo", run_dir, lambda run: _train(cfg, run, progress))
+    data = None
+    if cfg.ppo.data:  # read first: bad data leaves no run directory behind
+        digest = fingerprint(cfg.ppo.data)
+        prompts = [DataPrompt(f"data-{i}", t) for i, t in enumerate(load_prompts(cfg.ppo.data))]
+        data = (prompts, digest)
+    return run_stage(cfg, "ppo", run_dir, lambda run: _train(cfg, run, progress, data))
 
 
 # ----------------------------------------------------------------------------- models
@@ -101,7 +116,7 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
     for name, now in (("rm_run", rm), ("sft_run", sft)):
         if report.get(name) and Path(report[name]) != now.dir:
             return f"{run.dir} used {name} {report[name]}; this config now resolves to {now.dir}"
-    return None
+    return data_changed(report, cfg.ppo.data) if cfg.ppo.data else None
 
 
 def load_models(sft_dir: Path, rm_dir: Path) -> Models:
@@ -477,7 +492,10 @@ def load_checkpoint(ckpt_dir: Path, m: Models, optimizer) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the loop
 
 
-def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
+def _train(
+    cfg: LabConfig, run: Run, progress: bool, data: tuple[list[DataPrompt], str] | None = None
+) -> None:
+    """`data`: ppo.data's (prompts, sha256); else the rollouts sample the world's train prompts."""
     from rlhf.world import build_world
 
     p = cfg.ppo
@@ -500,7 +518,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     optimizer = make_optimizer(m, p)
     m.policy, m.value, optimizer = accelerator.prepare(m.policy, m.value, optimizer)
-    prompts = world.prompts("train")
+    prompts = data[0] if data else world.prompts("train")
     val = world.prompts("val")  # the probe's fixed batch: a seeded draw across families
     probe_prompts = random.Random(cfg.seed).sample(val, min(p.overopt_prompts, len(val)))
     # The pretraining blocks: PPO-ptx trains on them; plain PPO measures its LM loss on them.
@@ -538,10 +556,12 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
             shuffle_gen=step_generator(cfg.seed, step, 1),
             ptx_gen=step_generator(cfg.seed, step, 2),
         )
-        gold = [
-            world.gold.score(prompts[i], t) for i, t in zip(pick, rollout["g"].texts, strict=True)
-        ]
-        metrics["objective/gold"] = sum(j.quality for j in gold) / len(gold)
+        if data:  # the file's prompts have no gold answer
+            gold = [None] * len(pick)
+        else:
+            texts = rollout["g"].texts
+            gold = [world.gold.score(prompts[i], t) for i, t in zip(pick, texts, strict=True)]
+            metrics["objective/gold"] = sum(j.quality for j in gold) / len(gold)
         metrics |= probe
         check_finite(step + 1, metrics, run)
         if p.adaptive_kl:
@@ -574,6 +594,8 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     report["train_wall_time_s"] = train_wall
     wall = elapsed_before + time.perf_counter() - t_start
     report["wall_time_s"] = wall
+    if data:
+        report |= {"data": cfg.ppo.data, "data_prompts": len(prompts), "data_sha256": data[1]}
     run.write_eval(report)
     run.set_status("done", wall_time_s=wall)
 
@@ -596,7 +618,7 @@ def sample_rows(
                 "tokens": [tokenizer.decode([t]) for t in ids],
                 "kl": [round(float(x), 5) for x in kl[i, :L]],
                 "score": float(scores[i]),
-                "gold_likert": gold[i].likert,
+                "gold_likert": gold[i].likert if gold[i] else None,
                 "ended": bool(g.ended[i]),
             }
         )

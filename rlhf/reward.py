@@ -3,7 +3,8 @@
     1. the SFT model with its LM head replaced by a scalar head (AutoModelForSequenceClassification,
        num_labels=1); the reward is read at the last non-pad token (right padding)
     2. data: the store's comparisons; train = rankings of train prompts, evaluation = rankings
-       of val prompts by training labelers and by held-out labelers
+       of val prompts by training labelers and by held-out labelers. Or rm.data's comparisons
+       (rlhf.data): train = the file's first 90%, evaluation = its last 10%
     3. K-wise loss (paper Eq. 1, `rlhf.losses.kwise_ranking_loss`): one batch element is one
        prompt's ranking; its K responses are forwarded once and all C(K,2) pairs come from
        those K rewards. Prompts with different K share a batch (ranks padded with -1).
@@ -37,6 +38,7 @@ from transformers.utils import logging as hf_logging
 
 from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
+from rlhf.data import fingerprint, load_comparisons
 from rlhf.errors import RunError
 from rlhf.evaluate import clustered_ci
 from rlhf.labeling import is_held_out_prompt
@@ -52,7 +54,10 @@ BIAS_FILE = "reward_bias.json"
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the reward model in `run_dir`."""
-    return run_stage(cfg, "rm", run_dir, lambda run: _train(cfg, run, progress))
+    rows = None
+    if cfg.rm.data:  # read first: bad data leaves no run directory behind
+        rows = training_comparisons(cfg)[0]
+    return run_stage(cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, rows))
 
 
 # ----------------------------------------------------------------------------- the model
@@ -233,6 +238,13 @@ def split_comparisons(rows: list[Comparison], heldout_ids: set[str]) -> dict[str
     return out
 
 
+def split_file_comparisons(rows: list[Comparison]) -> dict[str, list[Comparison]]:
+    """rm.data's comparisons in file order: train = the first 90%, val_data = the last 10% (at
+    least one comparison if there are two), never trained on."""
+    n_val = max(1, len(rows) // 10) if len(rows) > 1 else 0
+    return {"train": rows[: len(rows) - n_val], "val_data": rows[len(rows) - n_val :]}
+
+
 def accuracy(rm: RewardModel, rows: list[Comparison]) -> tuple[float, int]:
     """Pairwise accuracy of the RM on rankings (ties in reward count half)."""
     if not rows:
@@ -327,7 +339,9 @@ def sft_model_dir(cfg: LabConfig) -> Path:
 def training_comparisons(cfg: LabConfig) -> tuple[list[Comparison], dict[str, int]]:
     """(rows, skipped): the stored comparisons an RM of this config trains and is tested on:
     every simulated one of this world, of any policy (SFT, or later ones: iterated collection),
-    plus the hand-ranked ones with rm.with_human."""
+    plus the hand-ranked ones with rm.with_human; or those of the rm.data file instead."""
+    if cfg.rm.data:
+        return load_comparisons(cfg.rm.data), {}
     with Store.open(cfg) as store:
         rows = store.comparisons(source="simulated")
         if cfg.rm.with_human:
@@ -335,9 +349,14 @@ def training_comparisons(cfg: LabConfig) -> tuple[list[Comparison], dict[str, in
     return same_world_comparisons(rows, cfg)
 
 
-def data_fingerprint(rows: list[Comparison]) -> dict[str, int]:
-    """What an RM run records of its data, to tell later whether the store has changed."""
-    return {"comparisons": len(rows), "last_id": max((c.id or 0 for c in rows), default=0)}
+def data_fingerprint(rows: list[Comparison], path: str = "") -> dict[str, Any]:
+    """What an RM run records of its data, to tell later whether the store (or the rm.data
+    file at `path`) has changed."""
+    out: dict[str, Any] = {"comparisons": len(rows)}
+    out["last_id"] = max((c.id or 0 for c in rows), default=0)
+    if path:
+        out["sha256"] = fingerprint(path)
+    return out
 
 
 def stale(run: Run, cfg: LabConfig) -> str | None:
@@ -347,9 +366,11 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
         trained = read_eval(run).get("data")
     except RunError:
         return None
-    now = data_fingerprint(training_comparisons(cfg)[0])
+    now = data_fingerprint(training_comparisons(cfg)[0], cfg.rm.data)
     if trained is None or trained == now:
         return None
+    if cfg.rm.data:
+        return f"{cfg.rm.data} has changed since {run.dir} trained on it"
     return (
         f"the store now holds {now['comparisons']:,} comparisons for this RM "
         f"(last id {now['last_id']}); {run.dir} trained on {trained['comparisons']:,} "
@@ -357,14 +378,15 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
     )
 
 
-def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
+def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | None = None) -> None:
+    """`rows`: rm.data's comparisons, already read; else the store's are used."""
     t_start = time.perf_counter()
     r = cfg.rm
     world = build_world(cfg, progress=progress)
     base_dir = sft_model_dir(cfg)
-    rows, skipped = training_comparisons(cfg)
+    rows, skipped = (rows, {}) if rows is not None else training_comparisons(cfg)
     heldout_ids = {lab.id for lab in world.heldout_labelers}
-    data = split_comparisons(rows, heldout_ids)
+    data = split_file_comparisons(rows) if r.data else split_comparisons(rows, heldout_ids)
     if not data["train"]:
         ignored = ", ".join(f"{n} of a {why}" for why, n in skipped.items() if n)
         raise RunError(
@@ -437,29 +459,35 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         "bias": bias,
         "demo_mean_after_bias": demo_mean,
         "skipped_comparisons": skipped,
-        "data": data_fingerprint(rows),
+        "data": data_fingerprint(rows, r.data),
     }
     acc, pairs = accuracy(rm, data["train"])
     report |= {"accuracy/train": acc, "pairs/train": pairs}
-    val = pair_frame(rm, data["val_train_labelers"] + data["val_heldout_labelers"], heldout_ids)
-    for name, group in (("val_train_labelers", "training"), ("val_heldout_labelers", "held-out")):
-        part = val[val["group"] == group]  # each val response scored once for both groups
-        ci = clustered_ci(part["correct"].tolist(), part["prompt_id"].tolist(), seed=cfg.seed)
-        report[f"accuracy/{name}"] = ci["mean"]
-        report[f"accuracy_ci/{name}"] = [ci["lo"], ci["hi"]]  # 95%, prompts resampled
-        report[f"pairs/{name}"] = len(part)
-        report[f"prompts/{name}"] = int(part["prompt_id"].nunique())
-    for name in ("val_train_labelers", "val_heldout_labelers"):
-        report[f"gold_ceiling/{name}"] = gold_accuracy(world, data[name])[0]
-    if data["val_human"]:  # hand rankings of held-out prompts (rm.with_human)
-        part = pair_frame(rm, data["val_human"], heldout_ids)
-        ci = clustered_ci(part["correct"].tolist(), part["comparison"].tolist(), seed=cfg.seed)
-        report["accuracy/val_human"] = ci["mean"]
-        report["accuracy_ci/val_human"] = [ci["lo"], ci["hi"]]  # comparisons resampled
-        report["pairs/val_human"] = len(part)
+    if not r.data:  # the store's comparisons: both labeler groups, and the gold labeler
+        val = pair_frame(rm, data["val_train_labelers"] + data["val_heldout_labelers"], heldout_ids)
+        for name, group in (
+            ("val_train_labelers", "training"),
+            ("val_heldout_labelers", "held-out"),
+        ):
+            part = val[val["group"] == group]  # each val response scored once for both groups
+            ci = clustered_ci(part["correct"].tolist(), part["prompt_id"].tolist(), seed=cfg.seed)
+            report[f"accuracy/{name}"] = ci["mean"]
+            report[f"accuracy_ci/{name}"] = [ci["lo"], ci["hi"]]  # 95%, prompts resampled
+            report[f"pairs/{name}"] = len(part)
+            report[f"prompts/{name}"] = int(part["prompt_id"].nunique())
+        for name in ("val_train_labelers", "val_heldout_labelers"):
+            report[f"gold_ceiling/{name}"] = gold_accuracy(world, data[name])[0]
+    # val_human: hand rankings of held-out prompts (rm.with_human); val_data: rm.data's last 10%
+    for name in ("val_human", "val_data"):
+        if data.get(name):
+            part = pair_frame(rm, data[name], heldout_ids)
+            ci = clustered_ci(part["correct"].tolist(), part["comparison"].tolist(), seed=cfg.seed)
+            report[f"accuracy/{name}"] = ci["mean"]
+            report[f"accuracy_ci/{name}"] = [ci["lo"], ci["hi"]]  # comparisons resampled
+            report[f"pairs/{name}"] = len(part)
     for name, part in data.items():
         report[f"comparisons/{name}"] = len(part)
-    if not val.empty:
+    if not r.data and not val.empty:
         report["accuracy_by_family"] = {
             row.family: row.accuracy for row in accuracy_by(val, "family").itertuples()
         }
@@ -470,7 +498,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
 
 def summary(report: dict[str, Any]) -> str:
     lines = []
-    for name in ("train", "val_train_labelers", "val_heldout_labelers", "val_human"):
+    for name in ("train", "val_data", "val_train_labelers", "val_heldout_labelers", "val_human"):
         if report.get(f"accuracy/{name}") is None:
             continue
         line = f"accuracy {name:<22}{report[f'accuracy/{name}']:>8.1%}"

@@ -200,6 +200,9 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
     under world.version, so a run made on an older world is never reused for a newer one."""
     data = {"stage": stage, **cfg.to_dict()}
     data["world"]["version"] = WORLD_VERSION
+    for section in ("sft", "rm", "ppo"):  # no --data: left out, so runs made before it match
+        if not data[section]["data"]:
+            del data[section]["data"]
     return data
 
 

@@ -1,7 +1,8 @@
 """Stage 1: supervised fine-tuning of the base model on labeler demonstrations (paper 3.5).
 
     1. the base model: `sft.base_run`, else the newest finished pretrain run of this world
-    2. data: world demonstrations as TRL prompt/completion rows (train; val for the loss)
+    2. data: world demonstrations as TRL prompt/completion rows (train; val for the loss), or
+       sft.data's (rlhf.data; its last 10% for the loss)
     3. TRL SFTTrainer, loss on the completion (response) tokens only; TRL appends EOS, so the
        policy learns to stop. CPU settings forced (TRL 1.x defaults to bf16 + checkpointing)
     4. resume from run/checkpoint/ (the Trainer's own checkpoint) if it exists
@@ -23,17 +24,27 @@ from datasets import Dataset
 
 from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
-from rlhf.errors import RunError
+from rlhf.data import data_changed, fingerprint, load_demonstrations
+from rlhf.errors import DataError, RunError
 from rlhf.evaluate import behaviour_report
 from rlhf.models import load_policy, save_model
 from rlhf.pretrain import pick_eval_prompts
-from rlhf.runs import Run, find_done, run_stage
+from rlhf.runs import Run, find_done, read_eval, run_stage
 from rlhf.world import build_world
 
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Fine-tune (or resume, or return if already done) the run in `run_dir` (new if None)."""
-    return run_stage(cfg, "sft", run_dir, lambda run: _train(cfg, run, progress))
+    data = None
+    if cfg.sft.data:  # read first: bad data leaves no run directory behind
+        digest = fingerprint(cfg.sft.data)
+        data = (*file_datasets(cfg.sft.data), digest)
+    return run_stage(cfg, "sft", run_dir, lambda run: _train(cfg, run, progress, data))
+
+
+def stale(run: Run, cfg: LabConfig) -> str | None:
+    """Why a finished SFT run of this config should not be reused (sft.data changed), else None."""
+    return data_changed(read_eval(run), cfg.sft.data) if cfg.sft.data else None
 
 
 def base_model_dir(cfg: LabConfig) -> Path:
@@ -57,7 +68,20 @@ def demo_dataset(world: Any, split: str) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
+def file_datasets(path: str) -> tuple[Dataset, Dataset]:
+    """(train, val) prompt/completion rows of a demonstrations file: val is its last 10%."""
+    pairs = load_demonstrations(path)
+    if len(pairs) < 2:
+        raise DataError(f"{path}: only 1 demonstration; SFT needs 2 or more (train, validation)")
+    rows = [{"prompt": p, "completion": c} for p, c in pairs]
+    n_val = max(1, len(rows) // 10)
+    return Dataset.from_list(rows[:-n_val]), Dataset.from_list(rows[-n_val:])
+
+
+def _train(
+    cfg: LabConfig, run: Run, progress: bool, data: tuple[Dataset, Dataset, str] | None = None
+) -> None:
+    """`data`: sft.data's (train, val, sha256), else the world's demonstrations are used."""
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
@@ -67,7 +91,9 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     base_dir = base_model_dir(cfg)
     model, tokenizer = load_policy(base_dir, padding_side="right")
     model.train()
-    train_ds, val_ds = demo_dataset(world, "train"), demo_dataset(world, "val")
+    train_ds, val_ds = (
+        data[:2] if data else (demo_dataset(world, "train"), demo_dataset(world, "val"))
+    )
 
     args = TRLSFTConfig(
         output_dir=str(run.checkpoint_dir),
@@ -121,11 +147,14 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     report = {
         "base_run": str(base_dir.parent),
         "train_demonstrations": len(train_ds),
+        "val_demonstrations": len(val_ds),
         "steps": trainer.state.global_step,
         "val_loss": val_loss,
         "base": behaviour_report(base, tokenizer, world, prompts, s.max_new_tokens),
         "sft": behaviour_report(sft_model, tokenizer, world, prompts, s.max_new_tokens),
     }
+    if data:
+        report |= {"data": s.data, "data_sha256": data[2]}
     report["wall_time_s"] = time.perf_counter() - t_start
     run.write_eval(report)
     run.set_status("done", wall_time_s=report["wall_time_s"])
