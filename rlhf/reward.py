@@ -43,7 +43,7 @@ from rlhf.errors import RunError
 from rlhf.evaluate import clustered_ci
 from rlhf.labeling import is_held_out_prompt
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
-from rlhf.models import check_model_dir, quiet_progress, save_model
+from rlhf.models import check_model_dir, ensure_pad_token, quiet_progress, save_model
 from rlhf.packing import last_hidden, pack_rows, packable
 from rlhf.runs import Run, find_done, read_eval, run_stage, saved_config
 from rlhf.store import Comparison, Store
@@ -409,7 +409,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
             )
     finally:
         hf_logging.set_verbosity(verbosity)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    ensure_pad_token(tokenizer, model)  # the head is read at the last non-pad token
 
     args = TrainingArguments(
         output_dir=str(run.checkpoint_dir),

@@ -27,7 +27,7 @@ from rlhf.config import LabConfig
 from rlhf.data import data_changed, fingerprint, load_demonstrations
 from rlhf.errors import DataError, RunError
 from rlhf.evaluate import behaviour_report
-from rlhf.models import load_policy, save_model
+from rlhf.models import ensure_pad_token, load_policy, save_model
 from rlhf.pretrain import pick_eval_prompts
 from rlhf.runs import Run, find_done, read_eval, run_stage
 from rlhf.world import build_world
@@ -90,6 +90,7 @@ def _train(
     world = build_world(cfg, progress=progress)
     base_dir = base_model_dir(cfg)
     model, tokenizer = load_policy(base_dir, padding_side="right")
+    ensure_pad_token(tokenizer, model)  # a base model of another tokenizer (GPT-2's has none)
     model.train()
     train_ds, val_ds = (
         data[:2] if data else (demo_dataset(world, "train"), demo_dataset(world, "val"))
@@ -142,6 +143,7 @@ def _train(
 
     # Base vs SFT on the same test prompts (greedy), judged by the gold labeler.
     base, _ = load_policy(base_dir)
+    ensure_pad_token(tokenizer, base)  # the same vocabulary as the SFT model
     tokenizer.padding_side = "left"
     prompts = pick_eval_prompts(world, s.eval_prompts)
     report = {
