@@ -378,6 +378,28 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
     )
 
 
+def load_backbone(base_dir: Path, seed: int) -> tuple[Any, Any]:
+    """(model, tokenizer padding right): the causal LM of `base_dir` with a new scalar head
+    (step 1). A tokenizer without a pad token (GPT-2's) gets one (rlhf.models.ensure_pad_token):
+    the head is read at the last non-pad token."""
+    tokenizer = AutoTokenizer.from_pretrained(str(check_model_dir(base_dir)), local_files_only=True)
+    tokenizer.padding_side = "right"
+    # The scalar head is new: seed its initialisation (the Trainer seeds only after it exists),
+    # so the same config and seed give the same reward model.
+    set_seed(seed)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report only says the new head is not in the file
+    try:
+        with quiet_progress():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(base_dir), num_labels=1, local_files_only=True
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    ensure_pad_token(tokenizer, model)
+    return model, tokenizer
+
+
 def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | None = None) -> None:
     """`rows`: rm.data's comparisons, already read; else the store's are used."""
     t_start = time.perf_counter()
@@ -395,21 +417,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
             + f"; run: rlhf compare --recipe {cfg.recipe}"
         )
 
-    tokenizer = AutoTokenizer.from_pretrained(str(check_model_dir(base_dir)), local_files_only=True)
-    tokenizer.padding_side = "right"
-    # The scalar head is new: seed its initialisation (the Trainer seeds only after it exists),
-    # so the same config and seed give the same reward model.
-    set_seed(cfg.seed)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # its load report only says the new head is not in the file
-    try:
-        with quiet_progress():
-            model = AutoModelForSequenceClassification.from_pretrained(
-                str(base_dir), num_labels=1, local_files_only=True
-            )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    ensure_pad_token(tokenizer, model)  # the head is read at the last non-pad token
+    model, tokenizer = load_backbone(base_dir, cfg.seed)
 
     args = TrainingArguments(
         output_dir=str(run.checkpoint_dir),

@@ -60,6 +60,14 @@ def base_model_dir(cfg: LabConfig) -> Path:
     return base.model_dir
 
 
+def load_base(base_dir: Path) -> tuple[Any, Any]:
+    """(model in train mode, tokenizer padding right) to fine-tune; a tokenizer without a pad
+    token (GPT-2's) gets one (rlhf.models.ensure_pad_token)."""
+    model, tokenizer = load_policy(base_dir, padding_side="right")
+    ensure_pad_token(tokenizer, model)
+    return model.train(), tokenizer
+
+
 def demo_dataset(world: Any, split: str) -> Dataset:
     """TRL prompt/completion rows; the completion starts with the space the prompt's "A:" wants."""
     rows = [
@@ -89,9 +97,7 @@ def _train(
     s = cfg.sft
     world = build_world(cfg, progress=progress)
     base_dir = base_model_dir(cfg)
-    model, tokenizer = load_policy(base_dir, padding_side="right")
-    ensure_pad_token(tokenizer, model)  # a base model of another tokenizer (GPT-2's has none)
-    model.train()
+    model, tokenizer = load_base(base_dir)
     train_ds, val_ds = (
         data[:2] if data else (demo_dataset(world, "train"), demo_dataset(world, "val"))
     )
