@@ -177,7 +177,10 @@ def generate(
         raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     if pad_id is None or pad_id == eos_id:
-        raise ValueError("generate: the tokenizer needs a pad token distinct from EOS")
+        raise ValueError(
+            "generate: the tokenizer needs a pad token distinct from EOS "
+            "(rlhf.models.ensure_pad_token adds one)"
+        )
     context = getattr(model.config, "max_position_embeddings", None) or 1_000_000
     max_prompt = context - max_new_tokens
     if max_prompt < 1:

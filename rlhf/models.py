@@ -101,6 +101,27 @@ def save_model(
     return Path(out_dir)
 
 
+PAD_TOKEN = "<|pad|>"  # as rlhf.tokenizer's
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, *models: PreTrainedModel) -> bool:
+    """Give a tokenizer without a pad token (GPT-2's), or one whose pad is EOS, a dedicated
+    "<|pad|>" and grow the models' embeddings to match. The one policy for every stage:
+    generation tells a finished row (EOS) from padding by the pad id, and the reward model
+    reads its last non-pad token, so pad may be neither missing nor EOS. The new embedding row
+    is the mean of the others (transformers' resize); nothing is trained on it. Each model's
+    config gets the pad id. Returns True if the tokenizer changed. Call it with every model
+    that shares the tokenizer (the policy and its reference, say)."""
+    added = tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id
+    if added:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    for model in models:
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return added
+
+
 def is_model_dir(path: str | os.PathLike) -> bool:
     p = Path(path)
     return (p / "config.json").is_file() and any(p.glob("*.safetensors"))

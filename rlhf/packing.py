@@ -24,6 +24,7 @@ class PackedRows:
     input_ids: torch.Tensor  # (rows, L) the sequences end to end, then filler
     position_ids: torch.Tensor  # (rows, L) 0.. within each sequence (and within the filler)
     starts: torch.Tensor  # (N,) flat index into rows x L of each sequence's first token
+    attention_mask: torch.Tensor | None = None  # (rows, L) 1 on tokens: padded rows only
 
 
 def pack_rows(seqs: list[torch.Tensor], filler_id: int = 0) -> PackedRows:
@@ -57,16 +58,40 @@ def pack_rows(seqs: list[torch.Tensor], filler_id: int = 0) -> PackedRows:
     return PackedRows(ids, pos, starts)
 
 
+def pad_rows(seqs: list[torch.Tensor], pad_id: int = 0) -> PackedRows:
+    """The padded layout for models that cannot be packed: one sequence a row, right-padded to
+    the longest, with an attention mask and position ids 0.. from it (padding repeats the last
+    one; causal attention keeps real tokens from seeing it anyway)."""
+    if not seqs:
+        raise ValueError("pad_rows: no sequences")
+    L = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=seqs[0].dtype)  # (N, L)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)  # (N, L)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)], mask[i, : len(s)] = s, 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (N, L)
+    return PackedRows(ids, pos, torch.arange(len(seqs)) * L, mask)
+
+
 def last_hidden(trunk: torch.nn.Module, rows: PackedRows) -> torch.Tensor:
-    """(rows x L, H): the trunk's last hidden state at every packed position."""
-    out = trunk(input_ids=rows.input_ids, position_ids=rows.position_ids)
+    """(rows x L, H): the trunk's last hidden state at every packed (or padded) position."""
+    out = trunk(
+        input_ids=rows.input_ids,
+        position_ids=rows.position_ids,
+        attention_mask=rows.attention_mask,
+        # transformers reads packed position ids only when there is no cache: a config with
+        # use_cache=True (the default of most configs) would let packed sequences see each other.
+        use_cache=False,
+    )
     return out.last_hidden_state.flatten(0, 1)
 
 
-# Model types whose attention honours packed position ids (transformers builds the
-# block-diagonal mask from the restarts). Encoders (BERT's MiniLM) attend both ways and GPT-2
-# style models may read positions differently: they take the padded path.
-PACKABLE = frozenset({"llama"})
+# Model types whose attention honours packed position ids: transformers builds the
+# block-diagonal mask from the restarts (tests/test_architectures.py compares packed with padded
+# forwards). Every other type takes the padded path (`pad_rows`): encoders (BERT's MiniLM)
+# attend both ways; GPT-2's packed forward matches too in transformers 5.23, but it stays
+# padded, the architecture the tests run that path on end to end.
+PACKABLE = frozenset({"llama", "qwen2"})
 
 
 def packable(model: torch.nn.Module) -> bool:

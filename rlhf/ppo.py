@@ -51,8 +51,8 @@ from rlhf.evaluate import blocks
 from rlhf.files import atomic_dir
 from rlhf.generation import Generation, generate
 from rlhf.losses import gae, kl_shaped_rewards, masked_mean, policy_loss, value_loss, whiten
-from rlhf.models import load_policy, quiet_progress, save_model
-from rlhf.packing import PackedRows, last_hidden, pack_rows
+from rlhf.models import ensure_pad_token, load_policy, quiet_progress, save_model
+from rlhf.packing import PackedRows, last_hidden, pack_rows, packable, pad_rows
 from rlhf.ppo_report import final_report, summary  # noqa: F401 - `rlhf ppo` prints summary
 from rlhf.reward import RewardModel, load_reward_model
 from rlhf.runs import Run, find_done, read_eval, run_stage
@@ -122,6 +122,7 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
 def load_models(sft_dir: Path, rm_dir: Path) -> Models:
     policy, tokenizer = load_policy(sft_dir)
     ref, _ = load_policy(sft_dir)
+    ensure_pad_token(tokenizer, policy, ref)  # a no-op for SFT models of this lab
     reward = load_reward_model(rm_dir)
     if reward.tokenizer.get_vocab() != tokenizer.get_vocab():
         raise RunError(
@@ -145,10 +146,11 @@ def load_models(sft_dir: Path, rm_dir: Path) -> Models:
 
 @dataclass
 class Packed:
-    """A batch of (prompt, response) sequences packed into rows (rlhf.packing), with where to
-    read each response token's prediction."""
+    """A batch of (prompt, response) sequences packed into rows (rlhf.packing), or one
+    right-padded sequence a row for models that cannot be packed, with where to read each
+    response token's prediction."""
 
-    rows_: PackedRows  # the packed (prompt + response) sequences
+    rows_: PackedRows  # the packed (or padded) (prompt + response) sequences
     predict_at: torch.Tensor  # (n,) flat index into rows x L of the position that predicts
     #                           (or values) response token j: the position just before it
     rows: torch.Tensor  # (n,) that token's row in the (B, R) response layout
@@ -160,14 +162,16 @@ class Packed:
         return x.new_zeros(self.shape).index_put((self.rows, self.cols), x)
 
 
-def pack(g: Generation, filler_id: int = 0) -> Packed:
+def pack(g: Generation, filler_id: int = 0, padded: bool = False) -> Packed:
     """Pack g's prompt + response sequences end to end. On the tiny world's rollouts real
-    tokens are ~45% of a padded (B, P + R) batch."""
+    tokens are ~45% of a padded (B, P + R) batch. `padded`: one right-padded sequence a row
+    instead (rlhf.packing.pad_rows), for models that cannot be packed; the same numbers."""
     prompts, responses = [], []
     for i in range(g.prompt_ids.shape[0]):
         prompts.append(g.prompt_ids[i][g.prompt_mask[i].bool()])
         responses.append(g.response_ids[i][g.response_mask[i].bool()])
-    rows_ = pack_rows([torch.cat(pr) for pr in zip(prompts, responses, strict=True)], filler_id)
+    seqs = [torch.cat(pr) for pr in zip(prompts, responses, strict=True)]
+    rows_ = pad_rows(seqs, filler_id) if padded else pack_rows(seqs, filler_id)
     at, rows, cols = [], [], []
     for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
         r = len(response)
@@ -198,7 +202,7 @@ def forward_logprobs(
 
     The LM head runs only where it predicts a response token: on the tiny model the head is
     ~40% of a forward, and prompts are longer than responses."""
-    pk = pk or pack(g)
+    pk = pk or pack(g, padded=not packable(model))
     logits = model.get_output_embeddings()(_hidden(model.base_model, pk))  # (n, V)
     logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (n, V)
     tokens = g.response_ids[pk.rows, pk.cols]  # (n,)
@@ -217,7 +221,7 @@ def forward_values(
 
     AutoModelForSequenceClassification pools one position; the trunk (`base_model`) and the
     head (`score`) give every position."""
-    pk = pk or pack(g)
+    pk = pk or pack(g, padded=not packable(value_model))
     return pk.unpack(value_model.score(_hidden(value_model.base_model, pk)).squeeze(-1).float())
 
 
@@ -317,6 +321,8 @@ def ppo_step(
     t0 = time.perf_counter()
     policy = accelerator.unwrap_model(m.policy)
     value_model = accelerator.unwrap_model(m.value)
+    # The forwards pack sequences into rows, or pad them for models that cannot be packed.
+    padded = not (packable(policy) and packable(value_model))
 
     # 1. Rollout: sample at temperature T (paper: 1). The sampler also returns the logprobs of
     # the sampled tokens under logits / T and the entropies: the rollout policy's, with no
@@ -329,7 +335,7 @@ def ppo_step(
         raw_scores = m.reward.score(prompts, g.texts)  # (B,)
         scores = raw_scores - p.missing_eos_penalty * (~g.ended).float()
         # 3. Logprobs of the reference; values before each response token.
-        b_packed = pack(g)  # one packing for both forwards
+        b_packed = pack(g, padded=padded)  # one packing for both forwards
         ref_logprobs, _ = forward_logprobs(m.ref, g, p.temperature, b_packed)  # (B, R)
         b_values = forward_values(value_model, g, b_packed) * b_mask  # (B, R)
         # 4. The KL-shaped reward: -beta * kl per token, the score at the last token.
@@ -353,7 +359,7 @@ def ppo_step(
             idx = order[start : start + p.mini_batch_size]
             mb, r = _slice(g, idx)
             mb_mask = mb.response_mask  # (mb, R'): the rollout's tensors are cut to [:, :r]
-            mb_packed = pack(mb)
+            mb_packed = pack(mb, padded=padded)
             new_logprobs, _ = forward_logprobs(m.policy, mb, p.temperature, mb_packed)  # (mb, R')
             pg_loss, clipfrac, approxkl = policy_loss(
                 new_logprobs, b_logprobs[idx, :r], b_advantages[idx, :r], mb_mask, p.cliprange

@@ -43,7 +43,7 @@ from rlhf.errors import RunError
 from rlhf.evaluate import clustered_ci
 from rlhf.labeling import is_held_out_prompt
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
-from rlhf.models import check_model_dir, quiet_progress, save_model
+from rlhf.models import check_model_dir, ensure_pad_token, quiet_progress, save_model
 from rlhf.packing import last_hidden, pack_rows, packable
 from rlhf.runs import Run, find_done, read_eval, run_stage, saved_config
 from rlhf.store import Comparison, Store
@@ -378,6 +378,28 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
     )
 
 
+def load_backbone(base_dir: Path, seed: int) -> tuple[Any, Any]:
+    """(model, tokenizer padding right): the causal LM of `base_dir` with a new scalar head
+    (step 1). A tokenizer without a pad token (GPT-2's) gets one (rlhf.models.ensure_pad_token):
+    the head is read at the last non-pad token."""
+    tokenizer = AutoTokenizer.from_pretrained(str(check_model_dir(base_dir)), local_files_only=True)
+    tokenizer.padding_side = "right"
+    # The scalar head is new: seed its initialisation (the Trainer seeds only after it exists),
+    # so the same config and seed give the same reward model.
+    set_seed(seed)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report only says the new head is not in the file
+    try:
+        with quiet_progress():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(base_dir), num_labels=1, local_files_only=True
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    ensure_pad_token(tokenizer, model)
+    return model, tokenizer
+
+
 def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | None = None) -> None:
     """`rows`: rm.data's comparisons, already read; else the store's are used."""
     t_start = time.perf_counter()
@@ -395,21 +417,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
             + f"; run: rlhf compare --recipe {cfg.recipe}"
         )
 
-    tokenizer = AutoTokenizer.from_pretrained(str(check_model_dir(base_dir)), local_files_only=True)
-    tokenizer.padding_side = "right"
-    # The scalar head is new: seed its initialisation (the Trainer seeds only after it exists),
-    # so the same config and seed give the same reward model.
-    set_seed(cfg.seed)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # its load report only says the new head is not in the file
-    try:
-        with quiet_progress():
-            model = AutoModelForSequenceClassification.from_pretrained(
-                str(base_dir), num_labels=1, local_files_only=True
-            )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model, tokenizer = load_backbone(base_dir, cfg.seed)
 
     args = TrainingArguments(
         output_dir=str(run.checkpoint_dir),

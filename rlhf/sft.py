@@ -27,7 +27,7 @@ from rlhf.config import LabConfig
 from rlhf.data import data_changed, fingerprint, load_demonstrations
 from rlhf.errors import DataError, RunError
 from rlhf.evaluate import behaviour_report
-from rlhf.models import load_policy, save_model
+from rlhf.models import ensure_pad_token, load_policy, save_model
 from rlhf.pretrain import pick_eval_prompts
 from rlhf.runs import Run, find_done, read_eval, run_stage
 from rlhf.world import build_world
@@ -60,6 +60,14 @@ def base_model_dir(cfg: LabConfig) -> Path:
     return base.model_dir
 
 
+def load_base(base_dir: Path) -> tuple[Any, Any]:
+    """(model in train mode, tokenizer padding right) to fine-tune; a tokenizer without a pad
+    token (GPT-2's) gets one (rlhf.models.ensure_pad_token)."""
+    model, tokenizer = load_policy(base_dir, padding_side="right")
+    ensure_pad_token(tokenizer, model)
+    return model.train(), tokenizer
+
+
 def demo_dataset(world: Any, split: str) -> Dataset:
     """TRL prompt/completion rows; the completion starts with the space the prompt's "A:" wants."""
     rows = [
@@ -89,8 +97,7 @@ def _train(
     s = cfg.sft
     world = build_world(cfg, progress=progress)
     base_dir = base_model_dir(cfg)
-    model, tokenizer = load_policy(base_dir, padding_side="right")
-    model.train()
+    model, tokenizer = load_base(base_dir)
     train_ds, val_ds = (
         data[:2] if data else (demo_dataset(world, "train"), demo_dataset(world, "val"))
     )
@@ -142,6 +149,7 @@ def _train(
 
     # Base vs SFT on the same test prompts (greedy), judged by the gold labeler.
     base, _ = load_policy(base_dir)
+    ensure_pad_token(tokenizer, base)  # the same vocabulary as the SFT model
     tokenizer.padding_side = "left"
     prompts = pick_eval_prompts(world, s.eval_prompts)
     report = {
