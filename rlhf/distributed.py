@@ -95,3 +95,36 @@ def param_digests(model: Any) -> list[str]:
     from accelerate.utils import gather_object
 
     return gather_object([digest])
+
+
+def average_gradients(*models: Any) -> None:
+    """DDP by hand (PPO): every process's gradients become their mean over the processes. PPO
+    calls its models' trunks and heads directly, which a DDP wrapper would not see."""
+    if not distributed():
+        return
+    import torch
+    import torch.distributed as td
+
+    n = td.get_world_size()
+    for model in models:
+        for p in model.parameters():
+            if p.requires_grad:
+                if p.grad is None:  # unused here, maybe not elsewhere: every process sends one
+                    p.grad = torch.zeros_like(p)
+                td.all_reduce(p.grad, op=td.ReduceOp.SUM)
+                p.grad /= n
+
+
+def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over the processes (the same keys on each): one figure for the whole
+    batch, and the same decisions (early stop, adaptive KL) in every process."""
+    if not distributed():
+        return values
+    import torch
+    import torch.distributed as td
+
+    t = torch.tensor(list(values.values()), dtype=torch.float64)  # gloo: CPU tensors
+    if td.get_backend() == "nccl":
+        t = t.cuda()
+    td.all_reduce(t, op=td.ReduceOp.SUM)
+    return dict(zip(values, (t / td.get_world_size()).tolist(), strict=True))

@@ -1,4 +1,4 @@
-"""Scale-out: each stage under `accelerate launch` with 2 CPU processes over gloo
+"""Scale-out: SFT, RM and PPO, each under `accelerate launch` with 2 CPU processes over gloo
 (lab/accelerate/cpu_2proc.yaml) makes one run directory, written by the main process alone, and
 both processes end with the same parameters (each one's sha256 is in eval.json); every config in
 lab/accelerate/ loads with accelerate's own config classes."""
@@ -52,12 +52,14 @@ def launch(cfg, stage: str) -> tuple[Path, str]:
     return new[0], done.stdout
 
 
-def check_one_writer_and_same_parameters(run_dir: Path, stdout: str, saved_model) -> None:
+def check_one_writer_and_same_parameters(
+    run_dir: Path, stdout: str, saved_model, logged: str = "train/loss"
+) -> None:
     run = Run.open(run_dir)
     assert run.done
     assert stdout.strip().splitlines()[-1] == str(run_dir)
     assert stdout.count(str(run_dir)) == 1  # the main process reports, once
-    steps = [r["step"] for r in run.metrics() if "train/loss" in r]
+    steps = [r["step"] for r in run.metrics() if logged in r]
     assert steps and steps == sorted(set(steps))  # each step logged once: one writer
     digests = read_eval(run)["param_sha256_by_process"]
     assert len(digests) == 2  # two processes trained ...
@@ -83,6 +85,20 @@ def test_rm_under_accelerate_launch_with_two_cpu_processes(workspace):
     check_one_writer_and_same_parameters(
         run_dir, stdout, load_reward_model(run_dir / "model").model
     )
+
+
+def test_ppo_under_accelerate_launch_with_two_cpu_processes(workspace):
+    """Each process rolls out its own prompts; the averaged gradients keep policy and value
+    equal in both."""
+    from rlhf.models import load_policy
+
+    run_dir, stdout = launch(workspace, "ppo")
+    model, _ = load_policy(run_dir / "model")
+    check_one_writer_and_same_parameters(run_dir, stdout, model, "objective/kl")
+    report = read_eval(Run.open(run_dir))
+    values = report["value_param_sha256_by_process"]
+    assert len(values) == 2 and values[0] == values[1]
+    assert [r["step"] for r in Run.open(run_dir).metrics()] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
