@@ -101,6 +101,42 @@ def test_ppo_under_accelerate_launch_with_two_cpu_processes(workspace):
     assert [r["step"] for r in Run.open(run_dir).metrics()] == [1, 2, 3, 4]
 
 
+def _average(rank: int, port: int, out) -> None:
+    import torch
+    import torch.distributed as td
+
+    from rlhf import distributed as dist
+
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), MASTER_ADDR="127.0.0.1")
+    os.environ["MASTER_PORT"] = str(port)
+    td.init_process_group("gloo", rank=rank, world_size=2)
+    model = torch.nn.Linear(3, 2)
+    for k, p in enumerate(model.parameters()):
+        p.grad = torch.full_like(p, 10.0 * rank + k)  # rank 0: k, rank 1: 10 + k
+    dist.average_gradients(model)
+    means = dist.mean_over_processes({"a": float(rank), "b": 4.0 * rank})
+    out.put((rank, [p.grad.tolist() for p in model.parameters()], means))
+    td.destroy_process_group()
+
+
+def test_average_gradients_and_mean_over_processes_give_every_process_the_mean():
+    """PPO's data parallelism by hand, against the arithmetic: 2 gloo processes."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_average, args=(r, port, out)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    results = dict((r, (g, m)) for r, g, m in (out.get(timeout=120) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+    assert results[0] == results[1]
+    grads, means = results[0]
+    assert grads == [[[5.0] * 3] * 2, [6.0] * 2]  # (k + 10 + k) / 2 for k = 0 (weight), 1 (bias)
+    assert means == {"a": 0.5, "b": 2.0}
+
+
 @pytest.mark.parametrize(
     "name", ["cpu_2proc", "ddp_multi_gpu", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 )
