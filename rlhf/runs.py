@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhf import distributed as dist
 from rlhf.config import LabConfig, from_dict
 from rlhf.errors import ConfigError, RunError
 from rlhf.world.build import WORLD_VERSION
@@ -238,8 +239,6 @@ def run_stage(
 
     Under a launcher (rlhf.distributed) the main process creates the run and every process
     runs `body` in it; the others return once the main process has finished writing."""
-    from rlhf import distributed as dist
-
     run = Run(dist.on_main(lambda: Run.create_or_resume(cfg, stage, run_dir).dir))
     if run.done:
         return run
