@@ -48,7 +48,7 @@ def launch(cfg, stage: str) -> tuple[Path, str]:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     new = [r.dir for r in list_runs(cfg.workspace_dir, stage) if r.dir not in before]
-    assert len(new) == 1, new  # one run directory for both processes
+    assert len(new) == 1, (new, done.stderr[-3000:])  # one run directory for both processes
     return new[0], done.stdout
 
 
