@@ -27,7 +27,7 @@ class LogToRun(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         row = {self.NAMES[k]: float(v) for k, v in (logs or {}).items() if k in self.NAMES}
-        if row:
+        if row and state.is_world_process_zero:  # one process writes (accelerate launch)
             self.run.log(state.global_step, row)
 
 
@@ -63,7 +63,7 @@ def train_resuming(trainer, run: Run) -> None:
     use_progress_bar(trainer)
     ckpt = run.checkpoint_dir
     has_ckpt = ckpt.exists() and any(ckpt.glob("checkpoint-*"))
-    if has_ckpt:
+    if has_ckpt and trainer.is_world_process_zero():
         run.truncate_metrics(last_checkpoint_step(ckpt))
     with _without_noise():
         trainer.train(resume_from_checkpoint=True if has_ckpt else None)

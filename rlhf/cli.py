@@ -175,6 +175,10 @@ def _train_stage(
         if message:
             print(message)
         run = reuse or module.train(cfg, run_dir=args.run_dir)
+        from rlhf import distributed
+
+        if not distributed.is_main():  # under accelerate launch the main process reports
+            return 0
         if hasattr(module, "summary") and (run.dir / "eval.json").exists():
             from rlhf.runs import read_eval
 

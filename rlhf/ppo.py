@@ -44,6 +44,7 @@ from safetensors.torch import save_model as save_safetensors_model
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
+from rlhf import distributed as dist
 from rlhf.config import LabConfig, PPOConfig
 from rlhf.data import data_changed, fingerprint, load_prompts
 from rlhf.errors import RunError
@@ -377,6 +378,7 @@ def ppo_step(
                 stats["ptx"].append(ptx_loss.item())
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
+            dist.average_gradients(m.policy, m.value)  # accelerate launch: each its own rollout
             if p.grad_clip > 0:
                 accelerator.clip_grad_norm_(m.policy.parameters(), p.grad_clip)
                 accelerator.clip_grad_norm_(m.value.parameters(), p.grad_clip)
@@ -387,7 +389,8 @@ def ppo_step(
                 strict=True,
             ):
                 stats[k].append(float(v.detach()))
-            if p.approxkl_stop > 0 and float(approxkl) > p.approxkl_stop:
+            akl = dist.mean_over_processes({"akl": float(approxkl)})["akl"]  # all stop together
+            if p.approxkl_stop > 0 and akl > p.approxkl_stop:
                 early_stop = True
                 break
         if early_stop:
@@ -518,12 +521,18 @@ def _train(
         )
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    world = build_world(cfg, progress=progress)
+    with dist.main_first():  # built (or read) once, by the main process first
+        world = build_world(cfg, progress=progress)
     sft_run, rm_run = source_runs(cfg)
     m = load_models(sft_run.model_dir, rm_run.model_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    optimizer = make_optimizer(m, p)
-    m.policy, m.value, optimizer = accelerator.prepare(m.policy, m.value, optimizer)
+    # Under accelerate launch each process rolls out its own prompts (rank_seed) and ppo_step
+    # averages the gradients (rlhf.distributed): the models are placed on the device, not
+    # wrapped in DDP, and only the main process writes the run's files.
+    main = dist.is_main()
+    rank_seed = cfg.seed + 1000 * accelerator.process_index  # rank 0 draws what 1 process does
+    m.policy, m.value = m.policy.to(accelerator.device), m.value.to(accelerator.device)
+    optimizer = accelerator.prepare(make_optimizer(m, p))
     prompts = data[0] if data else world.prompts("train")
     val = world.prompts("val")  # the probe's fixed batch: a seeded draw across families
     probe_prompts = random.Random(cfg.seed).sample(val, min(p.overopt_prompts, len(val)))
@@ -536,12 +545,14 @@ def _train(
         state = load_checkpoint(run.checkpoint_dir, m, optimizer)
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         kl_ctl.value = float(state["kl_coef"])
-        run.truncate_metrics(step)
-        run.truncate_samples(step)
+        if main:
+            run.truncate_metrics(step)
+            run.truncate_samples(step)
 
-    bar = tqdm(total=p.steps, initial=step, desc="ppo", disable=not progress, dynamic_ncols=True)
+    show = progress and main
+    bar = tqdm(total=p.steps, initial=step, desc="ppo", disable=not show, dynamic_ncols=True)
     while step < p.steps:
-        gen = step_generator(cfg.seed, step, 0)
+        gen = step_generator(rank_seed, step, 0)
         pick = torch.randint(len(prompts), (p.batch_size,), generator=gen).tolist()
         batch = [prompts[i].text for i in pick]
         probe = {}
@@ -557,10 +568,10 @@ def _train(
             p,
             batch,
             kl_ctl.value,
-            seed=cfg.seed * 1_000_003 + step,
+            seed=rank_seed * 1_000_003 + step,
             ptx_data=ptx_data,
-            shuffle_gen=step_generator(cfg.seed, step, 1),
-            ptx_gen=step_generator(cfg.seed, step, 2),
+            shuffle_gen=step_generator(rank_seed, step, 1),
+            ptx_gen=step_generator(rank_seed, step, 2),
         )
         if data:  # the file's prompts have no gold answer
             gold = [None] * len(pick)
@@ -568,7 +579,7 @@ def _train(
             texts = rollout["g"].texts
             gold = [world.gold.score(prompts[i], t) for i, t in zip(pick, texts, strict=True)]
             metrics["objective/gold"] = sum(j.quality for j in gold) / len(gold)
-        metrics |= probe
+        metrics = dist.mean_over_processes(metrics | probe)  # the whole batch's figures
         check_finite(step + 1, metrics, run)
         if p.adaptive_kl:
             kl_ctl.update(metrics["objective/kl"], p.batch_size)
@@ -577,6 +588,8 @@ def _train(
         bar.set_postfix(
             score=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}"
         )
+        if not main:
+            continue
         if step % p.log_every == 0 or step == p.steps or probe:
             run.log(step, metrics)
         if step % p.sample_every == 0 or step == 1 or step == p.steps:
@@ -594,10 +607,16 @@ def _train(
 
     policy = accelerator.unwrap_model(m.policy)
     policy.eval()
+    digests = dist.param_digests(policy)  # one per process: equal, the gradients were averaged
+    value_digests = dist.param_digests(m.value)
+    if not main:
+        return
     save_model(policy, m.tokenizer, run.model_dir)
     train_wall = elapsed_before + time.perf_counter() - t_start
     report = final_report(cfg, world, policy, m, sft_run, rm_run, run)
     report["train_wall_time_s"] = train_wall
+    report["param_sha256_by_process"] = digests
+    report["value_param_sha256_by_process"] = value_digests
     wall = elapsed_before + time.perf_counter() - t_start
     report["wall_time_s"] = wall
     if data:

@@ -13,6 +13,9 @@
        as reward_bias.json beside the weights and added by `RewardModel`
     5. eval.json: pairwise accuracy on both labeler groups, the demonstration mean after bias
 
+Under `accelerate launch` every process trains (the Trainer's DDP); the main process alone
+writes the run's files and evaluates (rlhf.distributed).
+
 `train(cfg)` returns the Run; `rlhf rm --recipe R` calls it.
 """
 
@@ -36,6 +39,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from rlhf import distributed as dist
 from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
 from rlhf.data import fingerprint, load_comparisons
@@ -404,7 +408,8 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
     """`rows`: rm.data's comparisons, already read; else the store's are used."""
     t_start = time.perf_counter()
     r = cfg.rm
-    world = build_world(cfg, progress=progress)
+    with dist.main_first():  # built (or read) once, by the main process first
+        world = build_world(cfg, progress=progress)
     base_dir = sft_model_dir(cfg)
     rows, skipped = (rows, {}) if rows is not None else training_comparisons(cfg)
     heldout_ids = {lab.id for lab in world.heldout_labelers}
@@ -421,7 +426,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
 
     args = TrainingArguments(
         output_dir=str(run.checkpoint_dir),
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),
         bf16=False,
         learning_rate=r.lr,
         num_train_epochs=r.epochs,
@@ -440,6 +445,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         disable_tqdm=not progress,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every parameter is used (accelerate launch)
     )
     trainer = KwiseTrainer(
         model=model,
@@ -449,6 +455,9 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         callbacks=[LogToRun(run)],
     )
     train_resuming(trainer, run)
+    digests = dist.param_digests(trainer.model)  # one per process: equal after DDP
+    if not dist.is_main():
+        return
 
     # 4. Demonstration-mean-0 bias (paper 3.5): the RM's zero is "as good as a demonstration".
     rm = RewardModel(trainer.model.eval(), tokenizer, 0.0, r.max_length)
@@ -465,6 +474,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         "sft_run": str(base_dir.parent),
         "steps": trainer.state.global_step,
         "bias": bias,
+        "param_sha256_by_process": digests,
         "demo_mean_after_bias": demo_mean,
         "skipped_comparisons": skipped,
         "data": data_fingerprint(rows, r.data),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhf import distributed as dist
 from rlhf.config import LabConfig, from_dict
 from rlhf.errors import ConfigError, RunError
 from rlhf.world.build import WORLD_VERSION
@@ -234,16 +235,22 @@ def run_stage(
     cfg: LabConfig, stage: str, run_dir: str | Path | None, body: Callable[[Run], None]
 ) -> Run:
     """Every stage's `train`: create or resume the run, return it at once if it is done, else
-    run `body(run)`; an exception (Ctrl-C too) marks the run failed, resumable, and re-raises."""
-    run = Run.create_or_resume(cfg, stage, run_dir)
+    run `body(run)`; an exception (Ctrl-C too) marks the run failed, resumable, and re-raises.
+
+    Under a launcher (rlhf.distributed) the main process creates the run and every process
+    runs `body` in it; the others return once the main process has finished writing."""
+    run = Run(dist.on_main(lambda: Run.create_or_resume(cfg, stage, run_dir).dir))
     if run.done:
         return run
-    run.set_status("running")
+    if dist.is_main():
+        run.set_status("running")
     try:
         body(run)
     except BaseException as e:
-        run.set_status("failed", error=f"{type(e).__name__}: {e}")
+        if dist.is_main():
+            run.set_status("failed", error=f"{type(e).__name__}: {e}")
         raise
+    dist.wait()  # eval.json and status.json are written
     return run
 
 

@@ -10,6 +10,9 @@
        RM score; no RM exists yet at this stage), saved to run/model/
     6. eval.json: base vs SFT on the test prompts, judged by the gold labeler
 
+Under `accelerate launch` every process trains (the Trainer's DDP); the main process alone
+writes the run's files and evaluates (rlhf.distributed).
+
 `train(cfg)` returns the Run; `rlhf sft --recipe R` calls it.
 """
 
@@ -22,6 +25,7 @@ from typing import Any
 
 from datasets import Dataset
 
+from rlhf import distributed as dist
 from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
 from rlhf.data import data_changed, fingerprint, load_demonstrations
@@ -90,12 +94,14 @@ def _train(
     cfg: LabConfig, run: Run, progress: bool, data: tuple[Dataset, Dataset, str] | None = None
 ) -> None:
     """`data`: sft.data's (train, val, sha256), else the world's demonstrations are used."""
+    import torch
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
     t_start = time.perf_counter()
     s = cfg.sft
-    world = build_world(cfg, progress=progress)
+    with dist.main_first():  # built (or read) once, by the main process first
+        world = build_world(cfg, progress=progress)
     base_dir = base_model_dir(cfg)
     model, tokenizer = load_base(base_dir)
     train_ds, val_ds = (
@@ -104,7 +110,7 @@ def _train(
 
     args = TRLSFTConfig(
         output_dir=str(run.checkpoint_dir),
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),
         bf16=False,
         fp16=False,
         activation_checkpointing=False,
@@ -132,6 +138,7 @@ def _train(
         report_to=[],
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every parameter is used (accelerate launch)
         save_only_model=False,
     )
     trainer = SFTTrainer(
@@ -145,6 +152,9 @@ def _train(
     train_resuming(trainer, run)
     val_loss = trainer.evaluate()["eval_loss"]
     sft_model = trainer.model.eval()
+    digests = dist.param_digests(sft_model)  # one per process: equal after DDP
+    if not dist.is_main():
+        return
     save_model(sft_model, tokenizer, run.model_dir)
 
     # Base vs SFT on the same test prompts (greedy), judged by the gold labeler.
@@ -158,6 +168,7 @@ def _train(
         "val_demonstrations": len(val_ds),
         "steps": trainer.state.global_step,
         "val_loss": val_loss,
+        "param_sha256_by_process": digests,
         "base": behaviour_report(base, tokenizer, world, prompts, s.max_new_tokens),
         "sft": behaviour_report(sft_model, tokenizer, world, prompts, s.max_new_tokens),
     }

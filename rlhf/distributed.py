@@ -1,0 +1,130 @@
+"""Several processes, one run: `accelerate launch` (or torchrun) with WORLD_SIZE > 1.
+
+Every process trains (the Trainer's DDP, or PPO's Accelerator); the main process alone creates
+the run directory and writes its files, and the others get its path from it and wait for it
+where they would read what it wrote. With one process every helper is a no-op.
+
+    on_main(fn)     fn() on the main process; its result (or its error) on every process
+    is_main()       the process that writes files
+    wait()          a barrier
+    main_first()    the main process runs the block first (a world or cache it builds once)
+    param_digests   each process's sha256 of its model's parameters: they agree after DDP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def distributed() -> bool:
+    """Started by a launcher with more than one process (accelerate launch, torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _state():
+    """accelerate's process state, set up once per process. Without CUDA it must be told cpu=True
+    to join the launcher's processes over gloo (else it sees one process); the Trainers and PPO
+    pick the CPU the same way."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main() -> bool:
+    return not distributed() or _state().is_main_process
+
+
+def wait() -> None:
+    if distributed():
+        _state().wait_for_everyone()
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    if not distributed():
+        yield
+        return
+    with _state().main_process_first():
+        yield
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """fn() on the main process, its result broadcast to the others. If it raises, the main
+    process re-raises and the others raise a RuntimeError with its message (none hangs)."""
+    if not distributed():
+        return fn()
+    from accelerate.utils import broadcast_object_list
+
+    box: list[Any] = [None]
+    error: BaseException | None = None
+    if is_main():
+        try:
+            box = [("ok", fn())]
+        except Exception as e:
+            error, box = e, [("error", f"{type(e).__name__}: {e}")]
+    broadcast_object_list(box, from_process=0)
+    kind, value = box[0]
+    if error is not None:
+        raise error
+    if kind == "error":
+        raise RuntimeError(f"the main process failed: {value}")
+    return value
+
+
+def param_digest(model: Any) -> str:
+    """sha256 of the model's parameters, by name (tied weights once)."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def param_digests(model: Any) -> list[str]:
+    """[param_digest] of every process, rank order (one entry without a launcher)."""
+    digest = param_digest(model)
+    if not distributed():
+        return [digest]
+    from accelerate.utils import gather_object
+
+    return gather_object([digest])
+
+
+def average_gradients(*models: Any) -> None:
+    """DDP by hand (PPO): every process's gradients become their mean over the processes. PPO
+    calls its models' trunks and heads directly, which a DDP wrapper would not see."""
+    if not distributed():
+        return
+    import torch
+    import torch.distributed as td
+
+    n = td.get_world_size()
+    for model in models:
+        for p in model.parameters():
+            if p.requires_grad:
+                if p.grad is None:  # unused here, maybe not elsewhere: every process sends one
+                    p.grad = torch.zeros_like(p)
+                td.all_reduce(p.grad, op=td.ReduceOp.SUM)
+                p.grad /= n
+
+
+def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over the processes (the same keys on each): one figure for the whole
+    batch, and the same decisions (early stop, adaptive KL) in every process."""
+    if not distributed():
+        return values
+    import torch
+    import torch.distributed as td
+
+    t = torch.tensor(list(values.values()), dtype=torch.float64)  # gloo: CPU tensors
+    if td.get_backend() == "nccl":
+        t = t.cuda()
+    td.all_reduce(t, op=td.ReduceOp.SUM)
+    return dict(zip(values, (t / td.get_world_size()).tolist(), strict=True))

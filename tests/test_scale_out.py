@@ -1,0 +1,170 @@
+"""Scale-out: SFT, RM and PPO, each under `accelerate launch` with 2 CPU processes over gloo
+(lab/accelerate/cpu_2proc.yaml) makes one run directory, written by the main process alone, and
+both processes end with the same parameters (each one's sha256 is in eval.json); every config in
+lab/accelerate/ loads with accelerate's own config classes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import micro_workspace
+
+from rlhf.distributed import param_digest
+from rlhf.runs import Run, list_runs, read_eval
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "lab" / "accelerate"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A micro workspace after pretrain, SFT, comparisons and an RM, made in this process."""
+    return micro_workspace(tmp_path_factory.mktemp("ws"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:  # not 29500: another launch on this machine may hold it
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(cfg, stage: str) -> tuple[Path, str]:
+    """`accelerate launch --config_file cpu_2proc.yaml -m rlhf.cli <stage> --new`: the new run's
+    directory and the launcher's stdout."""
+    before = {r.dir for r in list_runs(cfg.workspace_dir, stage)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    command += ["--config_file", str(CONFIGS / "cpu_2proc.yaml")]
+    command += ["--main_process_port", str(_free_port())]
+    command += ["-m", "rlhf.cli", stage, "--recipe", "micro"]
+    command += ["--workspace", str(cfg.workspace_dir), "--new"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    new = [r.dir for r in list_runs(cfg.workspace_dir, stage) if r.dir not in before]
+    assert len(new) == 1, (new, done.stderr[-3000:])  # one run directory for both processes
+    return new[0], done.stdout
+
+
+def check_one_writer_and_same_parameters(
+    run_dir: Path, stdout: str, saved_model, logged: str = "train/loss"
+) -> None:
+    run = Run.open(run_dir)
+    assert run.done
+    assert stdout.strip().splitlines()[-1] == str(run_dir)
+    assert stdout.count(str(run_dir)) == 1  # the main process reports, once
+    steps = [r["step"] for r in run.metrics() if logged in r]
+    assert steps and steps == sorted(set(steps))  # each step logged once: one writer
+    digests = read_eval(run)["param_sha256_by_process"]
+    assert len(digests) == 2  # two processes trained ...
+    assert digests[0] == digests[1]  # ... and agree on every parameter
+    assert param_digest(saved_model) == digests[0]  # and that is the model the run saved
+    leftovers = [p.name for p in run_dir.rglob(".*tmp*")]
+    assert not leftovers, leftovers
+
+
+def test_sft_under_accelerate_launch_with_two_cpu_processes(workspace):
+    from rlhf.models import load_policy
+
+    run_dir, stdout = launch(workspace, "sft")
+    model, _ = load_policy(run_dir / "model")
+    check_one_writer_and_same_parameters(run_dir, stdout, model)
+    assert read_eval(Run.open(run_dir))["steps"] == 12  # the micro recipe's sft.max_steps
+
+
+def test_rm_under_accelerate_launch_with_two_cpu_processes(workspace):
+    from rlhf.reward import load_reward_model
+
+    run_dir, stdout = launch(workspace, "rm")
+    check_one_writer_and_same_parameters(
+        run_dir, stdout, load_reward_model(run_dir / "model").model
+    )
+
+
+def test_ppo_under_accelerate_launch_with_two_cpu_processes(workspace):
+    """Each process rolls out its own prompts; the averaged gradients keep policy and value
+    equal in both."""
+    from rlhf.models import load_policy
+
+    run_dir, stdout = launch(workspace, "ppo")
+    model, _ = load_policy(run_dir / "model")
+    check_one_writer_and_same_parameters(run_dir, stdout, model, "objective/kl")
+    report = read_eval(Run.open(run_dir))
+    values = report["value_param_sha256_by_process"]
+    assert len(values) == 2 and values[0] == values[1]
+    assert [r["step"] for r in Run.open(run_dir).metrics()] == [1, 2, 3, 4]
+
+
+def _average(rank: int, port: int, out) -> None:
+    import torch
+    import torch.distributed as td
+
+    from rlhf import distributed as dist
+
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), MASTER_ADDR="127.0.0.1")
+    os.environ["MASTER_PORT"] = str(port)
+    td.init_process_group("gloo", rank=rank, world_size=2)
+    model = torch.nn.Linear(3, 2)
+    for k, p in enumerate(model.parameters()):
+        p.grad = torch.full_like(p, 10.0 * rank + k)  # rank 0: k, rank 1: 10 + k
+    dist.average_gradients(model)
+    means = dist.mean_over_processes({"a": float(rank), "b": 4.0 * rank})
+    out.put((rank, [p.grad.tolist() for p in model.parameters()], means))
+    td.destroy_process_group()
+
+
+def test_average_gradients_and_mean_over_processes_give_every_process_the_mean():
+    """PPO's data parallelism by hand, against the arithmetic: 2 gloo processes."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_average, args=(r, port, out)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    results = dict((r, (g, m)) for r, g, m in (out.get(timeout=120) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+    assert results[0] == results[1]
+    grads, means = results[0]
+    assert grads == [[[5.0] * 3] * 2, [6.0] * 2]  # (k + 10 + k) / 2 for k = 0 (weight), 1 (bias)
+    assert means == {"a": 0.5, "b": 2.0}
+
+
+@pytest.mark.parametrize(
+    "name", ["cpu_2proc", "ddp_multi_gpu", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
+)
+def test_every_accelerate_config_loads_with_accelerates_config_class(name):
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+    from accelerate.utils import DistributedType
+
+    path = CONFIGS / f"{name}.yaml"
+    cfg = load_config_from_file(str(path))
+    assert isinstance(cfg, ClusterConfig)
+    raw = yaml.safe_load(path.read_text())
+    assert set(raw) <= set(ClusterConfig.__dataclass_fields__), "unknown keys"
+    expected = {
+        "cpu_2proc": DistributedType.MULTI_GPU,  # the type that starts local processes
+        "ddp_multi_gpu": DistributedType.MULTI_GPU,
+        "fsdp": DistributedType.FSDP,
+        "deepspeed_zero2": DistributedType.DEEPSPEED,
+        "deepspeed_zero3": DistributedType.DEEPSPEED,
+    }[name]
+    assert cfg.distributed_type == expected
+    # `accelerate launch` copies fsdp_config / deepspeed_config keys onto its own arguments
+    # without checking them: each must be one of those arguments, or it is silently ignored.
+    from accelerate.commands.launch import launch_command_parser
+
+    options = {a.dest for a in launch_command_parser()._actions}
+    for section in ("fsdp_config", "deepspeed_config"):
+        unknown = set(raw.get(section, {})) - options
+        assert not unknown, f"{section}: {unknown}"
+    if name.startswith("deepspeed"):
+        assert cfg.deepspeed_config["zero_stage"] == int(name[-1])
+    assert "accelerate launch --config_file lab/accelerate/" in path.read_text()  # the command
