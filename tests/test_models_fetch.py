@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from rlhf import models as M
 from rlhf.config import RECIPES_DIR, load
@@ -242,3 +242,40 @@ def test_converted_smollm2_answers_and_pads_apart_from_eos():
     prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     g = generate(model, tokenizer, [prompt], max_new_tokens=16, greedy=True)
     assert "Paris" in g.texts[0]
+
+
+def test_stages_run_on_a_base_model_with_its_own_tokenizer(tmp_path):
+    """sft.base_model = a directory whose tokenizer is not the world's (300 tokens, pad = EOS
+    until with_pad_token): SFT, comparisons, RM and PPO run on micro without a pretrain run,
+    and every model they save keeps that tokenizer."""
+    from rlhf import compare, ppo, reward, sft
+    from rlhf.runs import list_runs
+    from rlhf.tokenizer import train_tokenizer
+    from rlhf.world import build_world
+
+    cfg = load("micro", workspace=str(tmp_path / "ws"))
+    world = build_world(cfg, progress=False)
+    tokenizer = train_tokenizer(world.train_documents(), vocab_size=300)
+    tokenizer.pad_token = tokenizer.eos_token  # as SmolLM2 ships
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model, tokenizer = M.with_pad_token(LlamaForCausalLM(config), tokenizer)
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    M.save_model(model, tokenizer, tmp_path / "base")
+
+    cfg = load("micro", workspace=str(tmp_path / "ws"), sft__base_model=str(tmp_path / "base"))
+    runs = [sft.train(cfg, progress=False)]
+    compare.collect(cfg, progress=False)
+    runs += [reward.train(cfg, progress=False), ppo.train(cfg, progress=False)]
+    assert all(r.done for r in runs) and not list_runs(cfg.workspace_dir, "pretrain")
+    for r in runs:
+        saved = AutoTokenizer.from_pretrained(str(r.model_dir), local_files_only=True)
+        assert saved.get_vocab() == tokenizer.get_vocab(), r.dir
