@@ -316,16 +316,21 @@ def fetch_hub_model(model_id: str) -> tuple[Path, bool]:
     out = cached_model_dir(model_id)
     if is_model_dir(out):
         return out, False
+    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.utils import logging as hub_logging
+
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # no line per retry: the failure is reported in one
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id)
         with quiet_progress():
             model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
     except (OSError, ValueError) as e:  # offline, no network, or no such model
-        from huggingface_hub.errors import RepositoryNotFoundError
-
         if isinstance(e, RepositoryNotFoundError):
             raise RunError(f"'{model_id}': no such model on the Hugging Face hub") from None
         raise hub_unreachable(model_id, e) from None
+    finally:
+        hub_logging.set_verbosity(verbosity)
     model, tokenizer = with_pad_token(model, tokenizer)
     save_model(model.eval(), tokenizer, out)
     return out, True
