@@ -193,8 +193,9 @@ def with_pad_token(
     """Give the tokenizer a pad token distinct from EOS, as rlhf.generation needs: a batch pads
     with pad and a response ends at EOS, so the two must differ (SmolLM2 pads with its EOS
     <|im_end|>, GPT-2 and Pythia have no pad). A new token <|pad|> is added and the embeddings
-    resized; the new row is the mean of the others (transformers' default), so the model
-    rarely samples it, and no loss ever trains it (pad is masked everywhere)."""
+    resized; the new row is drawn around the mean of the others (transformers' mean_resizing),
+    so its logit is an average one and the model rarely samples it; no loss trains it (pad is
+    masked everywhere)."""
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
         return model, tokenizer
     tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
