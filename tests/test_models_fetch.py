@@ -246,10 +246,10 @@ def test_converted_smollm2_answers_and_pads_apart_from_eos():
 
 def test_stages_run_on_a_base_model_with_its_own_tokenizer(tmp_path):
     """sft.base_model = a directory whose tokenizer is not the world's (300 tokens, pad = EOS
-    until with_pad_token): SFT, comparisons, RM and PPO run on micro without a pretrain run,
-    and every model they save keeps that tokenizer."""
-    from rlhf import compare, ppo, reward, sft
-    from rlhf.runs import list_runs
+    until with_pad_token): the pipeline (SFT, comparisons, RM, PPO, PPO-ptx, eval) runs on
+    micro without a pretrain run, and every model it saves keeps that tokenizer."""
+    from rlhf import pipeline
+    from rlhf.runs import Run, list_runs
     from rlhf.tokenizer import train_tokenizer
     from rlhf.world import build_world
 
@@ -272,10 +272,11 @@ def test_stages_run_on_a_base_model_with_its_own_tokenizer(tmp_path):
     M.save_model(model, tokenizer, tmp_path / "base")
 
     cfg = load("micro", workspace=str(tmp_path / "ws"), sft__base_model=str(tmp_path / "base"))
-    runs = [sft.train(cfg, progress=False)]
-    compare.collect(cfg, progress=False)
-    runs += [reward.train(cfg, progress=False), ppo.train(cfg, progress=False)]
+    report = pipeline.run(cfg, progress=False)
+    assert list(report["runs"]) == ["SFT", "RM", "PPO", "PPO-ptx"]
+    runs = [Run(Path(d)) for d in report["runs"].values()]
     assert all(r.done for r in runs) and not list_runs(cfg.workspace_dir, "pretrain")
+    assert {"SFT", "RM", "PPO", "PPO-ptx"} <= set(report["results"]["rows"])
     for r in runs:
         saved = AutoTokenizer.from_pretrained(str(r.model_dir), local_files_only=True)
         assert saved.get_vocab() == tokenizer.get_vocab(), r.dir
