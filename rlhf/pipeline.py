@@ -60,7 +60,8 @@ def run(cfg: LabConfig, out: str | Path | None = None, progress: bool = True) ->
     build_world(cfg, progress=progress)
     plain = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, ptx_coef=0.0))
     runs: dict[str, Run] = {}
-    runs["base"] = stage_run("pretrain", cfg, "pretrain", progress)
+    if not cfg.sft.base_model:  # a real model (sft.base_model) replaces the pretrain stage
+        runs["base"] = stage_run("pretrain", cfg, "pretrain", progress)
     runs["SFT"] = stage_run("sft", cfg, "sft", progress)
     print(compare.summary(compare.collect(cfg, progress=progress)))
     runs["RM"] = stage_run("reward", cfg, "rm", progress)

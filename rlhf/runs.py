@@ -204,6 +204,8 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
     for section in ("sft", "rm", "ppo"):  # no --data: left out, so runs made before it match
         if not data[section]["data"]:
             del data[section]["data"]
+    if not data["sft"]["base_model"]:  # likewise for the world's own base model
+        del data["sft"]["base_model"]
     return data
 
 

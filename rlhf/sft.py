@@ -1,6 +1,7 @@
 """Stage 1: supervised fine-tuning of the base model on labeler demonstrations (paper 3.5).
 
-    1. the base model: `sft.base_run`, else the newest finished pretrain run of this world
+    1. the base model: `sft.base_model` (a real model: smollm2, a hub id, a directory), else
+       `sft.base_run`, else the newest finished pretrain run of this world
     2. data: world demonstrations as TRL prompt/completion rows (train; val for the loss), or
        sft.data's (rlhf.data; its last 10% for the loss)
     3. TRL SFTTrainer, loss on the completion (response) tokens only; TRL appends EOS, so the
@@ -40,6 +41,8 @@ from rlhf.world import build_world
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Fine-tune (or resume, or return if already done) the run in `run_dir` (new if None)."""
     data = None
+    if cfg.sft.base_model:  # fetched (or failing: offline, not fetched) before any run exists
+        base_model_dir(cfg)
     if cfg.sft.data:  # read first: bad data leaves no run directory behind
         digest = fingerprint(cfg.sft.data)
         data = (*file_datasets(cfg.sft.data), digest)
@@ -53,6 +56,10 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
 
 def base_model_dir(cfg: LabConfig) -> Path:
     """The pretrained model SFT starts from (a clear error if there is none)."""
+    if cfg.sft.base_model:
+        from rlhf.models import resolve_base_model
+
+        return resolve_base_model(cfg.sft.base_model)
     if cfg.sft.base_run:
         return Run.open(cfg.sft.base_run).model_dir
     base = find_done(cfg, "pretrain", ("world", "pretrain"))
@@ -163,7 +170,8 @@ def _train(
     tokenizer.padding_side = "left"
     prompts = pick_eval_prompts(world, s.eval_prompts)
     report = {
-        "base_run": str(base_dir.parent),
+        "base_run": "" if s.base_model else str(base_dir.parent),
+        "base_model": str(base_dir) if s.base_model else "",
         "train_demonstrations": len(train_ds),
         "val_demonstrations": len(val_ds),
         "steps": trainer.state.global_step,
