@@ -211,18 +211,10 @@ def resolve_base_model(name: str) -> Path:
 def with_pad_token(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Give the tokenizer a pad token distinct from EOS, as rlhf.generation needs: a batch pads
-    with pad and a response ends at EOS, so the two must differ (SmolLM2 pads with its EOS
-    <|im_end|>, GPT-2 and Pythia have no pad). A new token <|pad|> is added and the embeddings
-    resized; the new row is drawn around the mean of the others (transformers' mean_resizing),
-    so its logit is an average one and the model rarely samples it; no loss trains it (pad is
-    masked everywhere)."""
-    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
-        return model, tokenizer
-    tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
+    """`ensure_pad_token` for a model being converted into the cache (SmolLM2 pads with its
+    EOS <|im_end|>, GPT-2 and Pythia have no pad), its generation config included, so the saved
+    directory needs no fix-up later."""
+    ensure_pad_token(tokenizer, model)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
