@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import distributed as dist
-from rlhf.config import LabConfig, from_dict
+from rlhf.config import LORA_KEYS, LabConfig, from_dict
 from rlhf.errors import ConfigError, RunError
 from rlhf.world.build import WORLD_VERSION
 
@@ -204,6 +204,10 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
     for section in ("sft", "rm", "ppo"):  # no --data: left out, so runs made before it match
         if not data[section]["data"]:
             del data[section]["data"]
+    for section in ("sft", "ppo"):  # no LoRA (lora_r 0): likewise, runs made before it match
+        if not data[section]["lora_r"]:
+            for key in LORA_KEYS:
+                del data[section][key]
     return data
 
 
