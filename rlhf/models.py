@@ -101,6 +101,45 @@ def save_model(
     return Path(out_dir)
 
 
+def lora_config(r: int, alpha: float, dropout: float, targets: list[str]):
+    """peft's LoraConfig for the config fields lora_r, lora_alpha, lora_dropout, lora_targets
+    (sft.* and ppo.*): adapters on `targets` only, no bias trained."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none"
+    )
+
+
+def add_lora(model: PreTrainedModel, config) -> PreTrainedModel:
+    """Inject LoRA adapters into `model` in place (peft's inject_adapter_in_model) and freeze
+    everything else. Unlike get_peft_model's PeftModel wrapper, the model stays what it was
+    (a LlamaForCausalLM): `base_model` is still its trunk, `get_output_embeddings()` its head,
+    and generation, the packed forwards (rlhf.packing.last_hidden) and safetensors checkpoints
+    work unchanged. lora_B starts at 0, so the model computes what it did before."""
+    from peft import inject_adapter_in_model
+
+    model = inject_adapter_in_model(config, model)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return model
+
+
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold every LoRA adapter into its layer's weight (W + B A * alpha / r) and put the plain
+    layer back: the model saves as one of its base's shape, loaded with no peft. Trainable
+    again, as a freshly loaded model is."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+    for name, layer in layers:
+        layer.merge()
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer.get_base_layer())
+    model.requires_grad_(True)
+    return model
+
+
 PAD_TOKEN = "<|pad|>"  # as rlhf.tokenizer's
 
 
