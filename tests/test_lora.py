@@ -68,6 +68,7 @@ def test_an_interrupted_lora_sft_resumes_from_its_adapter_checkpoint(
     model, _ = load_policy(tmp_path / "r" / "model")
     assert not any("lora" in k for k, _ in model.named_parameters())
 
+
 def test_one_ppo_update_with_lora_moves_only_the_adapters_and_the_value_model(ready):
     cfg = micro(ready, **sections("ppo", approxkl_stop=0.0))
     sft_run, rm_run = ppo.source_runs(cfg)
