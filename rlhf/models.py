@@ -25,7 +25,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from rlhf.config import PretrainConfig
-from rlhf.errors import RunError
+from rlhf.errors import ConfigError, RunError
 from rlhf.files import atomic_dir
 
 
@@ -109,6 +109,24 @@ def lora_config(r: int, alpha: float, dropout: float, targets: list[str]):
     return LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none"
     )
+
+
+def check_lora_targets(model: torch.nn.Module, targets: list[str], key: str) -> None:
+    """A ConfigError naming `key` (sft.lora_targets, say) if no module of `model` has one of
+    the target names, with the names its linear layers do have (peft's own error is longer and
+    comes from deep inside the trainer)."""
+    names = {n.rpartition(".")[2] for n, _ in model.named_modules()}
+    if not names & set(targets):
+        layers = sorted(
+            {n.rpartition(".")[2] for n, m in model.named_modules() if type(m).__name__ in LINEAR}
+        )
+        raise ConfigError(
+            f"{key}={','.join(targets)}: no module of this {model.config.model_type} model has "
+            f"one of these names; its linear layers: {', '.join(layers)}"
+        )
+
+
+LINEAR = ("Linear", "Conv1D")  # GPT-2's projections are transformers' Conv1D
 
 
 def add_lora(model: PreTrainedModel, config) -> PreTrainedModel:

@@ -55,6 +55,7 @@ from rlhf.generation import Generation, generate
 from rlhf.losses import gae, kl_shaped_rewards, masked_mean, policy_loss, value_loss, whiten
 from rlhf.models import (
     add_lora,
+    check_lora_targets,
     ensure_pad_token,
     load_policy,
     lora_config,
@@ -142,6 +143,7 @@ def load_models(sft_dir: Path, rm_dir: Path, lora=None) -> Models:
     ref, _ = load_policy(sft_dir)
     ensure_pad_token(tokenizer, policy, ref)  # a no-op for SFT models of this lab
     if lora is not None:
+        check_lora_targets(policy, sorted(lora.target_modules), "ppo.lora_targets")
         policy = add_lora(policy, lora)
     reward = load_reward_model(rm_dir)
     if reward.tokenizer.get_vocab() != tokenizer.get_vocab():

@@ -33,7 +33,14 @@ from rlhf.config import LabConfig
 from rlhf.data import data_changed, fingerprint, load_demonstrations
 from rlhf.errors import DataError, RunError
 from rlhf.evaluate import behaviour_report
-from rlhf.models import count_parameters, ensure_pad_token, load_policy, lora_config, save_model
+from rlhf.models import (
+    check_lora_targets,
+    count_parameters,
+    ensure_pad_token,
+    load_policy,
+    lora_config,
+    save_model,
+)
 from rlhf.pretrain import pick_eval_prompts
 from rlhf.runs import Run, find_done, read_eval, run_stage
 from rlhf.world import build_world
@@ -143,7 +150,10 @@ def _train(
         ddp_find_unused_parameters=False,  # every parameter is used (accelerate launch)
         save_only_model=False,
     )
-    lora = lora_config(s.lora_r, s.lora_alpha, s.lora_dropout, s.lora_targets) if s.lora_r else None
+    lora = None
+    if s.lora_r:
+        check_lora_targets(model, s.lora_targets, "sft.lora_targets")
+        lora = lora_config(s.lora_r, s.lora_alpha, s.lora_dropout, s.lora_targets)
     trainer = SFTTrainer(
         model=model,
         args=args,

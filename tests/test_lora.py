@@ -142,3 +142,38 @@ def test_a_killed_lora_run_resumes_from_its_checkpoint_with_the_same_steps(
     for a, b in zip(rows, ref, strict=True):
         for k in ("objective/scores", "objective/kl", "val/vf_loss"):
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (a["step"], k)
+
+
+def test_lora_targets_that_name_no_module_fail_with_the_names_there_are(ready):
+    from rlhf.errors import ConfigError
+
+    cfg = micro(ready, **sections("ppo", lora_targets=["c_attn"]))
+    sft_run, rm_run = ppo.source_runs(cfg)
+    with pytest.raises(ConfigError, match=r"ppo.lora_targets=c_attn: .*llama.*: .*q_proj"):
+        ppo.load_models(sft_run.model_dir, rm_run.model_dir, ppo.policy_lora(cfg.ppo))
+
+
+def test_packed_forwards_of_a_lora_policy_equal_its_padded_forward(ready):
+    """The packed forwards read the trunk (`base_model`) and the head directly: with adapters
+    injected in place they still run through them."""
+    from test_ppo import _padded_reference
+
+    from rlhf.generation import generate
+    from rlhf.world import build_world
+
+    cfg = micro(ready, **sections("ppo"))
+    sft_run, rm_run = ppo.source_runs(cfg)
+    m = ppo.load_models(sft_run.model_dir, rm_run.model_dir, ppo.policy_lora(cfg.ppo))
+    with torch.no_grad():
+        for name, p in m.policy.named_parameters():
+            if ".lora_B." in name:  # 0 at the start: make the adapters count
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    prompts = [q.text for q in build_world(cfg, progress=False).prompts("train")[:6]]
+    g = generate(m.policy, m.tokenizer, prompts, max_new_tokens=8, temperature=1.0, seed=3)
+    m.policy.eval()
+    with torch.no_grad():
+        want, _, _ = _padded_reference(m, g, 1.0)
+        got, _ = ppo.forward_logprobs(m.policy, g, 1.0)
+        sft_lp, _ = ppo.forward_logprobs(m.ref, g, 1.0)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, sft_lp, atol=1e-3)  # the adapters did change the logprobs
