@@ -111,6 +111,9 @@ def lora_config(r: int, alpha: float, dropout: float, targets: list[str]):
     )
 
 
+LINEAR = ("Linear", "Conv1D")  # GPT-2's projections are transformers' Conv1D
+
+
 def check_lora_targets(model: torch.nn.Module, targets: list[str], key: str) -> None:
     """A ConfigError naming `key` (sft.lora_targets, say) if no module of `model` has one of
     the target names, with the names its linear layers do have (peft's own error is longer and
@@ -124,9 +127,6 @@ def check_lora_targets(model: torch.nn.Module, targets: list[str], key: str) -> 
             f"{key}={','.join(targets)}: no module of this {model.config.model_type} model has "
             f"one of these names; its linear layers: {', '.join(layers)}"
         )
-
-
-LINEAR = ("Linear", "Conv1D")  # GPT-2's projections are transformers' Conv1D
 
 
 def add_lora(model: PreTrainedModel, config) -> PreTrainedModel:
