@@ -32,6 +32,10 @@ RECIPES_DIR = REPO_ROOT / "lab" / "recipes"
 _FLOAT_TEXT = re.compile(r"[-+]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][-+]?\d+)?")
 
 
+LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")  # rlhf.runs.saved_config
+
+
 def doc(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors TRL's field(metadata={"help"})
     """A dataclass field with a default and its documentation."""
     if isinstance(default, list | dict):
@@ -172,6 +176,21 @@ class SFTConfig:
     checkpoint_every: int = doc(100, "Steps between resumable checkpoints (and validation loss).")
     eval_prompts: int = doc(1000, "Test prompts in the base-vs-SFT behaviour report (at most all).")
     max_new_tokens: int = doc(48, "Tokens generated per prompt in the behaviour report.")
+    lora_r: int = doc(
+        0,
+        "LoRA rank (peft; Hu et al. 2021). 0: full fine-tuning of every weight. > 0: only "
+        "rank-r adapters on lora_targets train; at the end they are merged into the weights "
+        "and run/model/ is a plain model of the base's shape, so later stages load it unchanged.",
+    )
+    lora_alpha: float = doc(
+        16.0, "LoRA scaling: the adapter's update is multiplied by lora_alpha / lora_r."
+    )
+    lora_dropout: float = doc(0.0, "Dropout on the LoRA adapters' input (training only).")
+    lora_targets: list[str] = doc(
+        LLAMA_PROJECTIONS,
+        "Module names that get LoRA adapters: Llama's attention and MLP projections (other "
+        "architectures name theirs differently: GPT-2's c_attn, c_proj, c_fc).",
+    )
 
 
 @dataclass
@@ -353,6 +372,29 @@ class PPOConfig:
     checkpoint_every: int = doc(20, "Steps between resumable checkpoints.")
     eval_prompts: int = doc(1000, "Test prompts in the final report (at most all; greedy).")
     bootstrap: int = doc(1000, "Bootstrap resamples for the 95% intervals of the report.")
+    lora_r: int = doc(
+        0,
+        "LoRA rank of the policy (peft; Hu et al. 2021). 0: every policy weight trains. > 0: "
+        "only rank-r adapters on lora_targets train (the optimizer holds nothing else); the "
+        "final policy is merged and saved as a plain model. The value model always trains in "
+        "full: it is small (a trunk and a scalar head) and starts from the RM, whose head and "
+        "trunk must move together to predict returns. The reference stays the separate frozen "
+        "SFT model (the LoRA policy with its adapters disabled would be the same function "
+        "without a second copy; kept separate for simplicity).",
+    )
+    lora_alpha: float = doc(
+        16.0, "LoRA scaling of the policy: the adapter's update is multiplied by alpha / r."
+    )
+    lora_dropout: float = doc(
+        0.0,
+        "Dropout on the policy's LoRA adapters. Keep 0: with dropout the update's forward is not "
+        "the rollout policy's, and the PPO ratio is off from the first minibatch.",
+    )
+    lora_targets: list[str] = doc(
+        LLAMA_PROJECTIONS,
+        "Module names of the policy that get LoRA adapters: Llama's attention and MLP "
+        "projections (GPT-2's are c_attn, c_proj, c_fc).",
+    )
 
 
 @dataclass

@@ -25,7 +25,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from rlhf.config import PretrainConfig
-from rlhf.errors import RunError
+from rlhf.errors import ConfigError, RunError
 from rlhf.files import atomic_dir
 
 
@@ -99,6 +99,63 @@ def save_model(
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return Path(out_dir)
+
+
+def lora_config(r: int, alpha: float, dropout: float, targets: list[str]):
+    """peft's LoraConfig for the config fields lora_r, lora_alpha, lora_dropout, lora_targets
+    (sft.* and ppo.*): adapters on `targets` only, no bias trained."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none"
+    )
+
+
+LINEAR = ("Linear", "Conv1D")  # GPT-2's projections are transformers' Conv1D
+
+
+def check_lora_targets(model: torch.nn.Module, targets: list[str], key: str) -> None:
+    """A ConfigError naming `key` (sft.lora_targets, say) if no module of `model` has one of
+    the target names, with the names its linear layers do have (peft's own error is longer and
+    comes from deep inside the trainer)."""
+    names = {n.rpartition(".")[2] for n, _ in model.named_modules()}
+    if not names & set(targets):
+        layers = sorted(
+            {n.rpartition(".")[2] for n, m in model.named_modules() if type(m).__name__ in LINEAR}
+        )
+        raise ConfigError(
+            f"{key}={','.join(targets)}: no module of this {model.config.model_type} model has "
+            f"one of these names; its linear layers: {', '.join(layers)}"
+        )
+
+
+def add_lora(model: PreTrainedModel, config) -> PreTrainedModel:
+    """Inject LoRA adapters into `model` in place (peft's inject_adapter_in_model) and freeze
+    everything else. Unlike get_peft_model's PeftModel wrapper, the model stays what it was
+    (a LlamaForCausalLM): `base_model` is still its trunk, `get_output_embeddings()` its head,
+    and generation, the packed forwards (rlhf.packing.last_hidden) and safetensors checkpoints
+    work unchanged. lora_B starts at 0, so the model computes what it did before."""
+    from peft import inject_adapter_in_model
+
+    model = inject_adapter_in_model(config, model)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return model
+
+
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold every LoRA adapter into its layer's weight (W + B A * alpha / r) and put the plain
+    layer back: the model saves as one of its base's shape, loaded with no peft. Trainable
+    again, as a freshly loaded model is."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+    for name, layer in layers:
+        layer.merge()
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer.get_base_layer())
+    model.requires_grad_(True)
+    return model
 
 
 PAD_TOKEN = "<|pad|>"  # as rlhf.tokenizer's

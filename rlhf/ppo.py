@@ -3,7 +3,8 @@
 TRL 1.16 has no PPO, so this is ours, on accelerate, in cleanrl's order (../shared/style.md).
 Models (`load_models`):
 
-    policy     the SFT model, trained                        pi
+    policy     the SFT model, trained (ppo.lora_r > 0: only     pi
+               LoRA adapters, merged into it at the end)
     ref        the SFT model, frozen                         pi_ref (the KL penalty's anchor)
     value      the RM's trunk and scalar head, trained       V (paper 3.5: value from the RM)
     reward     the RM with its demonstration bias, frozen    r(x, y)
@@ -52,7 +53,16 @@ from rlhf.evaluate import blocks
 from rlhf.files import atomic_dir
 from rlhf.generation import Generation, generate
 from rlhf.losses import gae, kl_shaped_rewards, masked_mean, policy_loss, value_loss, whiten
-from rlhf.models import ensure_pad_token, load_policy, quiet_progress, save_model
+from rlhf.models import (
+    add_lora,
+    check_lora_targets,
+    ensure_pad_token,
+    load_policy,
+    lora_config,
+    merge_lora,
+    quiet_progress,
+    save_model,
+)
 from rlhf.packing import PackedRows, last_hidden, pack_rows, packable, pad_rows
 from rlhf.ppo_report import final_report, summary  # noqa: F401 - `rlhf ppo` prints summary
 from rlhf.reward import RewardModel, load_reward_model
@@ -120,10 +130,21 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
     return data_changed(report, cfg.ppo.data) if cfg.ppo.data else None
 
 
-def load_models(sft_dir: Path, rm_dir: Path) -> Models:
+def policy_lora(p: PPOConfig):
+    """peft's LoraConfig of the policy, or None (ppo.lora_r 0: full fine-tuning)."""
+    return lora_config(p.lora_r, p.lora_alpha, p.lora_dropout, p.lora_targets) if p.lora_r else None
+
+
+def load_models(sft_dir: Path, rm_dir: Path, lora=None) -> Models:
+    """`lora` (a peft LoraConfig, `policy_lora`): adapters injected into the policy, the only
+    parameters of it that train; it stays a causal LM whose `base_model` is the trunk the
+    packed forwards read. The reference is a second frozen copy of the SFT model even then."""
     policy, tokenizer = load_policy(sft_dir)
     ref, _ = load_policy(sft_dir)
     ensure_pad_token(tokenizer, policy, ref)  # a no-op for SFT models of this lab
+    if lora is not None:
+        check_lora_targets(policy, sorted(lora.target_modules), "ppo.lora_targets")
+        policy = add_lora(policy, lora)
     reward = load_reward_model(rm_dir)
     if reward.tokenizer.get_vocab() != tokenizer.get_vocab():
         raise RunError(
@@ -239,10 +260,11 @@ class AdaptiveKL:
 
 
 def make_optimizer(m: Models, p: PPOConfig) -> torch.optim.AdamW:
-    """One AdamW, two groups: the policy at ppo.lr and the value model at ppo.vf_lr (constant)."""
+    """One AdamW, two groups: the policy's trainable parameters (all of them, or its LoRA
+    adapters alone) at ppo.lr and the value model at ppo.vf_lr (constant)."""
     return torch.optim.AdamW(
         [
-            {"params": list(m.policy.parameters()), "lr": p.lr},
+            {"params": [q for q in m.policy.parameters() if q.requires_grad], "lr": p.lr},
             {"params": list(m.value.parameters()), "lr": p.vf_lr},
         ],
         betas=(0.9, 0.95),
@@ -524,7 +546,7 @@ def _train(
     with dist.main_first():  # built (or read) once, by the main process first
         world = build_world(cfg, progress=progress)
     sft_run, rm_run = source_runs(cfg)
-    m = load_models(sft_run.model_dir, rm_run.model_dir)
+    m = load_models(sft_run.model_dir, rm_run.model_dir, policy_lora(p))
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     # Under accelerate launch each process rolls out its own prompts (rank_seed) and ppo_step
     # averages the gradients (rlhf.distributed): the models are placed on the device, not
@@ -606,6 +628,8 @@ def _train(
     bar.close()
 
     policy = accelerator.unwrap_model(m.policy)
+    if p.lora_r:  # a plain causal LM again, of the SFT model's shape: later stages load it
+        policy = merge_lora(policy)
     policy.eval()
     digests = dist.param_digests(policy)  # one per process: equal, the gradients were averaged
     value_digests = dist.param_digests(m.value)

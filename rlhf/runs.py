@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import distributed as dist
-from rlhf.config import LabConfig, from_dict
+from rlhf.config import LORA_KEYS, LabConfig, from_dict
 from rlhf.errors import ConfigError, RunError
 from rlhf.world.build import WORLD_VERSION
 
@@ -206,6 +206,10 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
             del data[section]["data"]
     if not data["sft"]["base_model"]:  # likewise for the world's own base model
         del data["sft"]["base_model"]
+    for section in ("sft", "ppo"):  # no LoRA (lora_r 0): likewise, runs made before it match
+        if not data[section]["lora_r"]:
+            for key in LORA_KEYS:
+                del data[section][key]
     return data
 
 

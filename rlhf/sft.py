@@ -8,7 +8,9 @@
        policy learns to stop. CPU settings forced (TRL 1.x defaults to bf16 + checkpointing)
     4. resume from run/checkpoint/ (the Trainer's own checkpoint) if it exists
     5. the final model: the checkpoint with the lowest validation loss (paper C.1 selects by
-       RM score; no RM exists yet at this stage), saved to run/model/
+       RM score; no RM exists yet at this stage), saved to run/model/. With sft.lora_r > 0
+       only LoRA adapters train (TRL's peft_config; checkpoints hold the adapters alone) and
+       are merged into the weights here, so run/model/ is a plain model like any other
     6. eval.json: base vs SFT on the test prompts, judged by the gold labeler
 
 Under `accelerate launch` every process trains (the Trainer's DDP); the main process alone
@@ -32,7 +34,14 @@ from rlhf.config import LabConfig
 from rlhf.data import data_changed, fingerprint, load_demonstrations
 from rlhf.errors import DataError, RunError
 from rlhf.evaluate import behaviour_report
-from rlhf.models import ensure_pad_token, load_policy, save_model
+from rlhf.models import (
+    check_lora_targets,
+    count_parameters,
+    ensure_pad_token,
+    load_policy,
+    lora_config,
+    save_model,
+)
 from rlhf.pretrain import pick_eval_prompts
 from rlhf.runs import Run, find_done, read_eval, run_stage
 from rlhf.world import build_world
@@ -148,6 +157,10 @@ def _train(
         ddp_find_unused_parameters=False,  # every parameter is used (accelerate launch)
         save_only_model=False,
     )
+    lora = None
+    if s.lora_r:
+        check_lora_targets(model, s.lora_targets, "sft.lora_targets")
+        lora = lora_config(s.lora_r, s.lora_alpha, s.lora_dropout, s.lora_targets)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -155,10 +168,15 @@ def _train(
         eval_dataset=val_ds,
         processing_class=tokenizer,
         callbacks=[LogToRun(run)],
+        peft_config=lora,  # None: full fine-tuning
     )
+    trainable = count_parameters(trainer.model)
+    total = sum(p.numel() for p in trainer.model.parameters())
     train_resuming(trainer, run)
     val_loss = trainer.evaluate()["eval_loss"]
     sft_model = trainer.model.eval()
+    if lora:  # PeftModel -> the plain model with W + B A * alpha / r in place of each W
+        sft_model = sft_model.merge_and_unload().eval()
     digests = dist.param_digests(sft_model)  # one per process: equal after DDP
     if not dist.is_main():
         return
@@ -176,6 +194,8 @@ def _train(
         "val_demonstrations": len(val_ds),
         "steps": trainer.state.global_step,
         "val_loss": val_loss,
+        "trainable_params": trainable,
+        "total_params": total,  # with lora_r > 0: the adapters' included (before the merge)
         "param_sha256_by_process": digests,
         "base": behaviour_report(base, tokenizer, world, prompts, s.max_new_tokens),
         "sft": behaviour_report(sft_model, tokenizer, world, prompts, s.max_new_tokens),
