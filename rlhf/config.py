@@ -348,6 +348,70 @@ class PPOConfig:
 
 
 @dataclass
+class DPOConfig:
+    """Beyond the paper: DPO (Rafailov et al. 2023) with TRL's DPOTrainer on the same pairs the
+    reward model trains on, from the SFT policy, with the SFT policy as the frozen reference."""
+
+    sft_run: str = doc(
+        "", "Start from this SFT run directory. Empty: the newest finished SFT run of this config."
+    )
+    beta: float = doc(
+        0.1, "DPO's beta: the strength of the implicit KL to the SFT reference (TRL's default)."
+    )
+    lr: float = doc(5e-5, "Peak learning rate (cosine decay, 5% warm-up).")
+    epochs: float = doc(1.0, "Passes over the training pairs.")
+    batch_size: int = doc(32, "(prompt, chosen, rejected) pairs per optimizer step.")
+    max_steps: int = doc(200, "Stop after this many steps if > 0 (overrides epochs).")
+    max_length: int = doc(128, "Prompt + response tokens kept per sequence.")
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
+    checkpoint_every: int = doc(100, "Steps between resumable checkpoints.")
+    eval_prompts: int = doc(
+        200, "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all)."
+    )
+    max_new_tokens: int = doc(48, "Tokens generated per prompt in that report (as ppo).")
+
+
+@dataclass
+class GRPOConfig:
+    """Beyond the paper: GRPO (Shao et al. 2024) with TRL's GRPOTrainer, from the SFT policy,
+    the reward = our RM's score (with its demonstration bias) of each sampled response; a
+    group of responses per prompt replaces PPO's value model as the baseline."""
+
+    sft_run: str = doc(
+        "", "Start from this SFT run directory. Empty: the newest finished SFT run of this config."
+    )
+    rm_run: str = doc(
+        "", "Reward model run directory. Empty: the newest finished RM run of this config."
+    )
+    steps: int = doc(60, "Optimizer steps (TRL max_steps).")
+    batch_size: int = doc(
+        32, "Responses per optimizer step (prompts x num_generations); a multiple of the group."
+    )
+    num_generations: int = doc(
+        8, "Responses sampled per prompt: the group whose mean is the baseline."
+    )
+    max_new_tokens: int = doc(48, "Response tokens sampled per episode (as ppo).")
+    temperature: float = doc(1.0, "Sampling temperature of the rollouts.")
+    lr: float = doc(1e-5, "Learning rate (as ppo.lr).")
+    beta: float = doc(
+        0.05,
+        "KL coefficient to the SFT reference (TRL's k3 estimator in the loss; TRL's default 0 "
+        "drops the reference, which the paper's setting keeps).",
+    )
+    loss_type: str = doc(
+        "grpo", "TRL loss: grpo (per-sequence mean, the paper's), dapo, dr_grpo, bnpo, ..."
+    )
+    missing_eos_penalty: float = doc(
+        1.0, "Subtracted from the RM score of a response without EOS (as ppo.missing_eos_penalty)."
+    )
+    log_every: int = doc(1, "Steps between metric lines in metrics.jsonl.")
+    checkpoint_every: int = doc(20, "Steps between resumable checkpoints.")
+    eval_prompts: int = doc(
+        200, "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all)."
+    )
+
+
+@dataclass
 class LabConfig:
     """Everything a run needs. Stage sections are filled from a recipe and overrides."""
 
@@ -368,6 +432,8 @@ class LabConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
     rm: RMConfig = field(default_factory=RMConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
 
     @property
     def workspace_dir(self) -> Path:

@@ -1,0 +1,58 @@
+"""DPO and GRPO (beyond the paper) on the micro recipe: a few steps each, every trainable
+parameter changed (TRL's test), the run done with model/ saved, and a row of `rlhf eval`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf import dpo, grpo
+from rlhf.models import load_policy
+from rlhf.results import evaluate_runs, label_of
+from rlhf.runs import find_done, read_eval
+
+
+@pytest.mark.parametrize(("module", "label"), [(dpo, "DPO"), (grpo, "GRPO")])
+def test_stage_trains_every_parameter_and_is_a_results_row(rm_ready, module, label):
+    cfg = rm_ready
+    sft = find_done(cfg, "sft", ("world", "pretrain", "sft"))
+    before, _ = load_policy(sft.model_dir)
+
+    run = module.train(cfg, progress=False)
+
+    assert run.done and (run.model_dir / "config.json").exists()
+    report = read_eval(run)
+    assert report["steps"] > 0 and 0.0 <= report["win_rate_vs_sft"]["mean"] <= 1.0
+    after, _ = load_policy(run.model_dir)
+    old = dict(before.named_parameters())
+    trainable = [(n, p) for n, p in after.named_parameters() if p.requires_grad]
+    assert trainable and {n for n, _ in trainable} == set(old)
+    for name, p in trainable:
+        assert not torch.equal(p, old[name]), f"{name} did not change"
+    assert any("train/loss" in r for r in run.metrics())
+    assert label_of(run) == label
+    assert module.train(cfg, run_dir=run.dir, progress=False).dir == run.dir  # done: reused
+
+    res = evaluate_runs(cfg, [sft.dir, run.dir], progress=False)
+    assert res["labels"] == ["SFT", label]
+    row = res["rows"][label]
+    assert row["win_rate"]["n"] == res["n_test_prompts"] and 0.0 <= row["win_rate"]["mean"] <= 1
+    assert {"likert", "perplexity", "fact_cloze"} <= set(row)
+
+
+def test_other_stages_ignore_the_dpo_and_grpo_sections(tmp_path):
+    """A run made before these sections existed (or with other DPO/GRPO settings) is still the
+    same config for the other stages: reused, resumable."""
+    from rlhf import config
+    from rlhf.runs import Run, latest_done, write_json
+
+    cfg = config.load("micro", workspace=str(tmp_path))
+    run = Run.create(cfg, "sft")
+    old = run.raw_config()
+    del old["dpo"], old["grpo"]
+    write_json(run.dir / "config.json", old)
+    run.set_status("done")
+    changed = config.load("micro", workspace=str(tmp_path), dpo__beta=0.5, grpo__steps=3)
+    assert latest_done(changed, "sft").dir == run.dir
+    assert Run.create_or_resume(changed, "sft", run.dir).dir == run.dir
+    assert latest_done(changed, "dpo") is None
