@@ -383,32 +383,50 @@ class GRPOConfig:
     rm_run: str = doc(
         "", "Reward model run directory. Empty: the newest finished RM run of this config."
     )
-    steps: int = doc(60, "Optimizer steps (TRL max_steps).")
-    batch_size: int = doc(
-        32, "Responses per optimizer step (prompts x num_generations); a multiple of the group."
+    steps: int = doc(
+        60, "Rollouts; each samples batch_size responses and is trained on (as ppo.steps)."
     )
+    batch_size: int = doc(
+        64,
+        "Responses per rollout: batch_size / num_generations prompts (TRL generation_batch_size; "
+        "as ppo.batch_size).",
+    )
+    mini_batch_size: int = doc(
+        16, "Responses per gradient step; batch_size must be a multiple (as ppo.mini_batch_size)."
+    )
+    grpo_epochs: int = doc(4, "Passes over each rollout (TRL num_iterations; as ppo.ppo_epochs).")
     num_generations: int = doc(
-        8, "Responses sampled per prompt: the group whose mean is the baseline."
+        8, "Responses sampled per prompt: the group whose mean reward is the baseline."
     )
     max_new_tokens: int = doc(48, "Response tokens sampled per episode (as ppo).")
     temperature: float = doc(1.0, "Sampling temperature of the rollouts.")
-    lr: float = doc(1e-5, "Learning rate (as ppo.lr).")
+    lr: float = doc(1e-4, "Learning rate, constant (as ppo.lr).")
     beta: float = doc(
-        0.05,
-        "KL coefficient to the SFT reference (TRL's k3 estimator in the loss; TRL's default 0 "
-        "drops the reference, which the paper's setting keeps).",
+        0.1,
+        "KL coefficient to the SFT reference (TRL adds beta * the k3 KL estimate to the loss; "
+        "its default 0 drops the reference, which the paper's setting keeps).",
     )
+    cliprange: float = doc(0.2, "Clip range of the policy ratio (TRL epsilon; as ppo.cliprange).")
     loss_type: str = doc(
         "grpo", "TRL loss: grpo (per-sequence mean, the paper's), dapo, dr_grpo, bnpo, ..."
     )
     missing_eos_penalty: float = doc(
         1.0, "Subtracted from the RM score of a response without EOS (as ppo.missing_eos_penalty)."
     )
-    log_every: int = doc(1, "Steps between metric lines in metrics.jsonl.")
-    checkpoint_every: int = doc(20, "Steps between resumable checkpoints.")
+    log_every: int = doc(
+        4, "Gradient steps between metric lines (TRL steps: steps x updates per rollout)."
+    )
+    checkpoint_every: int = doc(
+        80, "Gradient steps between resumable checkpoints (a multiple of updates per rollout)."
+    )
     eval_prompts: int = doc(
         200, "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all)."
     )
+
+    @property
+    def updates_per_rollout(self) -> int:
+        """Gradient steps per rollout (derived): grpo_epochs x batch_size / mini_batch_size."""
+        return self.grpo_epochs * (self.batch_size // self.mini_batch_size)
 
 
 @dataclass

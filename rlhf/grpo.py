@@ -8,7 +8,10 @@ results table beside PPO and PPO-ptx.
        (RewardModel.score), minus grpo.missing_eos_penalty when the response has no EOS (as
        PPO); TRL normalises rewards within each prompt's group of num_generations responses:
        the group mean replaces PPO's value model as the baseline
-    4. TRL GRPOTrainer; CPU settings forced (TRL 1.x defaults to bf16 + gradient
+    4. TRL GRPOTrainer, sized as PPO: grpo.steps rollouts of batch_size responses, each
+       trained on grpo_epochs times in mini_batch_size gradient steps (TRL's
+       generation_batch_size, per_device_train_batch_size, num_iterations; TRL's max_steps
+       counts gradient steps); CPU settings forced (TRL 1.x defaults to bf16 + gradient
        checkpointing); resume from run/checkpoint/; the final model is saved to run/model/
     5. eval.json: win rate against SFT and Likert on grpo.eval_prompts test prompts (as DPO's)
 
@@ -26,7 +29,7 @@ from datasets import Dataset
 from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
 from rlhf.dpo import sft_run, summary, versus_sft  # noqa: F401 - `rlhf grpo` prints summary
-from rlhf.errors import RunError
+from rlhf.errors import ConfigError, RunError
 from rlhf.models import ensure_pad_token, load_policy, save_model
 from rlhf.reward import RewardModel, load_reward_model
 from rlhf.runs import Run, find_done, run_stage
@@ -49,7 +52,20 @@ class LogGRPO(LogToRun):
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the GRPO run in `run_dir`."""
+    check(cfg)  # bad sizes leave no run directory behind
     return run_stage(cfg, "grpo", run_dir, lambda run: _train(cfg, run, progress))
+
+
+def check(cfg: LabConfig) -> None:
+    """A clear error for sizes TRL would reject later, or that split a rollout."""
+    g = cfg.grpo
+    if min(g.steps, g.mini_batch_size, g.grpo_epochs) < 1 or g.num_generations < 2:
+        raise ConfigError("grpo.steps, mini_batch_size, grpo_epochs >= 1, num_generations >= 2")
+    for name, n in (("mini_batch_size", g.mini_batch_size), ("num_generations", g.num_generations)):
+        if g.batch_size % n:
+            raise ConfigError(
+                f"grpo.batch_size ({g.batch_size}) must be a multiple of {name} ({n})"
+            )
 
 
 def rm_run(cfg: LabConfig) -> Run:
@@ -98,8 +114,11 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         activation_checkpointing=False,
         learning_rate=g.lr,
         lr_scheduler_type="constant",
-        max_steps=g.steps,
-        per_device_train_batch_size=g.batch_size,
+        max_steps=g.steps * g.updates_per_rollout,  # TRL counts gradient steps
+        generation_batch_size=g.batch_size,
+        per_device_train_batch_size=g.mini_batch_size,
+        num_iterations=g.grpo_epochs,
+        epsilon=g.cliprange,
         num_generations=g.num_generations,
         max_completion_length=g.max_new_tokens,
         temperature=g.temperature,
@@ -136,6 +155,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         "sft_run": str(start.dir),
         "rm_run": str(rm_source.dir),
         "steps": trainer.state.global_step,
+        "rollouts": trainer.state.global_step // g.updates_per_rollout,
         **versus_sft(cfg, world, policy, sft, tokenizer, g.eval_prompts, g.max_new_tokens),
     }
     rows = [r for r in run.metrics() if "objective/scores" in r]

@@ -30,6 +30,12 @@ def test_stage_trains_every_parameter_and_is_a_results_row(rm_ready, module, lab
     for name, p in trainable:
         assert not torch.equal(p, old[name]), f"{name} did not change"
     assert any("train/loss" in r for r in run.metrics())
+    if module is grpo:  # sized as PPO: rollouts x (epochs x minibatches) gradient steps
+        g = cfg.grpo
+        assert report["steps"] == g.steps * g.grpo_epochs * g.batch_size // g.mini_batch_size
+        assert any("objective/scores" in r and "objective/kl" in r for r in run.metrics())
+    else:
+        assert any("dpo/accuracy" in r for r in run.metrics())
     assert label_of(run) == label
     assert module.train(cfg, run_dir=run.dir, progress=False).dir == run.dir  # done: reused
 
@@ -56,3 +62,13 @@ def test_other_stages_ignore_the_dpo_and_grpo_sections(tmp_path):
     assert latest_done(changed, "sft").dir == run.dir
     assert Run.create_or_resume(changed, "sft", run.dir).dir == run.dir
     assert latest_done(changed, "dpo") is None
+
+
+def test_grpo_rejects_sizes_that_split_a_group_before_making_a_run(tmp_path):
+    from rlhf import config
+    from rlhf.errors import ConfigError
+
+    cfg = config.load("micro", workspace=str(tmp_path), grpo__num_generations=3)
+    with pytest.raises(ConfigError, match="multiple of num_generations"):
+        grpo.train(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()
