@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
@@ -32,7 +33,7 @@ from rlhf.evaluate import win_outcomes, with_ci
 from rlhf.generation import generate
 from rlhf.models import ensure_pad_token, load_policy, save_model
 from rlhf.pretrain import pick_eval_prompts
-from rlhf.runs import Run, find_done, run_stage
+from rlhf.runs import Run, find_done, read_eval, run_stage
 from rlhf.store import Comparison
 from rlhf.world import build_world
 
@@ -64,15 +65,43 @@ def sft_run(cfg: LabConfig, sft_dir: str = "") -> Run:
     return run
 
 
-def training_pairs(cfg: LabConfig, world: Any) -> list[dict[str, str]]:
-    """(prompt, chosen, rejected) rows of every pair in the RM's training comparisons."""
-    from rlhf.reward import split_comparisons, split_file_comparisons, training_comparisons
+def stale(run: Run, cfg: LabConfig) -> str | None:
+    """Why a finished DPO run of this config should not be reused: it started from another SFT
+    run than this config now resolves to, or the store's training comparisons changed."""
+    from rlhf.reward import data_fingerprint, training_comparisons
+
+    try:
+        report = read_eval(run)
+        now = sft_run(cfg, cfg.dpo.sft_run)
+    except RunError:
+        return None
+    if report.get("sft_run") and Path(report["sft_run"]) != now.dir:
+        return f"{run.dir} used sft_run {report['sft_run']}; this config now resolves to {now.dir}"
+    data = data_fingerprint(training_comparisons(cfg)[0], cfg.rm.data)
+    if report.get("data") and report["data"] != data:
+        return f"the comparisons changed since {run.dir} trained on them"
+    return None
+
+
+def training_rows(cfg: LabConfig, world: Any) -> tuple[list[Comparison], dict[str, Any]]:
+    """(the RM's training comparisons, the fingerprint of all its comparisons, as the RM's)."""
+    from rlhf.reward import (
+        data_fingerprint,
+        split_comparisons,
+        split_file_comparisons,
+        training_comparisons,
+    )
 
     rows: list[Comparison] = training_comparisons(cfg)[0]
     if cfg.rm.data:
         train_rows = split_file_comparisons(rows)["train"]
     else:
         train_rows = split_comparisons(rows, {lab.id for lab in world.heldout_labelers})["train"]
+    return train_rows, data_fingerprint(rows, cfg.rm.data)
+
+
+def training_pairs(cfg: LabConfig, train_rows: list[Comparison]) -> list[dict[str, str]]:
+    """(prompt, chosen, rejected) rows of every pair in the RM's training comparisons."""
     pairs = [
         {"prompt": c.prompt, "chosen": " " + chosen.strip(), "rejected": " " + rejected.strip()}
         for c in train_rows
@@ -131,7 +160,8 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     model, tokenizer = load_policy(start.model_dir, padding_side="right")
     ref, _ = load_policy(start.model_dir)
     ensure_pad_token(tokenizer, model, ref)
-    pairs = training_pairs(cfg, world)
+    train_rows, data = training_rows(cfg, world)
+    pairs = training_pairs(cfg, train_rows)
 
     args = TRLDPOConfig(
         output_dir=str(run.checkpoint_dir),
@@ -174,6 +204,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     report = {
         "sft_run": str(start.dir),
         "train_pairs": len(pairs),
+        "data": data,
         "steps": trainer.state.global_step,
         **versus_sft(cfg, world, policy, ref, tokenizer, d.eval_prompts, d.max_new_tokens),
     }

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
@@ -32,7 +33,7 @@ from rlhf.dpo import sft_run, summary, versus_sft  # noqa: F401 - `rlhf grpo` pr
 from rlhf.errors import ConfigError, RunError
 from rlhf.models import ensure_pad_token, load_policy, save_model
 from rlhf.reward import RewardModel, load_reward_model
-from rlhf.runs import Run, find_done, run_stage
+from rlhf.runs import Run, find_done, read_eval, run_stage
 from rlhf.world import build_world
 
 
@@ -54,6 +55,20 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
     """Train (or resume, or return if already done) the GRPO run in `run_dir`."""
     check(cfg)  # bad sizes leave no run directory behind
     return run_stage(cfg, "grpo", run_dir, lambda run: _train(cfg, run, progress))
+
+
+def stale(run: Run, cfg: LabConfig) -> str | None:
+    """Why a finished GRPO run of this config should not be reused: it started from another
+    SFT or RM run than this config now resolves to (as rlhf.ppo.stale), else None."""
+    try:
+        report = read_eval(run)
+        sources = (("sft_run", sft_run(cfg, cfg.grpo.sft_run)), ("rm_run", rm_run(cfg)))
+    except RunError:
+        return None
+    for name, now in sources:
+        if report.get(name) and Path(report[name]) != now.dir:
+            return f"{run.dir} used {name} {report[name]}; this config now resolves to {now.dir}"
+    return None
 
 
 def check(cfg: LabConfig) -> None:

@@ -72,3 +72,24 @@ def test_grpo_rejects_sizes_that_split_a_group_before_making_a_run(tmp_path):
     with pytest.raises(ConfigError, match="multiple of num_generations"):
         grpo.train(cfg, progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_dpo_run_is_stale_once_the_comparisons_change(rm_ready, tmp_path):
+    """Another collection round (a new comparison in the store) is new data for DPO, as for
+    the RM: the finished run is not reused."""
+    from conftest import copy_workspace
+
+    from rlhf.pipeline import finished_run
+    from rlhf.store import Comparison, Store
+    from rlhf.world import build_world
+
+    cfg = copy_workspace(rm_ready, tmp_path / "ws")
+    run = dpo.train(cfg, progress=False)
+    assert finished_run(dpo, cfg, "dpo")[0].dir == run.dir
+    c = dpo.training_rows(cfg, build_world(cfg, progress=False))[0][0]
+    again = Comparison(c.prompt, c.responses, c.ranking, c.labeler, prompt_id=c.prompt_id)
+    again.policy = c.policy
+    with Store.open(cfg) as store:
+        store.add_comparisons([again])
+    reuse, message = finished_run(dpo, cfg, "dpo")
+    assert reuse is None and "comparisons changed" in message
