@@ -12,6 +12,8 @@ is one line on stderr, `error: ...`, with exit code 2 and no traceback.
                      [--data PATH]                            a file's comparisons instead
     rlhf ppo         --recipe R [--set k=v]... [--run-dir D]  stage 3; last line = run dir
                      [--data PATH]                            a file's prompts for the rollouts
+    rlhf dpo         --recipe R [--set k=v]... [--run-dir D]  DPO on the RM's pairs (beyond the paper)
+    rlhf grpo        --recipe R [--set k=v]... [--run-dir D]  GRPO against the RM (beyond the paper)
     rlhf export comparisons --format kwise|pairs --out PATH [--hf]  JSONL or an HF datasets folder
     rlhf models fetch smollm2|HUB_ID                          a real model into the local cache
     rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
@@ -82,6 +84,14 @@ def cmd_rm(args: argparse.Namespace, cfg: config.LabConfig) -> int:
 
 def cmd_ppo(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     return _train_stage("ppo", args, cfg)
+
+
+def cmd_dpo(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    return _train_stage("dpo", args, cfg)
+
+
+def cmd_grpo(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    return _train_stage("grpo", args, cfg)
 
 
 def cmd_compare(args: argparse.Namespace, cfg: config.LabConfig) -> int:
@@ -361,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
             "stage 3: PPO against the reward model (PPO-ptx with --set ppo.ptx_coef=...)",
             cmd_ppo,
         ),
+        "dpo": ("beyond the paper: DPO (TRL) on the RM's training pairs, from SFT", cmd_dpo),
+        "grpo": ("beyond the paper: GRPO (TRL) with the reward model's score, from SFT", cmd_grpo),
     }
     for name, (help_text, func) in stages.items():
         stage = commands.add_parser(name, parents=[_common()], help=help_text)

@@ -398,6 +398,88 @@ class PPOConfig:
 
 
 @dataclass
+class DPOConfig:
+    """Beyond the paper: DPO (Rafailov et al. 2023) with TRL's DPOTrainer on the same pairs the
+    reward model trains on, from the SFT policy, with the SFT policy as the frozen reference."""
+
+    sft_run: str = doc(
+        "", "Start from this SFT run directory. Empty: the newest finished SFT run of this config."
+    )
+    beta: float = doc(
+        0.1, "DPO's beta: the strength of the implicit KL to the SFT reference (TRL's default)."
+    )
+    lr: float = doc(5e-5, "Peak learning rate (cosine decay, 5% warm-up).")
+    epochs: float = doc(1.0, "Passes over the training pairs.")
+    batch_size: int = doc(32, "(prompt, chosen, rejected) pairs per optimizer step.")
+    max_steps: int = doc(200, "Stop after this many steps if > 0 (overrides epochs).")
+    max_length: int = doc(128, "Prompt + response tokens kept per sequence.")
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
+    checkpoint_every: int = doc(100, "Steps between resumable checkpoints.")
+    eval_prompts: int = doc(
+        200, "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all)."
+    )
+    max_new_tokens: int = doc(48, "Tokens generated per prompt in that report (as ppo).")
+
+
+@dataclass
+class GRPOConfig:
+    """Beyond the paper: GRPO (Shao et al. 2024) with TRL's GRPOTrainer, from the SFT policy,
+    the reward = our RM's score (with its demonstration bias) of each sampled response; a
+    group of responses per prompt replaces PPO's value model as the baseline."""
+
+    sft_run: str = doc(
+        "", "Start from this SFT run directory. Empty: the newest finished SFT run of this config."
+    )
+    rm_run: str = doc(
+        "", "Reward model run directory. Empty: the newest finished RM run of this config."
+    )
+    steps: int = doc(
+        60, "Rollouts; each samples batch_size responses and is trained on (as ppo.steps)."
+    )
+    batch_size: int = doc(
+        64,
+        "Responses per rollout: batch_size / num_generations prompts (TRL generation_batch_size; "
+        "as ppo.batch_size).",
+    )
+    mini_batch_size: int = doc(
+        16, "Responses per gradient step; batch_size must be a multiple (as ppo.mini_batch_size)."
+    )
+    grpo_epochs: int = doc(4, "Passes over each rollout (TRL num_iterations; as ppo.ppo_epochs).")
+    num_generations: int = doc(
+        8, "Responses sampled per prompt: the group whose mean reward is the baseline."
+    )
+    max_new_tokens: int = doc(48, "Response tokens sampled per episode (as ppo).")
+    temperature: float = doc(1.0, "Sampling temperature of the rollouts.")
+    lr: float = doc(1e-4, "Learning rate, constant (as ppo.lr).")
+    beta: float = doc(
+        0.1,
+        "KL coefficient to the SFT reference (TRL adds beta * the k3 KL estimate to the loss; "
+        "its default 0 drops the reference, which the paper's setting keeps).",
+    )
+    cliprange: float = doc(0.2, "Clip range of the policy ratio (TRL epsilon; as ppo.cliprange).")
+    loss_type: str = doc(
+        "grpo", "TRL loss: grpo (per-sequence mean, the paper's), dapo, dr_grpo, bnpo, ..."
+    )
+    missing_eos_penalty: float = doc(
+        1.0, "Subtracted from the RM score of a response without EOS (as ppo.missing_eos_penalty)."
+    )
+    log_every: int = doc(
+        4, "Gradient steps between metric lines (TRL steps: steps x updates per rollout)."
+    )
+    checkpoint_every: int = doc(
+        80, "Gradient steps between resumable checkpoints (a multiple of updates per rollout)."
+    )
+    eval_prompts: int = doc(
+        200, "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all)."
+    )
+
+    @property
+    def updates_per_rollout(self) -> int:
+        """Gradient steps per rollout (derived): grpo_epochs x batch_size / mini_batch_size."""
+        return self.grpo_epochs * (self.batch_size // self.mini_batch_size)
+
+
+@dataclass
 class LabConfig:
     """Everything a run needs. Stage sections are filled from a recipe and overrides."""
 
@@ -418,6 +500,8 @@ class LabConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
     rm: RMConfig = field(default_factory=RMConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
 
     @property
     def workspace_dir(self) -> Path:

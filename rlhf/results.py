@@ -2,7 +2,7 @@
 test prompts, with the paper's section-4 metrics (rlhf.metrics), the alignment tax and, for
 reward-model runs, RM accuracy. Every figure has its 95% bootstrap interval and its n.
 
-    policy runs   pretrain (the base model), sft, ppo: greedy answers to every test prompt,
+    policy runs   pretrain (the base model), sft, ppo, dpo, grpo: greedy answers to every test prompt,
                   judged by the gold labeler; win rate against the SFT policy's answers;
                   held-out pretraining perplexity (blocks resampled) and fact-cloze accuracy
     rm runs       pairwise accuracy on the held-out comparisons, by labeler group
@@ -32,13 +32,13 @@ from rlhf.metrics import policy_metrics
 from rlhf.models import load_policy
 from rlhf.runs import Run, find_done, saved_config, write_json
 
-POLICY_STAGES = {"pretrain": "base", "sft": "SFT", "ppo": "PPO"}
+POLICY_STAGES = {"pretrain": "base", "sft": "SFT", "ppo": "PPO", "dpo": "DPO", "grpo": "GRPO"}
 TAX = ("perplexity", "fact_cloze")
 RM_METRICS = ("rm_accuracy/training_labelers", "rm_accuracy/heldout_labelers")
 
 
 def label_of(run: Run) -> str:
-    """base, SFT, PPO, PPO-ptx or RM: what the run's model is, for the table's rows."""
+    """base, SFT, PPO, PPO-ptx, DPO, GRPO or RM: what the run's model is, for the table's rows."""
     stage = run.stage
     if stage == "ppo":
         return "PPO-ptx" if run.raw_config()["ppo"].get("ptx_coef", 0) > 0 else "PPO"

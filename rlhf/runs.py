@@ -28,7 +28,7 @@ from rlhf.config import LORA_KEYS, LabConfig, from_dict
 from rlhf.errors import ConfigError, RunError
 from rlhf.world.build import WORLD_VERSION
 
-STAGES = ("pretrain", "sft", "rm", "ppo")
+STAGES = ("pretrain", "sft", "rm", "ppo", "dpo", "grpo")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -96,7 +96,7 @@ class Run:
                 raise RunError(f"{run.dir}: is a '{run.stage}' run, not '{stage}'")
             saved, new = run.raw_config(), saved_config(cfg, stage)
             # threads and workspace change where and how fast, not what is computed.
-            diff = sorted(set(_diff(saved, new)) - {"threads", "workspace"})
+            diff = sorted(set(config_diff(saved, new, stage)) - {"threads", "workspace"})
             if diff:
                 raise RunError(
                     f"{run.dir}: cannot resume with a different config ({', '.join(diff)} "
@@ -213,6 +213,18 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
     return data
 
 
+# Sections no other stage reads: a difference there does not make another stage's run
+# different, and runs made before these sections existed still match.
+OWN_SECTIONS = ("dpo", "grpo")
+
+
+def config_diff(saved: dict[str, Any], new: dict[str, Any], stage: str) -> list[str]:
+    """The dotted keys where two saved configs of `stage` differ, other stages' own sections
+    (OWN_SECTIONS) left out."""
+    skip = {s for s in OWN_SECTIONS if s != stage}
+    return [k for k in _diff(saved, new) if k.split(".")[0] not in skip]
+
+
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
@@ -264,7 +276,7 @@ def latest_done(cfg: LabConfig, stage: str) -> Run | None:
     """The newest finished run of `stage` whose saved config equals `cfg` (reuse, don't retrain)."""
     want = saved_config(cfg, stage)
     for run in reversed(list_runs(cfg.workspace_dir, stage)):
-        if run.done and not _diff(run.raw_config(), want):
+        if run.done and not config_diff(run.raw_config(), want, stage):
             return run
     return None
 

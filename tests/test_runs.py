@@ -51,8 +51,8 @@ def test_two_runs_in_the_same_second_get_different_dirs(cfg):
 
 
 def test_create_refuses_unknown_stage_and_a_non_empty_dir(cfg, tmp_path):
-    with pytest.raises(RunError, match="unknown stage 'dpo'"):
-        Run.create(cfg, "dpo")
+    with pytest.raises(RunError, match="unknown stage 'kto'"):
+        Run.create(cfg, "kto")
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")

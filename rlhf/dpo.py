@@ -1,0 +1,234 @@
+"""Beyond the paper: DPO (Rafailov et al. 2023) on the same comparisons the reward model learns
+from, as an extra row of the results table beside PPO and PPO-ptx.
+
+    1. the policy: the SFT run of this config (`dpo.sft_run`, else as PPO finds it); the
+       reference: the same SFT model, frozen (DPO's implicit KL anchor, as PPO's pi_ref)
+    2. data: the RM's training comparisons (rlhf.reward.training_comparisons, split as the RM
+       splits them: train prompts ranked by training labelers), each ranking expanded to every
+       (chosen, rejected) pair with strictly different ranks (Comparison.pairs); responses get
+       the leading space the prompt's "A:" wants, as SFT's completions and the RM's inputs
+    3. TRL DPOTrainer, sigmoid loss with dpo.beta; TRL appends EOS to both responses. CPU
+       settings forced (TRL 1.x defaults to bf16 + gradient checkpointing)
+    4. resume from run/checkpoint/ if it exists; the final model is saved to run/model/
+    5. eval.json: greedy answers of DPO and SFT on dpo.eval_prompts test prompts, judged by the
+       gold labeler: win rate against SFT (ties half) and Likert, 95% bootstrap intervals.
+       `rlhf eval --runs ...` gives the full row (every test prompt, the alignment tax)
+
+`train(cfg)` returns the Run; `rlhf dpo --recipe R` calls it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from rlhf.callbacks import LogToRun, train_resuming
+from rlhf.config import LabConfig
+from rlhf.errors import RunError
+from rlhf.evaluate import win_outcomes, with_ci
+from rlhf.generation import generate
+from rlhf.models import ensure_pad_token, load_policy, save_model
+from rlhf.pretrain import pick_eval_prompts
+from rlhf.runs import Run, find_done, read_eval, run_stage
+from rlhf.store import Comparison
+from rlhf.world import build_world
+
+
+class LogDPO(LogToRun):
+    """TRL's DPO logs under the lab's names (dpo/ for its implicit-reward statistics)."""
+
+    NAMES = {
+        **LogToRun.NAMES,
+        "rewards/accuracies": "dpo/accuracy",
+        "rewards/margins": "dpo/margin",
+        "rewards/chosen": "dpo/reward_chosen",
+        "rewards/rejected": "dpo/reward_rejected",
+        "logps/chosen": "dpo/logps_chosen",
+        "logps/rejected": "dpo/logps_rejected",
+    }
+
+
+def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
+    """Train (or resume, or return if already done) the DPO run in `run_dir`."""
+    return run_stage(cfg, "dpo", run_dir, lambda run: _train(cfg, run, progress))
+
+
+def sft_run(cfg: LabConfig, sft_dir: str = "") -> Run:
+    """The SFT run to start from: `sft_dir`, else the newest finished one of this config."""
+    run = Run.open(sft_dir) if sft_dir else find_done(cfg, "sft", ("world", "pretrain", "sft"))
+    if run is None:
+        raise RunError(f"no finished SFT run for this config; run: rlhf sft --recipe {cfg.recipe}")
+    return run
+
+
+def stale(run: Run, cfg: LabConfig) -> str | None:
+    """Why a finished DPO run of this config should not be reused: it started from another SFT
+    run than this config now resolves to, or the store's training comparisons changed."""
+    from rlhf.reward import data_fingerprint, training_comparisons
+
+    try:
+        report = read_eval(run)
+        now = sft_run(cfg, cfg.dpo.sft_run)
+    except RunError:
+        return None
+    if report.get("sft_run") and Path(report["sft_run"]) != now.dir:
+        return f"{run.dir} used sft_run {report['sft_run']}; this config now resolves to {now.dir}"
+    data = data_fingerprint(training_comparisons(cfg)[0], cfg.rm.data)
+    if report.get("data") and report["data"] != data:
+        return f"the comparisons changed since {run.dir} trained on them"
+    return None
+
+
+def training_rows(cfg: LabConfig, world: Any) -> tuple[list[Comparison], dict[str, Any]]:
+    """(the RM's training comparisons, the fingerprint of all its comparisons, as the RM's)."""
+    from rlhf.reward import (
+        data_fingerprint,
+        split_comparisons,
+        split_file_comparisons,
+        training_comparisons,
+    )
+
+    rows: list[Comparison] = training_comparisons(cfg)[0]
+    if cfg.rm.data:
+        train_rows = split_file_comparisons(rows)["train"]
+    else:
+        train_rows = split_comparisons(rows, {lab.id for lab in world.heldout_labelers})["train"]
+    return train_rows, data_fingerprint(rows, cfg.rm.data)
+
+
+def training_pairs(cfg: LabConfig, train_rows: list[Comparison]) -> list[dict[str, str]]:
+    """(prompt, chosen, rejected) rows of every pair in the RM's training comparisons."""
+    pairs = [
+        {"prompt": c.prompt, "chosen": " " + chosen.strip(), "rejected": " " + rejected.strip()}
+        for c in train_rows
+        for chosen, rejected in c.pairs()
+    ]
+    if not pairs:
+        raise RunError(
+            f"no training comparisons for this config; run: rlhf compare --recipe {cfg.recipe}"
+        )
+    return pairs
+
+
+def versus_sft(
+    cfg: LabConfig,
+    world: Any,
+    policy: Any,
+    sft: Any,
+    tokenizer: Any,
+    n_prompts: int,
+    max_new_tokens: int,
+) -> dict[str, Any]:
+    """Greedy answers of `policy` and `sft` to n test prompts, judged by the gold labeler: the
+    win rate against SFT (ties half) and both Likert means, with 95% bootstrap intervals."""
+    prompts = pick_eval_prompts(world, n_prompts)
+    texts = [q.text for q in prompts]
+    tokenizer.padding_side = "left"
+    quality, likert, samples = {}, {}, {}
+    for name, model in (("policy", policy), ("sft", sft)):
+        g = generate(model.eval(), tokenizer, texts, max_new_tokens=max_new_tokens, greedy=True)
+        judged = [world.gold.score(q, t) for q, t in zip(prompts, g.texts, strict=True)]
+        quality[name] = [j.quality for j in judged]
+        likert[name] = [float(j.likert) for j in judged]
+        samples[name] = g.texts
+    n, seed = cfg.ppo.bootstrap, cfg.seed
+    return {
+        "win_rate_vs_sft": with_ci(win_outcomes(quality["policy"], quality["sft"]), n, seed),
+        "likert/policy": with_ci(likert["policy"], n, seed),
+        "likert/sft": with_ci(likert["sft"], n, seed),
+        "n_prompts": len(prompts),
+        "samples": [
+            {"prompt": t, "sft": samples["sft"][i], "policy": samples["policy"][i]}
+            for i, t in enumerate(texts[:8])
+        ],
+    }
+
+
+def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
+    import torch
+    from trl import DPOConfig as TRLDPOConfig
+    from trl import DPOTrainer
+
+    t_start = time.perf_counter()
+    d = cfg.dpo
+    world = build_world(cfg, progress=progress)
+    start = sft_run(cfg, d.sft_run)
+    model, tokenizer = load_policy(start.model_dir, padding_side="right")
+    ref, _ = load_policy(start.model_dir)
+    ensure_pad_token(tokenizer, model, ref)
+    train_rows, data = training_rows(cfg, world)
+    pairs = training_pairs(cfg, train_rows)
+
+    args = TRLDPOConfig(
+        output_dir=str(run.checkpoint_dir),
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        fp16=False,
+        activation_checkpointing=False,
+        beta=d.beta,
+        loss_type=["sigmoid"],
+        learning_rate=d.lr,
+        num_train_epochs=d.epochs,
+        max_steps=d.max_steps if d.max_steps > 0 else -1,
+        per_device_train_batch_size=d.batch_size,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        max_length=d.max_length,
+        logging_steps=d.log_every,
+        save_strategy="steps",
+        save_steps=d.checkpoint_every,
+        save_total_limit=2,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=[],
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref.eval(),
+        args=args,
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=tokenizer,
+        callbacks=[LogDPO(run)],
+    )
+    train_resuming(trainer, run)
+    policy = trainer.model.eval()
+    save_model(policy, tokenizer, run.model_dir)
+
+    report = {
+        "sft_run": str(start.dir),
+        "train_pairs": len(pairs),
+        "data": data,
+        "steps": trainer.state.global_step,
+        **versus_sft(cfg, world, policy, ref, tokenizer, d.eval_prompts, d.max_new_tokens),
+    }
+    last = [r for r in run.metrics() if "dpo/accuracy" in r]
+    if last:
+        report["training"] = {k: last[-1][k] for k in last[-1] if k.startswith("dpo/")}
+    report["wall_time_s"] = time.perf_counter() - t_start
+    run.write_eval(report)
+    run.set_status("done", wall_time_s=report["wall_time_s"])
+
+
+def summary(report: dict[str, Any]) -> str:
+    """DPO vs SFT figures of eval.json (printed by `rlhf dpo` and `rlhf grpo`)."""
+
+    def ci(c: dict[str, float], pct: bool = False) -> str:
+        f = (lambda x: f"{x:.1%}") if pct else (lambda x: f"{x:.2f}")
+        return f"{f(c['mean'])} [{f(c['lo'])}, {f(c['hi'])}]"
+
+    return "\n".join(
+        [
+            f"win rate vs SFT   {ci(report['win_rate_vs_sft'], pct=True)} "
+            f"(n={report['n_prompts']} test prompts, gold labeler, ties half)",
+            f"gold Likert       {ci(report['likert/policy'])} (SFT {ci(report['likert/sft'])})",
+            f"steps             {report['steps']}",
+            f"wall time         {report['wall_time_s']:.0f} s",
+        ]
+    )
