@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
@@ -226,11 +227,14 @@ def forward_logprobs(
     ~40% of a forward, and prompts are longer than responses."""
     pk = pk or pack(g, padded=not packable(model))
     logits = model.get_output_embeddings()(_hidden(model.base_model, pk))  # (n, V)
-    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (n, V)
+    logits = logits.float() if temperature == 1.0 else logits.float() / temperature
     tokens = g.response_ids[pk.rows, pk.cols]  # (n,)
-    logprobs = logp_all.gather(-1, tokens[:, None]).squeeze(-1)  # (n,)
+    # log p(token) as one fused op: its backward is softmax - onehot, with no (n, V) gather
+    # gradient and log-softmax backward in between.
+    logprobs = -F.cross_entropy(logits, tokens, reduction="none")  # (n,)
     if not with_entropy:
         return pk.unpack(logprobs), None
+    logp_all = torch.log_softmax(logits, dim=-1)  # (n, V)
     entropy = -(logp_all.exp() * logp_all).sum(-1)  # (n,)
     return pk.unpack(logprobs), pk.unpack(entropy)
 
