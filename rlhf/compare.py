@@ -26,22 +26,14 @@ from rlhf.config import LabConfig
 from rlhf.errors import ConfigError, RunError
 from rlhf.generation import generate
 from rlhf.models import load_policy
-from rlhf.runs import Run, find_done
+from rlhf.runs import Run, upstream
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
 from rlhf.world.labelers import pairwise_agreement
 
 
 def sft_model_dir(cfg: LabConfig) -> Path:
-    if cfg.compare.sft_run:
-        return Run.open(cfg.compare.sft_run).model_dir
-    run = find_done(cfg, "sft", ("world", "pretrain", "sft"))
-    if run is None:
-        raise RunError(
-            f"no finished SFT run for this config in {cfg.workspace_dir / 'runs'}; "
-            f"run: rlhf sft --recipe {cfg.recipe} (or set compare.sft_run)"
-        )
-    return run.model_dir
+    return upstream(cfg, "sft", cfg.compare.sft_run, "compare.sft_run").model_dir
 
 
 def policy_model_dir(cfg: LabConfig) -> Path:

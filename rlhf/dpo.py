@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
@@ -33,7 +32,7 @@ from rlhf.evaluate import win_outcomes, with_ci
 from rlhf.generation import generate
 from rlhf.models import ensure_pad_token, load_policy, save_model
 from rlhf.pretrain import pick_eval_prompts
-from rlhf.runs import Run, find_done, read_eval, run_stage
+from rlhf.runs import Run, moved_source, read_eval, run_stage, upstream
 from rlhf.store import Comparison
 from rlhf.world import build_world
 
@@ -57,14 +56,6 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
     return run_stage(cfg, "dpo", run_dir, lambda run: _train(cfg, run, progress))
 
 
-def sft_run(cfg: LabConfig, sft_dir: str = "") -> Run:
-    """The SFT run to start from: `sft_dir`, else the newest finished one of this config."""
-    run = Run.open(sft_dir) if sft_dir else find_done(cfg, "sft", ("world", "pretrain", "sft"))
-    if run is None:
-        raise RunError(f"no finished SFT run for this config; run: rlhf sft --recipe {cfg.recipe}")
-    return run
-
-
 def stale(run: Run, cfg: LabConfig) -> str | None:
     """Why a finished DPO run of this config should not be reused: it started from another SFT
     run than this config now resolves to, or the store's training comparisons changed."""
@@ -72,11 +63,11 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
 
     try:
         report = read_eval(run)
-        now = sft_run(cfg, cfg.dpo.sft_run)
+        now = upstream(cfg, "sft", cfg.dpo.sft_run, "dpo.sft_run")
     except RunError:
         return None
-    if report.get("sft_run") and Path(report["sft_run"]) != now.dir:
-        return f"{run.dir} used sft_run {report['sft_run']}; this config now resolves to {now.dir}"
+    if moved := moved_source(run, {"sft_run": now}):
+        return moved
     data = data_fingerprint(training_comparisons(cfg)[0], cfg.rm.data)
     if report.get("data") and report["data"] != data:
         return f"the comparisons changed since {run.dir} trained on them"
@@ -156,7 +147,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     t_start = time.perf_counter()
     d = cfg.dpo
     world = build_world(cfg, progress=progress)
-    start = sft_run(cfg, d.sft_run)
+    start = upstream(cfg, "sft", d.sft_run, "dpo.sft_run")
     model, tokenizer = load_policy(start.model_dir, padding_side="right")
     ref, _ = load_policy(start.model_dir)
     ensure_pad_token(tokenizer, model, ref)

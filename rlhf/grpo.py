@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
 from rlhf.callbacks import LogToRun, train_resuming
 from rlhf.config import LabConfig
-from rlhf.dpo import sft_run, summary, versus_sft  # noqa: F401 - `rlhf grpo` prints summary
+from rlhf.dpo import summary, versus_sft  # noqa: F401 - `rlhf grpo` prints summary
 from rlhf.errors import ConfigError, RunError
 from rlhf.models import ensure_pad_token, load_policy, save_model
 from rlhf.reward import RewardModel, load_reward_model
-from rlhf.runs import Run, find_done, read_eval, run_stage
+from rlhf.runs import Run, moved_source, run_stage, upstream
 from rlhf.world import build_world
 
 
@@ -61,14 +60,10 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
     """Why a finished GRPO run of this config should not be reused: it started from another
     SFT or RM run than this config now resolves to (as rlhf.ppo.stale), else None."""
     try:
-        report = read_eval(run)
-        sources = (("sft_run", sft_run(cfg, cfg.grpo.sft_run)), ("rm_run", rm_run(cfg)))
+        sources = {"sft_run": sft_run(cfg), "rm_run": rm_run(cfg)}
     except RunError:
         return None
-    for name, now in sources:
-        if report.get(name) and Path(report[name]) != now.dir:
-            return f"{run.dir} used {name} {report[name]}; this config now resolves to {now.dir}"
-    return None
+    return moved_source(run, sources)
 
 
 def check(cfg: LabConfig) -> None:
@@ -83,14 +78,12 @@ def check(cfg: LabConfig) -> None:
             )
 
 
+def sft_run(cfg: LabConfig) -> Run:
+    return upstream(cfg, "sft", cfg.grpo.sft_run, "grpo.sft_run")
+
+
 def rm_run(cfg: LabConfig) -> Run:
-    g = cfg.grpo
-    run = (
-        Run.open(g.rm_run) if g.rm_run else find_done(cfg, "rm", ("world", "pretrain", "sft", "rm"))
-    )
-    if run is None:
-        raise RunError(f"no finished RM run for this config; run: rlhf rm --recipe {cfg.recipe}")
-    return run
+    return upstream(cfg, "rm", cfg.grpo.rm_run, "grpo.rm_run")
 
 
 def rm_reward(rm: RewardModel, eos_id: int, missing_eos_penalty: float):
@@ -115,7 +108,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     t_start = time.perf_counter()
     g = cfg.grpo
     world = build_world(cfg, progress=progress)
-    start, rm_source = sft_run(cfg, g.sft_run), rm_run(cfg)
+    start, rm_source = sft_run(cfg), rm_run(cfg)
     model, tokenizer = load_policy(start.model_dir)  # pads left: TRL generates
     ensure_pad_token(tokenizer, model)
     rm = load_reward_model(rm_source.model_dir)

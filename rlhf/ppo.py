@@ -67,7 +67,7 @@ from rlhf.models import (
 from rlhf.packing import PackedRows, last_hidden, pack_rows, packable, pad_rows
 from rlhf.ppo_report import final_report, summary  # noqa: F401 - `rlhf ppo` prints summary
 from rlhf.reward import RewardModel, load_reward_model
-from rlhf.runs import Run, find_done, read_eval, run_stage
+from rlhf.runs import Run, moved_source, read_eval, run_stage, upstream
 from rlhf.tokenizer import encode_documents
 
 
@@ -105,15 +105,9 @@ def source_runs(cfg: LabConfig) -> tuple[Run, Run]:
     """(SFT run, RM run) this PPO run starts from: the configured ones, else the newest
     finished runs of this config."""
     p = cfg.ppo
-    sft = Run.open(p.sft_run) if p.sft_run else find_done(cfg, "sft", ("world", "pretrain", "sft"))
-    if sft is None:
-        raise RunError(f"no finished SFT run for this config; run: rlhf sft --recipe {cfg.recipe}")
-    rm = (
-        Run.open(p.rm_run) if p.rm_run else find_done(cfg, "rm", ("world", "pretrain", "sft", "rm"))
+    return upstream(cfg, "sft", p.sft_run, "ppo.sft_run"), upstream(
+        cfg, "rm", p.rm_run, "ppo.rm_run"
     )
-    if rm is None:
-        raise RunError(f"no finished RM run for this config; run: rlhf rm --recipe {cfg.recipe}")
-    return sft, rm
 
 
 def stale(run: Run, cfg: LabConfig) -> str | None:
@@ -125,10 +119,8 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
         sft, rm = source_runs(cfg)
     except RunError:
         return None
-    for name, now in (("rm_run", rm), ("sft_run", sft)):
-        if report.get(name) and Path(report[name]) != now.dir:
-            return f"{run.dir} used {name} {report[name]}; this config now resolves to {now.dir}"
-    return data_changed(report, cfg.ppo.data) if cfg.ppo.data else None
+    moved = moved_source(run, {"rm_run": rm, "sft_run": sft})
+    return moved or (data_changed(report, cfg.ppo.data) if cfg.ppo.data else None)
 
 
 def policy_lora(p: PPOConfig):

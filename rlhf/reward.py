@@ -49,7 +49,7 @@ from rlhf.labeling import is_held_out_prompt
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
 from rlhf.models import check_model_dir, ensure_pad_token, quiet_progress, save_model
 from rlhf.packing import last_hidden, pack_rows, packable
-from rlhf.runs import Run, find_done, read_eval, run_stage, saved_config
+from rlhf.runs import Run, read_eval, run_stage, saved_config, upstream
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
 
@@ -332,12 +332,7 @@ def accuracy_by(pairs: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
 
 
 def sft_model_dir(cfg: LabConfig) -> Path:
-    if cfg.rm.sft_run:
-        return Run.open(cfg.rm.sft_run).model_dir
-    run = find_done(cfg, "sft", ("world", "pretrain", "sft"))
-    if run is None:
-        raise RunError(f"no finished SFT run for this config; run: rlhf sft --recipe {cfg.recipe}")
-    return run.model_dir
+    return upstream(cfg, "sft", cfg.rm.sft_run, "rm.sft_run").model_dir
 
 
 def training_comparisons(cfg: LabConfig) -> tuple[list[Comparison], dict[str, int]]:

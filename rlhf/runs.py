@@ -292,6 +292,40 @@ def find_done(cfg: LabConfig, stage: str, sections: tuple[str, ...]) -> Run | No
     return None
 
 
+# What a later stage's source run must agree on with its config: the sections it was made from.
+UPSTREAM = {"sft": ("world", "pretrain", "sft"), "rm": ("world", "pretrain", "sft", "rm")}
+
+
+def upstream(cfg: LabConfig, stage: str, explicit: str = "", setting: str = "") -> Run:
+    """The finished `stage` run ("sft" or "rm") a later stage starts from: `explicit` (a run
+    directory, the value of the config field `setting`, e.g. ppo.sft_run) if given, else the
+    newest finished one of this config (agreeing on UPSTREAM[stage]); a RunError naming the
+    command that makes one."""
+    if explicit:
+        return Run.open(explicit)
+    run = find_done(cfg, stage, UPSTREAM[stage])
+    if run is None:
+        hint = f" (or set {setting})" if setting else ""
+        raise RunError(
+            f"no finished {'RM' if stage == 'rm' else 'SFT'} run for this config in "
+            f"{cfg.workspace_dir / 'runs'}; run: rlhf {stage} --recipe {cfg.recipe}{hint}"
+        )
+    return run
+
+
+def moved_source(run: Run, sources: dict[str, Run]) -> str | None:
+    """Why a finished run should not be reused because a source it recorded in eval.json
+    (name -> run: "sft_run", "rm_run") is not the one its config now resolves to, else None."""
+    try:
+        report = read_eval(run)
+    except RunError:
+        return None
+    for name, now in sources.items():
+        if report.get(name) and Path(report[name]) != now.dir:
+            return f"{run.dir} used {name} {report[name]}; this config now resolves to {now.dir}"
+    return None
+
+
 def read_eval(run: Run) -> dict[str, Any]:
     """The stage's own measurements (eval.json); a clear error if the run has none yet."""
     f = run.dir / "eval.json"
