@@ -237,12 +237,25 @@ class CompareConfig:
 
 @dataclass
 class RMConfig:
-    """Stage 2: the reward model (rlhf/reward.py): the SFT model with a scalar head, trained on
-    K-wise rankings with the paper's Eq. 1 (all C(K,2) pairs of a prompt in one batch element,
-    each response forwarded once), then biased so demonstrations score mean 0 (paper 3.5)."""
+    """Stage 2: the reward model (rlhf/reward.py): the SFT model (or rm.backbone) with a scalar
+    head, trained on K-wise rankings with the paper's Eq. 1 (all C(K,2) pairs of a prompt in one
+    batch element, each response forwarded once), then biased so demonstrations score mean 0
+    (paper 3.5)."""
 
     sft_run: str = doc(
         "", "SFT run the RM starts from. Empty: the newest finished SFT run of this config."
+    )
+    backbone: str = doc(
+        "",
+        "The model the RM starts from instead of the SFT model: `minilm` (all-MiniLM-L6-v2, a "
+        "6-layer BERT encoder, 22.7M parameters, offline after `rlhf models fetch minilm`), "
+        "`smollm2`, or a save_pretrained directory. It keeps its own tokenizer: the RM scores "
+        "(prompt, response) text, and PPO then starts its value model from the SFT policy "
+        "instead of the RM (they no longer share a tokenizer). BERT reads the pair as "
+        "[CLS] prompt [SEP] response [SEP] and its head reads [CLS] through the pooler, not "
+        "the last non-pad token (a pooler missing from the checkpoint is initialised from the "
+        "seed). Fine-tune it at a BERT rate, e.g. --set rm.lr=3e-5 (docs/benchmarks.md). "
+        "Empty: the SFT model (the paper's way).",
     )
     data: str = doc(
         "",
@@ -273,7 +286,8 @@ class RMConfig:
 class PPOConfig:
     """Stage 3: PPO against the reward model, and PPO-ptx when ptx_coef > 0 (rlhf/ppo.py;
     paper 3.5 and appendix C.4). The policy starts from the SFT model, which also serves as
-    the frozen reference of the KL penalty; the value model starts from the RM (paper 3.5).
+    the frozen reference of the KL penalty; the value model starts from the RM (paper 3.5), or
+    from the SFT model when the RM has its own tokenizer (rm.backbone).
 
     Sizes differ from the paper's (256k episodes, batch 512, 175B) so a run fits in minutes on
     2 CPU cores: each field says where it follows the paper and where it does not, and why."""
@@ -285,8 +299,10 @@ class PPOConfig:
     )
     rm_run: str = doc(
         "",
-        "Reward-model run: the reward, and the value model's initialisation. Empty: the newest "
-        "finished RM run of this config.",
+        "Reward-model run: the reward, and the value model's initialisation when it shares the "
+        "policy's tokenizer (an RM on another backbone, rm.backbone, scores the decoded text and "
+        "the value model starts from the SFT model). Empty: the newest finished RM run of this "
+        "config.",
     )
     data: str = doc(
         "",
@@ -377,8 +393,9 @@ class PPOConfig:
         "LoRA rank of the policy (peft; Hu et al. 2021). 0: every policy weight trains. > 0: "
         "only rank-r adapters on lora_targets train (the optimizer holds nothing else); the "
         "final policy is merged and saved as a plain model. The value model always trains in "
-        "full: it is small (a trunk and a scalar head) and starts from the RM, whose head and "
-        "trunk must move together to predict returns. The reference stays the separate frozen "
+        "full: it is small (a trunk and a scalar head) and starts from the RM (or the SFT "
+        "model), whose head and trunk must move together to predict returns. The reference "
+        "stays the separate frozen "
         "SFT model (the LoRA policy with its adapters disabled would be the same function "
         "without a second copy; kept separate for simplicity).",
     )

@@ -1,7 +1,10 @@
 """Stage 2: the reward model (paper 3.5).
 
     1. the SFT model with its LM head replaced by a scalar head (AutoModelForSequenceClassification,
-       num_labels=1); the reward is read at the last non-pad token (right padding)
+       num_labels=1); the reward is read at the last non-pad token (right padding). Or another
+       backbone (rm.backbone: all-MiniLM-L6-v2, a BERT encoder, or any model directory) with
+       its own tokenizer: BERT reads (prompt, response) as a text pair and its head reads
+       [CLS] through the pooler, not the last token (`text_pair`)
     2. data: the store's comparisons; train = rankings of train prompts, evaluation = rankings
        of val prompts by training labelers and by held-out labelers. Or rm.data's comparisons
        (rlhf.data): train = the file's first 90%, evaluation = its last 10%
@@ -40,14 +43,20 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from rlhf import distributed as dist
-from rlhf.callbacks import LogToRun, train_resuming
+from rlhf.callbacks import LogToRun, last_checkpoint_step, train_resuming
 from rlhf.config import LabConfig
 from rlhf.data import fingerprint, load_comparisons
 from rlhf.errors import RunError
 from rlhf.evaluate import clustered_ci
 from rlhf.labeling import is_held_out_prompt
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
-from rlhf.models import check_model_dir, ensure_pad_token, quiet_progress, save_model
+from rlhf.models import (
+    check_model_dir,
+    ensure_pad_token,
+    quiet_progress,
+    resolve_reward_backbone,
+    save_model,
+)
 from rlhf.packing import last_hidden, pack_rows, packable
 from rlhf.runs import Run, read_eval, run_stage, saved_config, upstream
 from rlhf.store import Comparison, Store
@@ -68,8 +77,10 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
 
 
 class RewardModel(torch.nn.Module):
-    """Scalar reward of (prompt, response) texts: the head's value at the last non-pad token
-    plus the demonstration bias."""
+    """Scalar reward of (prompt, response) texts plus the demonstration bias: the head's value
+    at the last non-pad token (a causal LM backbone), or at [CLS] through BERT's pooler (a
+    text-pair tokenizer, `text_pair`). It scores text with its own tokenizer, so any policy's
+    decoded responses can be scored, whatever the policy's tokenizer."""
 
     def __init__(self, model, tokenizer, bias: float = 0.0, max_length: int = 128):
         super().__init__()
@@ -77,11 +88,14 @@ class RewardModel(torch.nn.Module):
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 64) -> torch.Tensor:
-        """(N,) rewards; the response is scored as the policy emits it, ending with EOS.
+        """(N,) rewards; the response is scored as the policy emits it, ending with EOS (a
+        causal backbone), or as the second text of a pair (BERT).
 
         Each batch's sequences are packed end to end (rlhf.packing) and the head is read at
         each one's last token: the same numbers as a right-padded forward (a test checks),
-        without its padding. Models that cannot be packed (rlhf.packing.packable) are padded."""
+        without its padding. Models that cannot be packed (rlhf.packing.packable: GPT-2, BERT)
+        take a right-padded batch and their own head's reading: the last non-pad token, or
+        BERT's [CLS]."""
         self.model.eval()
         out = []
         for i in range(0, len(prompts), batch_size):
@@ -118,6 +132,18 @@ def load_reward_model(model_dir: str | os.PathLike) -> RewardModel:
     return RewardModel(model, tokenizer, info["bias"], info.get("max_length", 128))
 
 
+def text_pair(tokenizer) -> bool:
+    """Does the RM read (prompt, response) as a text pair, "[CLS] prompt [SEP] response [SEP]"?
+    Yes for encoder tokenizers with [CLS] and [SEP] (BERT's, MiniLM's): their sequence
+    classifiers read the first token ([CLS]; BERT through its pooler), so the prompt and the
+    response are told apart by [SEP] and token types, not by EOS. No for causal LM tokenizers:
+    prompt + " " + response + EOS, read at the last non-pad token."""
+    return (
+        getattr(tokenizer, "cls_token_id", None) is not None
+        and getattr(tokenizer, "sep_token_id", None) is not None
+    )
+
+
 def encode_ids(
     tokenizer, prompts: list[str], responses: list[str], max_length: int
 ) -> list[list[int]]:
@@ -139,7 +165,28 @@ def encode_pairs(
     """Right-padded (N, T) input_ids/attention_mask of prompt + " " + response + EOS, keeping
     the END of over-long sequences (the response and its EOS are what is scored). Responses
     are stripped first, as the store keeps them: generated text starts with its own space,
-    and a second one would be a token the RM never saw in training."""
+    and a second one would be a token the RM never saw in training.
+
+    A text-pair tokenizer (`text_pair`: BERT's) gets "[CLS] prompt [SEP] response [SEP]" with
+    token_type_ids too; an over-long pair loses tokens from the START of the longer of its
+    two texts (longest_first, truncation side left), so the response's end and the end of
+    the prompt (the question) are kept."""
+    if text_pair(tokenizer):
+        side = tokenizer.truncation_side
+        tokenizer.truncation_side = "left"
+        try:
+            enc = tokenizer(
+                prompts,
+                [r.strip() for r in responses],
+                truncation="longest_first",
+                max_length=max_length,
+                padding=True,
+                padding_side="right",
+                return_tensors="pt",
+            )
+        finally:
+            tokenizer.truncation_side = side
+        return dict(enc)
     rows = encode_ids(tokenizer, prompts, responses, max_length)
     T = max(len(r) for r in rows)
     ids = torch.full((len(rows), T), tokenizer.pad_token_id)  # (N, T)
@@ -182,9 +229,8 @@ class KwiseTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ranks = inputs["ranks"]  # (B, Kmax)
-        logits = model(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-        ).logits
+        # input_ids, attention_mask, and token_type_ids for a text-pair (BERT) tokenizer
+        logits = model(**{k: v for k, v in inputs.items() if k != "ranks"}).logits  # (N, 1)
         rewards = rewards_by_rank_slot(logits.squeeze(-1), ranks)  # (B, Kmax)
         loss = kwise_ranking_loss(rewards, ranks)
         return (loss, {"rewards": rewards}) if return_outputs else loss
@@ -335,6 +381,21 @@ def sft_model_dir(cfg: LabConfig) -> Path:
     return upstream(cfg, "sft", cfg.rm.sft_run, "rm.sft_run").model_dir
 
 
+def backbone_dir(cfg: LabConfig) -> tuple[Path, Path | None]:
+    """(the directory the RM starts from, the SFT model's directory or None): the SFT model
+    (rm.backbone empty, the paper's way), else rm.backbone's model (rlhf.models
+    .resolve_reward_backbone); the SFT run is then recorded if there is one (it made the
+    comparisons and is the dashboard's KL reference) but not needed."""
+    backbone = resolve_reward_backbone(cfg.rm.backbone)
+    if backbone is None:
+        sft = sft_model_dir(cfg)
+        return sft, sft
+    try:
+        return backbone, sft_model_dir(cfg)
+    except RunError:
+        return backbone, None
+
+
 def training_comparisons(cfg: LabConfig) -> tuple[list[Comparison], dict[str, int]]:
     """(rows, skipped): the stored comparisons an RM of this config trains and is tested on:
     every simulated one of this world, of any policy (SFT, or later ones: iterated collection),
@@ -378,13 +439,15 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
 
 
 def load_backbone(base_dir: Path, seed: int) -> tuple[Any, Any]:
-    """(model, tokenizer padding right): the causal LM of `base_dir` with a new scalar head
-    (step 1). A tokenizer without a pad token (GPT-2's) gets one (rlhf.models.ensure_pad_token):
-    the head is read at the last non-pad token."""
+    """(model, tokenizer padding right): the model of `base_dir` with a new scalar head
+    (step 1): a causal LM (the SFT model), read at the last non-pad token, or an encoder
+    (MiniLM's BERT), read at [CLS] through its pooler. A tokenizer without a pad token (GPT-2's)
+    gets one (rlhf.models.ensure_pad_token). Weights the checkpoint lacks (the head; BERT's
+    pooler in checkpoints saved without it) are initialised from the seed."""
     tokenizer = AutoTokenizer.from_pretrained(str(check_model_dir(base_dir)), local_files_only=True)
     tokenizer.padding_side = "right"
-    # The scalar head is new: seed its initialisation (the Trainer seeds only after it exists),
-    # so the same config and seed give the same reward model.
+    # The scalar head (and a missing pooler) is new: seed its initialisation (the Trainer seeds
+    # only after it exists), so the same config and seed give the same reward model.
     set_seed(seed)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report only says the new head is not in the file
@@ -405,7 +468,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
     r = cfg.rm
     with dist.main_first():  # built (or read) once, by the main process first
         world = build_world(cfg, progress=progress)
-    base_dir = sft_model_dir(cfg)
+    base_dir, sft_dir = backbone_dir(cfg)
     rows, skipped = (rows, {}) if rows is not None else training_comparisons(cfg)
     heldout_ids = {lab.id for lab in world.heldout_labelers}
     data = split_file_comparisons(rows) if r.data else split_comparisons(rows, heldout_ids)
@@ -449,7 +512,10 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         data_collator=KwiseCollator(tokenizer, r.max_length),
         callbacks=[LogToRun(run)],
     )
+    t_train, first_step = time.perf_counter(), last_checkpoint_step(run.checkpoint_dir)
     train_resuming(trainer, run)
+    # the optimizer steps of this process (a resumed run: those after its checkpoint)
+    step_seconds = (time.perf_counter() - t_train) / max(1, trainer.state.global_step - first_step)
     digests = dist.param_digests(trainer.model)  # one per process: equal after DDP
     if not dist.is_main():
         return
@@ -466,7 +532,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
     )
 
     report: dict[str, Any] = {
-        "sft_run": str(base_dir.parent),
+        "sft_run": str(sft_dir.parent) if sft_dir else None,
         "steps": trainer.state.global_step,
         "bias": bias,
         "param_sha256_by_process": digests,
@@ -474,6 +540,14 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         "skipped_comparisons": skipped,
         "data": data_fingerprint(rows, r.data),
     }
+    if r.backbone:
+        report["backbone"] = {
+            "name": r.backbone,
+            "dir": str(base_dir),
+            "model_type": rm.model.config.model_type,
+            "reads": "[CLS]" if text_pair(tokenizer) else "last token",
+            "parameters": sum(q.numel() for q in rm.model.parameters()),
+        }
     acc, pairs = accuracy(rm, data["train"])
     report |= {"accuracy/train": acc, "pairs/train": pairs}
     if not r.data:  # the store's comparisons: both labeler groups, and the gold labeler
@@ -505,12 +579,19 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
             row.family: row.accuracy for row in accuracy_by(val, "family").itertuples()
         }
     report["wall_time_s"] = time.perf_counter() - t_start
+    report["seconds_per_step"] = step_seconds
     run.write_eval(report)
     run.set_status("done", wall_time_s=report["wall_time_s"])
 
 
 def summary(report: dict[str, Any]) -> str:
     lines = []
+    if report.get("backbone"):
+        b = report["backbone"]
+        lines.append(
+            f"backbone                      {b['name']} ({b['model_type']}, "
+            f"{b['parameters'] / 1e6:.1f}M parameters, reward read at {b['reads']})"
+        )
     for name in ("train", "val_data", "val_train_labelers", "val_heldout_labelers", "val_human"):
         if report.get(f"accuracy/{name}") is None:
             continue
@@ -530,5 +611,8 @@ def summary(report: dict[str, Any]) -> str:
     if report.get("accuracy_by_family"):  # held-out comparisons, both labeler groups
         by = sorted(report["accuracy_by_family"].items(), key=lambda kv: -kv[1])
         lines.append("held-out accuracy by family    " + ", ".join(f"{f} {a:.0%}" for f, a in by))
-    lines.append(f"wall time                     {report['wall_time_s']:.0f} s")
+    line = f"wall time                     {report['wall_time_s']:.0f} s"
+    if report.get("seconds_per_step"):
+        line += f" ({report['steps']} steps, {report['seconds_per_step']:.2f} s a step)"
+    lines.append(line)
     return "\n".join(lines)

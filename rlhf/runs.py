@@ -206,6 +206,8 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
             del data[section]["data"]
     if not data["sft"]["base_model"]:  # likewise for the world's own base model
         del data["sft"]["base_model"]
+    if not data["rm"]["backbone"]:  # and for the RM on the SFT model
+        del data["rm"]["backbone"]
     for section in ("sft", "ppo"):  # no LoRA (lora_r 0): likewise, runs made before it match
         if not data[section]["lora_r"]:
             for key in LORA_KEYS:
