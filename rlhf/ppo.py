@@ -7,7 +7,10 @@ Models (`load_models`):
                LoRA adapters, merged into it at the end)
     ref        the SFT model, frozen                         pi_ref (the KL penalty's anchor)
     value      the RM's trunk and scalar head, trained       V (paper 3.5: value from the RM)
-    reward     the RM with its demonstration bias, frozen    r(x, y)
+               or, when the RM has its own tokenizer
+               (rm.backbone: MiniLM), the SFT model's trunk
+               with a new scalar head
+    reward     the RM with its demonstration bias, frozen    r(x, y), of the decoded text
 
 One step (`ppo_step`), numbered as lm-human-preference-details numbers its rollout:
 
@@ -33,6 +36,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,7 @@ from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from rlhf import distributed as dist
 from rlhf.config import LabConfig, PPOConfig
@@ -65,7 +70,7 @@ from rlhf.models import (
     save_model,
 )
 from rlhf.packing import PackedRows, last_hidden, pack_rows, packable, pad_rows
-from rlhf.ppo_report import final_report, summary  # noqa: F401 - `rlhf ppo` prints summary
+from rlhf.ppo_report import VALUE_INIT, final_report, summary  # noqa: F401 - `rlhf ppo` prints summary
 from rlhf.reward import RewardModel, load_reward_model
 from rlhf.runs import Run, moved_source, read_eval, run_stage, upstream
 from rlhf.tokenizer import encode_documents
@@ -99,6 +104,7 @@ class Models:
     value: PreTrainedModel  # sequence classifier (trunk + scalar head), trained
     reward: RewardModel  # frozen, with its bias
     tokenizer: Any
+    value_init: str = "rm"  # what the value model started from: "rm" or "policy" (VALUE_INIT)
 
 
 def source_runs(cfg: LabConfig) -> tuple[Run, Run]:
@@ -128,32 +134,42 @@ def policy_lora(p: PPOConfig):
     return lora_config(p.lora_r, p.lora_alpha, p.lora_dropout, p.lora_targets) if p.lora_r else None
 
 
-def load_models(sft_dir: Path, rm_dir: Path, lora=None) -> Models:
+def load_models(sft_dir: Path, rm_dir: Path, lora=None, seed: int = 0) -> Models:
     """`lora` (a peft LoraConfig, `policy_lora`): adapters injected into the policy, the only
     parameters of it that train; it stays a causal LM whose `base_model` is the trunk the
-    packed forwards read. The reference is a second frozen copy of the SFT model even then."""
+    packed forwards read. The reference is a second frozen copy of the SFT model even then.
+
+    The value model starts from the RM when the RM shares the policy's tokenizer (paper 3.5:
+    it reads the policy's tokens at every position), else from the SFT model with a new scalar
+    head, initialised from `seed` (value_init "policy"); the RM then scores decoded text."""
     policy, tokenizer = load_policy(sft_dir)
     ref, _ = load_policy(sft_dir)
-    ensure_pad_token(tokenizer, policy, ref)  # a no-op for SFT models of this lab
+    reward = load_reward_model(rm_dir)
+    value_init = "rm" if reward.tokenizer.get_vocab() == tokenizer.get_vocab() else "policy"
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # from the SFT model: its report names the new head only
+    try:
+        with quiet_progress(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            value = AutoModelForSequenceClassification.from_pretrained(
+                str(rm_dir if value_init == "rm" else sft_dir),
+                num_labels=1,
+                local_files_only=True,
+                dtype=torch.float32,
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    # A no-op for SFT models of this lab; a value model from the policy shares its tokenizer.
+    ensure_pad_token(tokenizer, policy, ref, *([value] if value_init == "policy" else []))
     if lora is not None:
         check_lora_targets(policy, sorted(lora.target_modules), "ppo.lora_targets")
         policy = add_lora(policy, lora)
-    reward = load_reward_model(rm_dir)
-    if reward.tokenizer.get_vocab() != tokenizer.get_vocab():
-        raise RunError(
-            f"{rm_dir}: the reward model's tokenizer differs from the policy's ({sft_dir}); "
-            "the value model starts from the RM, so they must share one"
-        )
-    with quiet_progress():
-        value = AutoModelForSequenceClassification.from_pretrained(
-            str(rm_dir), local_files_only=True, dtype=torch.float32
-        )
     for frozen in (ref, reward.model):
         frozen.requires_grad_(False)
         frozen.eval()
     policy.train()
     value.train()
-    return Models(policy, ref, value, reward, tokenizer)
+    return Models(policy, ref, value, reward, tokenizer, value_init)
 
 
 # ----------------------------------------------------------------------------- forwards
@@ -542,7 +558,9 @@ def _train(
     with dist.main_first():  # built (or read) once, by the main process first
         world = build_world(cfg, progress=progress)
     sft_run, rm_run = source_runs(cfg)
-    m = load_models(sft_run.model_dir, rm_run.model_dir, policy_lora(p))
+    m = load_models(sft_run.model_dir, rm_run.model_dir, policy_lora(p), seed=cfg.seed)
+    if progress and dist.is_main():
+        tqdm.write(f"value model from {VALUE_INIT[m.value_init]}", file=sys.stderr)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     # Under accelerate launch each process rolls out its own prompts (rank_seed) and ppo_step
     # averages the gradients (rlhf.distributed): the models are placed on the device, not

@@ -9,6 +9,7 @@ started from, on the world's test prompts, judged by the gold labeler (paper 4.1
     rm_score        the RM's mean score of policy and SFT responses (what PPO optimised)
     perplexity      held-out pretraining perplexity of policy and SFT (the alignment tax, 4.2)
     training        first vs last logged RM score, gold quality and KL of the rollouts
+    value_init      what the value model started from: "rm" or "policy" (rlhf.ppo.load_models)
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from rlhf.generation import generate
 from rlhf.pretrain import pick_eval_prompts
 from rlhf.runs import Run
 
+VALUE_INIT = {  # Models.value_init -> what the value model started from
+    "rm": "the reward model (paper 3.5; it shares the policy's tokenizer)",
+    "policy": "the SFT policy's trunk with a new scalar head (the reward model has its own "
+    "tokenizer and scores the decoded text)",
+}
+
 
 def final_report(
     cfg: LabConfig, world: Any, policy: Any, m: Any, sft_run: Run, rm_run: Run, run: Run
@@ -31,6 +38,7 @@ def final_report(
     prompts = pick_eval_prompts(world, p.eval_prompts)
     texts = [q.text for q in prompts]
     out: dict[str, Any] = {"sft_run": str(sft_run.dir), "rm_run": str(rm_run.dir)}
+    out["value_init"] = m.value_init
     responses, quality, likert, scores = {}, {}, {}, {}
     for name, model in (("policy", policy), ("sft", m.ref)):
         g = generate(model, m.tokenizer, texts, max_new_tokens=p.max_new_tokens, greedy=True)
@@ -104,6 +112,8 @@ def summary(report: dict[str, Any]) -> str:
             f"rollouts first -> last   RM score {s['first']:.2f} -> {s['last']:.2f}, "
             f"KL {k['first']:.2f} -> {k['last']:.2f} (max {t['max_kl']:.2f})"
         )
+    if report.get("value_init") in VALUE_INIT:  # runs before it have no entry
+        lines.append(f"value model from         {VALUE_INIT[report['value_init']]}")
     lines.append(
         f"wall time                {report['wall_time_s']:.0f} s (training {report['train_wall_time_s']:.0f} s)"
     )
