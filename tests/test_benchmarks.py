@@ -67,3 +67,25 @@ def test_dashboard_latency_times_four_full_length_scored_outputs(micro_pipeline,
     assert "| ours | " in out and "| naive | " in out and "ratio naive / ours" in out
     assert result["lengths"] == [16] * 4  # four policies, one full-length output each
     assert result["median"]["ours"] > 0 and result["ratio"] > 0
+
+
+def test_rm_correct_vs_wrong_scores_every_family_and_gold_is_the_ceiling(rm_ready, capsys):
+    from rlhf import ppo
+    from rlhf.world import build_world
+
+    spec = importlib.util.spec_from_file_location(
+        "rm_correct_vs_wrong", SCRIPT.parent / "rm_correct_vs_wrong.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rm_run = ppo.source_runs(rm_ready)[1]
+    result = module.main(["--runs", str(rm_run.dir), "--draws", "2"])
+    out = capsys.readouterr().out
+    assert f"| family | pairs | gold labeler | {rm_run.dir.name} |" in out
+    world = build_world(rm_ready, progress=False)
+    families = {p.family for p in world.prompts("val")}
+    gold, rm = result["gold labeler"], result[rm_run.dir.name]
+    assert set(gold) == set(rm) and set(gold) - {"all"} <= families
+    assert gold["all"]["n"] == rm["all"]["n"] == sum(v["n"] for f, v in rm.items() if f != "all")
+    assert gold["all"]["mean"] == 1.0  # the world's right answer is always gold's choice
+    assert all(0 <= v["lo"] <= v["mean"] <= v["hi"] <= 1 for v in rm.values())
