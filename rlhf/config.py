@@ -254,8 +254,9 @@ class RMConfig:
         "instead of the RM (they no longer share a tokenizer). BERT reads the pair as "
         "[CLS] prompt [SEP] response [SEP] and its head reads [CLS] through the pooler, not "
         "the last non-pad token (a pooler missing from the checkpoint is initialised from the "
-        "seed). Fine-tune it at a BERT rate, e.g. --set rm.lr=3e-5 (docs/benchmarks.md). "
-        "Empty: the SFT model (the paper's way).",
+        "seed). Set its own rate and length: on tiny, rm.lr=1e-4 and rm.epochs=1 gave 68.9% / "
+        "68.2% held-out accuracy in 8 minutes on 1 thread (SFT model: 67.3% / 66.7%; "
+        "docs/benchmarks.md). Empty: the SFT model (the paper's way).",
     )
     data: str = doc(
         "",
