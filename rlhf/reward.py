@@ -385,7 +385,8 @@ def backbone_dir(cfg: LabConfig) -> tuple[Path, Path | None]:
     """(the directory the RM starts from, the SFT model's directory or None): the SFT model
     (rm.backbone empty, the paper's way), else rm.backbone's model (rlhf.models
     .resolve_reward_backbone); the SFT run is then recorded if there is one (it made the
-    comparisons and is the dashboard's KL reference) but not needed."""
+    comparisons and is the dashboard's KL reference) but not needed, unless rm.sft_run names
+    one."""
     backbone = resolve_reward_backbone(cfg.rm.backbone)
     if backbone is None:
         sft = sft_model_dir(cfg)
@@ -393,6 +394,8 @@ def backbone_dir(cfg: LabConfig) -> tuple[Path, Path | None]:
     try:
         return backbone, sft_model_dir(cfg)
     except RunError:
+        if cfg.rm.sft_run:
+            raise
         return backbone, None
 
 

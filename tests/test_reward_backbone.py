@@ -291,6 +291,26 @@ def test_rm_on_a_bert_backbone_changes_every_parameter_and_keeps_the_demo_bias(
     assert {"classifier.weight", "bert.pooler.dense.weight"} <= set(before)
 
 
+def test_a_backbone_rm_on_a_data_file_needs_no_sft_run_unless_one_is_named(tmp_path, bert_dir):
+    """With rm.backbone and rm.data nothing of the SFT model is used: a workspace without an
+    SFT run trains (sft_run None in eval.json); a named rm.sft_run must still exist."""
+    import json
+
+    rows = [
+        {"prompt": f"What is {a} plus {a}?", "responses": [f"{2 * a}.", "I do not know.", "4 4"],
+         "ranking": [0, 1, 2]}
+        for a in range(12)
+    ]  # fmt: skip
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kw = {"workspace": str(tmp_path / "ws"), "rm__backbone": str(bert_dir), "rm__data": str(data)}
+    report = read_eval(reward.train(load("micro", **kw), progress=False))
+    assert report["sft_run"] is None and report["backbone"]["dir"] == str(bert_dir)
+    assert report["pairs/val_data"] > 0
+    with pytest.raises(RunError, match="no such run directory"):
+        reward.train(load("micro", rm__sft_run=str(tmp_path / "gone"), **kw), progress=False)
+
+
 def test_a_missing_pooler_is_initialised_from_the_seed(tmp_path, rm_ready):
     """BERT's head reads [CLS] through the pooler; a checkpoint without one gets it random,
     and the same seed gives the same one (as the scalar head)."""
