@@ -555,6 +555,13 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
     run.set_status("done", wall_time_s=report["wall_time_s"])
 
 
+def answer_checking_of(report: dict[str, Any]) -> pd.DataFrame:
+    """An RM run's eval.json "answer_checking" as the `answer_checking` frame (family, rm,
+    labelers, pairs); empty for runs without it (before 2026-11-26, or no such pair)."""
+    rows = [{"family": f} | v for f, v in (report.get("answer_checking") or {}).items()]
+    return pd.DataFrame(rows, columns=["family", "rm", "labelers", "pairs"])
+
+
 def summary(report: dict[str, Any]) -> str:
     lines = []
     for name in ("train", "val_data", "val_train_labelers", "val_heldout_labelers", "val_human"):

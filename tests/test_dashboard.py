@@ -91,6 +91,26 @@ def test_rewards_scores_policies_and_shows_rm_accuracy(micro_pipeline, monkeypat
     assert len(means) == 4 and means["likert"].between(1, 7).all()
 
 
+def test_rewards_shows_right_vs_wrong_answer_checking(micro_pipeline, tmp_path, monkeypatch):
+    import json
+
+    from rlhf.outputs import reward_runs
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    run = reward_runs(cfg.workspace_dir)[0]  # the page's default choice
+    report = json.loads((run.dir / "eval.json").read_text())
+    report["answer_checking"] = {
+        "transform": {"rm": 0.52, "labelers": 0.84, "pairs": 30},
+        "all": {"rm": 0.6, "labelers": 0.8, "pairs": 50},
+    }
+    (run.dir / "eval.json").write_text(json.dumps(report))
+    at = page("rewards", cfg.workspace_dir, monkeypatch)
+    no_exception(at)
+    [checking] = [f for f in chart_frames(at) if "who" in f.columns]
+    got = {(r.family, r.who): r.share for r in checking.itertuples()}
+    assert got[("transform", "reward model")] == 0.52 and got[("all", "labelers")] == 0.8
+
+
 def test_kl_drift_shows_rollouts_of_a_chosen_step(micro_pipeline, monkeypatch):
     at = page("kl_drift", micro_pipeline.workspace_dir, monkeypatch)
     steps = at.select_slider(key="kl_step")

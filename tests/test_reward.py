@@ -263,3 +263,8 @@ def test_answer_checking_counts_pairs_of_one_right_and_one_wrong_answer(ready):
         | {"answer_checking": {"all": {"rm": 0.5, "labelers": 0.9, "pairs": 10}}}
     )
     assert "right vs wrong answer          RM 50% (labelers 90%) on 10 pairs" in summary
+    frame = reward.answer_checking_of(
+        {"answer_checking": {"all": {"rm": 0.5, "labelers": 0.9, "pairs": 10}}}
+    )
+    assert frame.to_dict("records") == [{"family": "all", "rm": 0.5, "labelers": 0.9, "pairs": 10}]
+    assert reward.answer_checking_of({}).empty
