@@ -214,8 +214,9 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
 
 
 # Sections no other stage reads: a difference there does not make another stage's run
-# different, and runs made before these sections existed still match.
-OWN_SECTIONS = ("dpo", "grpo")
+# different, and runs made before these sections existed still match. No stage reads
+# `pipeline` (which runs the pipeline makes, not how any run is made).
+OWN_SECTIONS = ("dpo", "grpo", "pipeline")
 
 
 def config_diff(saved: dict[str, Any], new: dict[str, Any], stage: str) -> list[str]:

@@ -206,3 +206,19 @@ def test_a_finished_run_is_reused_however_its_config_spelled_the_workspace(cfg, 
     assert latest_done(by_env, "pretrain").dir == run.dir
     cfg.pretrain.lr = 1e-3  # anything else still tells runs apart
     assert latest_done(cfg, "pretrain") is None
+
+
+def test_the_pipeline_section_never_makes_a_run_different(cfg):
+    """pipeline.extras says which runs the pipeline makes, not how any run is made: a run made
+    before the section existed, or with other extras, is still reused and resumable."""
+    from rlhf.runs import write_json
+
+    for stage in ("pretrain", "ppo", "dpo"):
+        run = Run.create(cfg, stage)
+        old = run.raw_config()
+        del old["pipeline"]
+        write_json(run.dir / "config.json", old)
+        run.set_status("done")
+        other = config.load("micro", workspace=cfg.workspace, pipeline__extras=["grpo"])
+        assert latest_done(other, stage).dir == run.dir
+        assert Run.create_or_resume(other, stage, run.dir).dir == run.dir
