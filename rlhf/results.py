@@ -290,7 +290,8 @@ def versus_table(results: dict[str, Any]) -> pd.DataFrame:
 def versus_lines(results: dict[str, Any]) -> list[str]:
     """One plain sentence per policy compared with the reference, from the numbers: the
     difference in win rate (and whether its interval excludes 0), head to head, the alignment
-    tax (held-out perplexity: more or less when the two intervals do not overlap) and time."""
+    tax (held-out perplexity: more or less when the two intervals do not overlap) and the runs'
+    wall times (training and the run's own report, as status.json records them)."""
     versus = results.get("versus") or {}
     ref = versus.get("reference", REFERENCE)
     rows, wall = results["rows"], results.get("wall_time_s") or {}
@@ -325,7 +326,7 @@ def versus_lines(results: dict[str, Any]) -> list[str]:
                 f"({ref} {_pct(theirs['fact_cloze'], False)})."
             )
         if wall.get(label) is not None and wall.get(ref) is not None:
-            text += f" Training {_seconds(wall[label])} ({ref} {_seconds(wall[ref])})."
+            text += f" Wall time {_seconds(wall[label])} ({ref} {_seconds(wall[ref])})."
         lines.append(text)
     return lines
 

@@ -137,13 +137,13 @@ def test_versus_lines_say_what_the_numbers_say():
     assert "a difference of +3.1 [+0.4, +5.8] points" in lines["PPO"]
     assert "better than PPO-ptx" in lines["PPO"] and "more alignment tax" in lines["PPO"]
     assert "(paired over 340 test prompts)" in lines["PPO"]
-    assert "Training 97 s (PPO-ptx 172 s)" in lines["PPO"]
+    assert "Wall time 97 s (PPO-ptx 172 s)" in lines["PPO"]
     # DPO: the interval spans 0; perplexity intervals overlap.
     assert "no clear difference (the interval spans 0)" in lines["DPO"]
     assert "about the same alignment tax" in lines["DPO"]
     assert "win rate vs SFT 51.9% (PPO-ptx 52.5%)" in lines["DPO"]
     # GRPO: lower perplexity with intervals apart; no wall time recorded.
-    assert "less alignment tax" in lines["GRPO"] and "Training" not in lines["GRPO"]
+    assert "less alignment tax" in lines["GRPO"] and "Wall time" not in lines["GRPO"]
     worse = results()
     worse["versus"]["rows"]["DPO"]["win_rate_diff"] = ci(-0.05, -0.08, -0.02)
     assert "worse than PPO-ptx" in versus_lines(worse)[1]
