@@ -49,6 +49,11 @@ def key_metrics(run: Run) -> dict[str, float | None]:
             "Likert": _mean(ev.get("likert/policy")),
             "RM score": _mean(ev.get("rm_score/policy")),
         }
+    if stage in ("dpo", "grpo"):  # their own report: fewer test prompts than `rlhf eval`'s
+        return {
+            "win rate vs SFT": _mean(ev.get("win_rate_vs_sft")),
+            "Likert": _mean(ev.get("likert/policy")),
+        }
     return {}
 
 

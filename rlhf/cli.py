@@ -14,6 +14,7 @@ is one line on stderr, `error: ...`, with exit code 2 and no traceback.
                      [--data PATH]                            a file's prompts for the rollouts
     rlhf dpo         --recipe R [--set k=v]... [--run-dir D]  DPO on the RM's pairs (beyond the paper)
     rlhf grpo        --recipe R [--set k=v]... [--run-dir D]  GRPO against the RM (beyond the paper)
+    rlhf pipeline    --recipe R [--set k=v]... [--with LIST]  every stage, then the results table
     rlhf export comparisons --format kwise|pairs --out PATH [--hf]  JSONL or an HF datasets folder
     rlhf models fetch smollm2|minilm|HUB_ID                   a real model into the local cache
     rlhf config show --recipe R [--set k=v]...                the resolved config as YAML
@@ -125,6 +126,8 @@ def cmd_eval(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     res = results.evaluate_runs(cfg, args.runs)
     json_path, md_path = results.write_results(res, args.out or cfg.workspace_dir / "results")
     print(results.markdown(results.results_table(res)))
+    if versus := results.versus_markdown(res):
+        print(f"\n{versus}")
     print(f"\n{json_path}\n{md_path}")
     return 0
 
@@ -413,6 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="every stage (reusing finished ones), then the results table and the paper's claims",
     )
     pl.add_argument("--out", default=None, help="where results.json/.md go (<workspace>/results)")
+    pl.add_argument(
+        "--with",
+        dest="extras",
+        metavar="LIST",
+        default=None,
+        help="runs beyond the paper to add as rows, comma-separated: dpo, grpo, lora (PPO-ptx "
+        "with LoRA); 'none' for none (same as --set pipeline.extras=[...]; the recipe's "
+        "pipeline.extras otherwise)",
+    )
     pl.set_defaults(func=cmd_pipeline)
 
     ev = commands.add_parser(
@@ -500,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.overrides)
         if getattr(args, "policy", None):
             overrides.append(f"compare.policy_run={args.policy}")
+        if getattr(args, "extras", None) is not None:  # pipeline --with dpo,grpo | none
+            names = [x.strip() for x in args.extras.split(",") if x.strip()]
+            extra["pipeline.extras"] = [] if names == ["none"] else names
         cfg = config.load(args.recipe, overrides, **extra)
         return args.func(args, cfg)
     except LabError as e:

@@ -26,7 +26,7 @@ from rlhf.config import LabConfig
 from rlhf.errors import ConfigError, RunError
 from rlhf.generation import generate
 from rlhf.models import load_policy
-from rlhf.runs import Run, upstream
+from rlhf.runs import Run, same_run, upstream
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
 from rlhf.world.labelers import pairwise_agreement
@@ -91,7 +91,11 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
     model_dir = policy_model_dir(cfg) if c.policy_run else sft_model_dir(cfg)
     policy = str(model_dir.parent)
     with Store.open(cfg) as store:
-        stored = [r for r in store.comparisons(source="simulated") if r.policy == policy]
+        stored = [
+            r
+            for r in store.comparisons(source="simulated")
+            if r.policy and same_run(r.policy, Run(model_dir.parent))  # a copied workspace too
+        ]
     if stored and not force:
         return {**_report(cfg, world, stored, policy, skipped=None), "reused": True}
 

@@ -498,6 +498,29 @@ class GRPOConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """`rlhf pipeline` (rlhf/pipeline.py): which runs beyond the paper's join its results table.
+    No stage reads this section, so changing it never retrains a run."""
+
+    extras: list[str] = doc(
+        [],
+        "Runs beyond the paper that the pipeline adds after PPO-ptx, each a row of the results "
+        "table compared with PPO-ptx: dpo (DPO on the RM's training pairs, the dpo section), "
+        "grpo (GRPO against the RM, the grpo section), lora (PPO-ptx again with LoRA adapters "
+        "of rank pipeline.lora_r on the policy, the other lora_* fields of the ppo section). "
+        "`rlhf pipeline --with dpo,grpo` sets it for one call (--with none: no extras). The "
+        "tiny recipe adds dpo and grpo; lora is left out there to keep `make demo` within 20 "
+        "minutes (docs/benchmarks.md). Empty: the paper's runs only.",
+    )
+    lora_r: int = doc(
+        8,
+        "LoRA rank of the lora extra's policy (ppo.lora_r stays the rank of the pipeline's own "
+        "PPO and PPO-ptx runs: 0, full fine-tuning, so the row differs from PPO-ptx by LoRA "
+        "alone).",
+    )
+
+
+@dataclass
 class LabConfig:
     """Everything a run needs. Stage sections are filled from a recipe and overrides."""
 
@@ -520,6 +543,7 @@ class LabConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     @property
     def workspace_dir(self) -> Path:

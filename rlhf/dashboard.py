@@ -15,8 +15,8 @@ from typing import Any
 import streamlit as st
 
 from rlhf.config import load
-from rlhf.outputs import Judge, PolicyRun, policy_runs, reward_runs, world_of_run
-from rlhf.runs import Run, read_eval
+from rlhf.outputs import PAPER_KINDS, Judge, PolicyRun, policy_runs, reward_runs, world_of_run
+from rlhf.runs import Run, read_eval, recorded_run
 
 # model directory -> times it was loaded in this process: the cache's own test reads it
 LOADS: Counter[str] = Counter()
@@ -89,10 +89,12 @@ def policies_or_stop(what: str) -> list[PolicyRun]:
 
 
 def newest_of_each_kind(runs: list[PolicyRun]) -> list[str]:
-    """Labels of the newest base, SFT, PPO and PPO-ptx run (the default selection)."""
+    """Labels of the newest base, SFT, PPO and PPO-ptx run (the default selection; the runs
+    beyond the paper, DPO, GRPO and LoRA ones, are listed to choose from, not preselected)."""
     newest: dict[str, str] = {}
     for p in runs:  # policy_runs: newest first within a kind
-        newest.setdefault(p.kind, p.label)
+        if p.kind in PAPER_KINDS:
+            newest.setdefault(p.kind, p.label)
     return list(newest.values())
 
 
@@ -105,6 +107,8 @@ def judge(rm_run: Run | None, sft_fallback: PolicyRun | None = None) -> Judge:
     the newest SFT policy as the reference and its world."""
     if rm_run is not None:
         sft_dir = read_eval(rm_run).get("sft_run")
+        if sft_dir:  # the SFT run in this workspace, also when it was copied or moved since
+            sft_dir = recorded_run(sft_dir, rm_run.dir.parent.parent)
         ref = policy(str(Run.open(sft_dir).model_dir))[0] if sft_dir else None
         return Judge(ref, reward_model(str(rm_run.model_dir)), world_of(str(rm_run.dir)))
     if sft_fallback is not None:

@@ -2,7 +2,7 @@
 and Rewards pages and `benchmarks/dashboard_latency.py` call this, so what the page shows is
 what the benchmark times.
 
-    runs = policy_runs(workspace)                 # every finished base / SFT / PPO run
+    runs = policy_runs(workspace)                 # every finished base/SFT/PPO/DPO/GRPO run
     judge = Judge(reference, reward_model, world) # any of them may be None
     outs = side_by_side({"SFT": (m, tok), "PPO": (m2, tok)}, prompt, judge, n=1)
 
@@ -25,15 +25,19 @@ from rlhf.errors import RunError
 from rlhf.generation import Generation, generate
 from rlhf.ppo import forward_logprobs, pack
 from rlhf.results import label_of
-from rlhf.runs import Run, list_runs, read_eval
+from rlhf.runs import Run, list_runs, read_eval, same_run
 
-POLICY_KINDS = ("base", "SFT", "PPO", "PPO-ptx")
+PAPER_KINDS = ("base", "SFT", "PPO", "PPO-ptx")  # the paper's policies: the default selections
+# Beyond the paper (rlhf.results.label_of): listed after the paper's kinds, in this order.
+EXTRA_KINDS = ("DPO", "GRPO", "PPO-ptx+LoRA", "PPO+LoRA", "SFT+LoRA")
+POLICY_KINDS = PAPER_KINDS + EXTRA_KINDS
+POLICY_STAGES = ("pretrain", "sft", "ppo", "dpo", "grpo")
 
 
 @dataclass
 class PolicyRun:
-    """A finished run whose model is a policy: its kind (base, SFT, PPO, PPO-ptx) and a label
-    unique in the workspace ("PPO-ptx · ppo__tiny__0__20261125-220707")."""
+    """A finished run whose model is a policy: its kind (base, SFT, PPO, PPO-ptx, DPO, GRPO,
+    PPO-ptx+LoRA, ...) and a label unique in the workspace ("DPO · dpo__tiny__0__20261126-…")."""
 
     kind: str
     run: Run
@@ -53,15 +57,16 @@ class PolicyRun:
 
 
 def policy_runs(workspace: str | Path) -> list[PolicyRun]:
-    """Every finished pretrain, SFT and PPO run with a saved model, in pipeline order (base,
-    SFT, PPO, PPO-ptx), newest first within a kind."""
+    """Every finished pretrain, SFT, PPO, DPO and GRPO run with a saved model, in pipeline
+    order (POLICY_KINDS: base, SFT, PPO, PPO-ptx, then the runs beyond the paper), newest first
+    within a kind."""
     out = []
-    for stage in ("pretrain", "sft", "ppo"):
+    for stage in POLICY_STAGES:
         for run in reversed(list_runs(Path(workspace), stage)):  # newest first
             if run.done and (run.model_dir / "config.json").exists():
                 out.append(PolicyRun(label_of(run), run))
     order = {k: i for i, k in enumerate(POLICY_KINDS)}
-    return sorted(out, key=lambda p: order[p.kind])  # stable: newest first within a kind
+    return sorted(out, key=lambda p: order.get(p.kind, len(order)))  # stable within a kind
 
 
 def reward_runs(workspace: str | Path) -> list[Run]:
@@ -73,7 +78,7 @@ def reward_runs(workspace: str | Path) -> list[Run]:
             used = Path(read_eval(ppo).get("rm_run") or "")
         except RunError:
             continue
-        first = [r for r in runs if r.dir.resolve() == used.resolve()]
+        first = [r for r in runs if same_run(used, r) or r.dir.resolve() == used.resolve()]
         return first + [r for r in runs if r not in first]
     return runs
 

@@ -1,11 +1,14 @@
 """`rlhf pipeline --recipe R`: the whole recipe in order, reusing every finished stage, then
 the results table and the paper's claims checked against it (`make demo` runs it on tiny):
 
-    world -> pretrain -> SFT -> comparisons -> RM -> PPO (ptx 0) and PPO-ptx -> eval
+    world -> pretrain -> SFT -> comparisons -> RM -> PPO (ptx 0) and PPO-ptx
+          -> the extras of pipeline.extras (beyond the paper: DPO, GRPO, PPO-ptx+LoRA) -> eval
 
 A stage is reused when a finished run has the same config and is not stale (the RM: the
-store's comparisons changed; PPO: it started from another SFT or RM run); an interrupted
-stage resumes from its checkpoint when the pipeline is run again.
+store's comparisons changed; PPO, DPO, GRPO: it started from another SFT or RM run); an
+interrupted stage resumes from its checkpoint when the pipeline is run again. The extras are
+rows of the same results table, each compared with PPO-ptx (rlhf.results.versus_reference);
+the paper's claims (rlhf.claims) read only the base, SFT, PPO and PPO-ptx rows.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config import LabConfig
+from rlhf.errors import ConfigError
 from rlhf.runs import Run, latest_done
 
 DEFAULT_PTX_COEF = 1.0  # gamma of the PPO-ptx run when the config's ppo.ptx_coef is 0
+# pipeline.extras -> the results table's row
+EXTRAS = {"dpo": "DPO", "grpo": "GRPO", "lora": "PPO-ptx+LoRA"}
 
 
 def finished_run(module: Any, cfg: LabConfig, stage: str) -> tuple[Run | None, str]:
@@ -52,14 +58,42 @@ def ptx_config(cfg: LabConfig) -> LabConfig:
     return dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, ptx_coef=gamma))
 
 
+def ptx_lora_config(cfg: LabConfig) -> LabConfig:
+    """The lora extra: PPO-ptx with LoRA adapters of rank pipeline.lora_r on the policy."""
+    ptx = ptx_config(cfg)
+    return dataclasses.replace(ptx, ppo=dataclasses.replace(ptx.ppo, lora_r=cfg.pipeline.lora_r))
+
+
+def extras(cfg: LabConfig) -> list[str]:
+    """pipeline.extras in order, each once; a clear error, before any stage runs, for a name
+    that is not an extra or sizes an extra's trainer would reject."""
+    names = list(dict.fromkeys(cfg.pipeline.extras))
+    unknown = [n for n in names if n not in EXTRAS]
+    if unknown:
+        raise ConfigError(
+            f"pipeline.extras: unknown {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(EXTRAS)}; e.g. rlhf pipeline --with dpo,grpo)"
+        )
+    if "lora" in names and cfg.pipeline.lora_r < 1:
+        raise ConfigError(
+            f"pipeline.lora_r must be >= 1 for the lora extra, got {cfg.pipeline.lora_r}"
+        )
+    if "grpo" in names:
+        from rlhf import grpo
+
+        grpo.check(cfg)
+    return names
+
+
 def run(cfg: LabConfig, out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Every stage, then eval. Returns {"runs", "results", "claims", "paths"}."""
     from rlhf import claims, compare, results
     from rlhf.world import build_world
 
+    wanted = extras(cfg)
     build_world(cfg, progress=progress)
     plain = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, ptx_coef=0.0))
-    runs: dict[str, Run] = {}
+    runs: dict[str, Run] = {}  # the results table's label -> run
     if not cfg.sft.base_model:  # a real model (sft.base_model) replaces the pretrain stage
         runs["base"] = stage_run("pretrain", cfg, "pretrain", progress)
     runs["SFT"] = stage_run("sft", cfg, "sft", progress)
@@ -67,7 +101,19 @@ def run(cfg: LabConfig, out: str | Path | None = None, progress: bool = True) ->
     runs["RM"] = stage_run("reward", cfg, "rm", progress)
     runs["PPO"] = stage_run("ppo", plain, "ppo", progress)
     runs["PPO-ptx"] = stage_run("ppo", ptx_config(cfg), "ppo", progress)
-    res = results.evaluate_runs(cfg, [r.dir for r in runs.values()], progress=progress)
+    for name in wanted:  # beyond the paper
+        label = EXTRAS[name]
+        if name == "lora":
+            extra = stage_run("ppo", ptx_lora_config(cfg), "ppo", progress)
+        else:
+            extra = stage_run(name, cfg, name, progress)
+        same = [k for k, r in runs.items() if r.dir == extra.dir]
+        if same:  # ppo.lora_r == pipeline.lora_r: the pipeline's PPO-ptx has LoRA already
+            print(f"{label} is the {same[0]} run itself (ppo.lora_r {cfg.ppo.lora_r}): no row")
+            continue
+        runs[label] = extra
+    dirs = [r.dir for r in runs.values()]
+    res = results.evaluate_runs(cfg, dirs, progress=progress, labels=list(runs))
     paths = results.write_results(res, out or cfg.workspace_dir / "results")
     return {
         "runs": {k: str(r.dir) for k, r in runs.items()},
@@ -78,12 +124,14 @@ def run(cfg: LabConfig, out: str | Path | None = None, progress: bool = True) ->
 
 
 def summary(report: dict[str, Any]) -> str:
-    from rlhf.results import markdown, results_table
+    from rlhf.results import markdown, results_table, versus_markdown
 
+    versus = versus_markdown(report["results"])
     lines = [
         "",
         markdown(results_table(report["results"])),
         "",
+        *([versus, ""] if versus else []),
         "The paper's claims on this table:",
         *(c.line() for c in report["claims"]),
         "",

@@ -26,7 +26,14 @@ from tqdm.auto import tqdm
 
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
-from rlhf.evaluate import block_nll, clustered_ci, fact_cloze_hits, ratio_ci, with_ci
+from rlhf.evaluate import (
+    block_nll,
+    clustered_ci,
+    fact_cloze_hits,
+    ratio_ci,
+    win_outcomes,
+    with_ci,
+)
 from rlhf.generation import generate
 from rlhf.metrics import policy_metrics
 from rlhf.models import load_policy
@@ -38,15 +45,20 @@ RM_METRICS = ("rm_accuracy/training_labelers", "rm_accuracy/heldout_labelers")
 
 
 def label_of(run: Run) -> str:
-    """base, SFT, PPO, PPO-ptx, DPO, GRPO or RM: what the run's model is, for the table's rows."""
-    stage = run.stage
-    if stage == "ppo":
-        return "PPO-ptx" if run.raw_config()["ppo"].get("ptx_coef", 0) > 0 else "PPO"
+    """base, SFT, PPO, PPO-ptx, DPO, GRPO or RM: what the run's model is, for the table's rows;
+    an SFT or PPO run that trained LoRA adapters (lora_r > 0) gets "+LoRA" (PPO-ptx+LoRA)."""
+    stage, raw = run.stage, run.raw_config()
     if stage == "rm":
         return "RM"
-    if stage not in POLICY_STAGES:
+    if stage == "ppo":
+        label = "PPO-ptx" if raw["ppo"].get("ptx_coef", 0) > 0 else "PPO"
+    elif stage in POLICY_STAGES:
+        label = POLICY_STAGES[stage]
+    else:
         raise RunError(f"{run.dir}: a {stage} run has no policy or reward model to evaluate")
-    return POLICY_STAGES[stage]
+    if stage in ("sft", "ppo") and raw[stage].get("lora_r", 0):
+        label += "+LoRA"
+    return label
 
 
 def perplexity_ci(
@@ -89,18 +101,26 @@ def _rm_accuracy(cfg: LabConfig, world: Any, run: Run, n: int, seed: int) -> dic
 
 
 def evaluate_runs(
-    cfg: LabConfig, run_dirs: list[str | os.PathLike], progress: bool = True
+    cfg: LabConfig,
+    run_dirs: list[str | os.PathLike],
+    progress: bool = True,
+    labels: list[str] | None = None,
 ) -> dict[str, Any]:
-    """{"labels": [...], "rows": {label: {metric: ci}}, "runs": {label: run dir}}: every run
-    in the order given (see the module doc).
+    """{"labels": [...], "rows": {label: {metric: ci}}, "runs": {label: run dir}, ...}: every
+    run in the order given (see the module doc), labelled by `labels` (one per run; the
+    pipeline names its own runs) or else by `label_of`.
 
     The win-rate baseline is the SFT run among `run_dirs`, else the newest finished SFT run of
-    this config; without one there is no win rate."""
+    this config; without one there is no win rate. Also kept: each policy's gold quality per
+    test prompt ("per_prompt"), each run's training wall time ("wall_time_s") and, when a
+    PPO-ptx row and others are there, how each compares with it ("versus", `versus_reference`)."""
     from rlhf.world import build_world
 
     runs = [Run.open(d) for d in run_dirs]
     if not runs:
         raise RunError("rlhf eval: give at least one run directory (--runs DIR...)")
+    if labels is not None and len(labels) != len(runs):
+        raise RunError(f"evaluate_runs: {len(labels)} labels for {len(runs)} runs")
     want = saved_config(cfg, "eval")["world"]
     for r in runs:
         if not r.done:
@@ -124,17 +144,21 @@ def evaluate_runs(
 
     rows: dict[str, dict[str, Any]] = {}
     where: dict[str, str] = {}
+    wall: dict[str, float | None] = {}
+    quality: dict[str, list[float]] = {}
     curves: dict[str, list[dict[str, float]]] = {}
-    for run in tqdm(runs, desc="eval", disable=not progress):
-        label = label_of(run)
+    for i, run in enumerate(tqdm(runs, desc="eval", disable=not progress)):
+        label = labels[i] if labels is not None else label_of(run)
         if label in rows:  # two runs of a kind: tell them apart by directory
             label = f"{label} ({run.dir.name})"
         where[label] = str(run.dir)
+        wall[label] = run.status.get("wall_time_s")
         if run.stage == "rm":
             rows[label] = _rm_accuracy(cfg, world, run, n, seed)
             continue
         model, tok = load_policy(run.model_dir)
         texts, judged = _answers(model, tok, world, prompts, cfg)
+        quality[label] = [j.quality for j in judged]
         m = policy_metrics(prompts, texts, judged, baseline, n, seed)
         block = cfg.pretrain.block_size
         m["perplexity"] = perplexity_ci(model, tok, world.heldout_documents(), block, n, seed)
@@ -149,13 +173,179 @@ def evaluate_runs(
             ]
             if probe:
                 curves[label] = probe
-    return {
+    out = {
         "labels": list(rows),
         "rows": rows,
         "runs": where,
+        "wall_time_s": wall,
         "n_test_prompts": len(prompts),
         "overoptimisation": curves,
+        "per_prompt": {
+            "prompt_id": [p.id for p in prompts],
+            "baseline": [j.quality for j in baseline] if baseline is not None else None,
+            "quality": quality,
+        },
     }
+    compared = [k for k in quality if k not in ("base", "SFT", REFERENCE)]
+    if baseline is not None and REFERENCE in quality and compared:
+        frame = pd.DataFrame({"baseline": out["per_prompt"]["baseline"], **quality})
+        out["versus"] = {
+            "reference": REFERENCE,
+            "rows": versus_reference(frame[["baseline", REFERENCE, *compared]], REFERENCE, n, seed),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------- vs PPO-ptx
+
+REFERENCE = "PPO-ptx"  # the paper's final policy: what the runs beyond the paper are held to
+
+
+def versus_reference(
+    frame: pd.DataFrame, reference: str = REFERENCE, n_resamples: int = 1000, seed: int = 0
+) -> dict[str, dict[str, dict[str, float]]]:
+    """How each policy compares with `reference` on the same test prompts. `frame`: one row per
+    prompt, a column "baseline" (the SFT policy's gold quality) and one column per policy (its
+    gold quality). For every policy column but the reference:
+
+        win_rate_diff   its win rate against SFT minus the reference's: the mean of the
+                        per-prompt difference of outcomes (1 win, 0.5 tie, 0 loss), with a
+                        paired bootstrap interval (prompts resampled, both policies together)
+        head_to_head    its win rate against the reference's answers itself (ties half)
+
+    each {"mean", "lo", "hi", "n"} (rlhf.evaluate.with_ci)."""
+    if "baseline" not in frame or reference not in frame:
+        raise ValueError(f"versus_reference: the frame needs columns 'baseline' and {reference!r}")
+    base = frame["baseline"].tolist()
+    ref = win_outcomes(frame[reference].tolist(), base)
+    out = {}
+    for label in frame.columns:
+        if label in ("baseline", reference):
+            continue
+        mine = frame[label].tolist()
+        diff = [a - b for a, b in zip(win_outcomes(mine, base), ref, strict=True)]
+        out[label] = {
+            "win_rate_diff": with_ci(diff, n_resamples, seed),
+            "head_to_head": with_ci(
+                win_outcomes(mine, frame[reference].tolist()), n_resamples, seed
+            ),
+        }
+    return out
+
+
+def _pct(ci: dict[str, float] | None, interval: bool = True) -> str:
+    if not ci or not ci.get("n"):
+        return ""
+    if not interval or math.isnan(ci["lo"]):
+        return f"{ci['mean']:.1%}"
+    return f"{100 * ci['mean']:.1f}% [{100 * ci['lo']:.1f}, {100 * ci['hi']:.1f}]"
+
+
+def _points(ci: dict[str, float]) -> str:
+    """A difference of shares in percentage points: "-0.6 [-3.5, +2.3] points"."""
+    if math.isnan(ci["lo"]):
+        return f"{100 * ci['mean']:+.1f} points"
+    return f"{100 * ci['mean']:+.1f} [{100 * ci['lo']:+.1f}, {100 * ci['hi']:+.1f}] points"
+
+
+def _num(ci: dict[str, float] | None, digits: int = 2) -> str:
+    return f"{ci['mean']:.{digits}f}" if ci and ci.get("n") else ""
+
+
+def _seconds(s: float | None) -> str:
+    return f"{s:.0f} s" if s is not None else ""
+
+
+def _compared(results: dict[str, Any]) -> list[str]:
+    """The labels compared with the reference, in table order (results.json sorts its keys)."""
+    rows = (results.get("versus") or {}).get("rows") or {}
+    return [label for label in results["labels"] if label in rows]
+
+
+def versus_table(results: dict[str, Any]) -> pd.DataFrame:
+    """The reference (PPO-ptx) and every policy compared with it, one row each: win rate vs SFT,
+    Likert, fails to follow, held-out perplexity, fact cloze, training wall time, and the two
+    comparisons of `versus_reference`. Empty without a comparison in `results`."""
+    versus = results.get("versus") or {}
+    if not versus.get("rows"):
+        return pd.DataFrame()
+    ref = versus["reference"]
+    rows, wall = results["rows"], results.get("wall_time_s") or {}
+    data = {}
+    for label in [ref, *_compared(results)]:
+        r, v = rows[label], versus["rows"].get(label)
+        data[label] = {
+            "win rate vs SFT": _pct(r.get("win_rate")),
+            "Likert": _num(r.get("likert")),
+            "fails to follow": _pct(r.get("fails_to_follow"), interval=False),
+            "held-out ppl": _num(r.get("perplexity")),
+            "fact cloze": _pct(r.get("fact_cloze"), interval=False),
+            "wall time": _seconds(wall.get(label)),
+            f"win rate minus {ref}'s": _points(v["win_rate_diff"]) if v else "",
+            f"head to head vs {ref}": _pct(v["head_to_head"]) if v else "",
+        }
+    return pd.DataFrame.from_dict(data, orient="index")
+
+
+def versus_lines(results: dict[str, Any]) -> list[str]:
+    """One plain sentence per policy compared with the reference, from the numbers: the
+    difference in win rate (and whether its interval excludes 0), head to head, the alignment
+    tax (held-out perplexity: more or less when the two intervals do not overlap) and the runs'
+    wall times (training and the run's own report, as status.json records them)."""
+    versus = results.get("versus") or {}
+    ref = versus.get("reference", REFERENCE)
+    rows, wall = results["rows"], results.get("wall_time_s") or {}
+    lines = []
+    for label in _compared(results):
+        v = versus["rows"][label]
+        d, mine, theirs = v["win_rate_diff"], rows[label], rows[ref]
+        if d["lo"] > 0:
+            verdict = f"better than {ref}"
+        elif d["hi"] < 0:
+            verdict = f"worse than {ref}"
+        else:
+            verdict = "no clear difference (the interval spans 0)"
+        text = (
+            f"{label}: win rate vs SFT {_pct(mine['win_rate'], False)} ({ref} "
+            f"{_pct(theirs['win_rate'], False)}), a difference of {_points(d)} (paired over "
+            f"{d['n']} test prompts): {verdict}. Head to head it wins "
+            f"{_pct(v['head_to_head'])} against {ref}'s answers (ties half)."
+        )
+        p, q = mine.get("perplexity"), theirs.get("perplexity")
+        if p and q and p.get("n") and q.get("n"):
+            if p["lo"] > q["hi"]:
+                tax = "more alignment tax"
+            elif p["hi"] < q["lo"]:
+                tax = "less alignment tax"
+            else:
+                tax = "about the same alignment tax (the intervals overlap)"
+            text += f" Held-out perplexity {p['mean']:.2f} ({ref} {q['mean']:.2f}): {tax}."
+        if mine.get("fact_cloze") and theirs.get("fact_cloze"):
+            text += (
+                f" Fact cloze {_pct(mine['fact_cloze'], False)} "
+                f"({ref} {_pct(theirs['fact_cloze'], False)})."
+            )
+        if wall.get(label) is not None and wall.get(ref) is not None:
+            text += f" Wall time {_seconds(wall[label])} ({ref} {_seconds(wall[ref])})."
+        lines.append(text)
+    return lines
+
+
+def versus_markdown(results: dict[str, Any]) -> str:
+    """The "Compared with PPO-ptx" section of results.md ("" without a comparison)."""
+    table = versus_table(results)
+    if table.empty:
+        return ""
+    ref = results["versus"]["reference"]
+    return "\n".join(
+        [
+            f"## Compared with {ref}",
+            "",
+            markdown(table),
+            "",
+            *(f"- {line}" for line in versus_lines(results)),
+        ]
+    )
 
 
 def _cell(ci: dict[str, float] | None) -> str:
@@ -184,6 +374,8 @@ def write_results(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[
     write_json(js, results)
     runs = "\n".join(f"- {label}: `{results['runs'][label]}`" for label in results["labels"])
     text = markdown(results_table(results)) + "\n\nRuns:\n\n" + runs + "\n"
+    if versus := versus_markdown(results):
+        text += "\n" + versus + "\n"
     tmp = md.with_name(f".{md.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, md)  # atomic, as write_json
@@ -206,4 +398,13 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate_runs", "markdown", "results_table", "write_results"]
+__all__ = [
+    "evaluate_runs",
+    "markdown",
+    "results_table",
+    "versus_lines",
+    "versus_markdown",
+    "versus_reference",
+    "versus_table",
+    "write_results",
+]

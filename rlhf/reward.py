@@ -58,7 +58,7 @@ from rlhf.models import (
     save_model,
 )
 from rlhf.packing import last_hidden, pack_rows, packable
-from rlhf.runs import Run, read_eval, run_stage, saved_config, upstream
+from rlhf.runs import Run, read_eval, recorded_run, run_stage, saved_config, upstream
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
 
@@ -254,7 +254,9 @@ def same_world_comparisons(
             continue
         if c.policy not in verdict:
             try:
-                world = Run.open(c.policy).raw_config().get("world") if c.policy else None
+                # by its name in this workspace if the workspace was copied or moved
+                run = Run.open(recorded_run(c.policy, cfg.workspace_dir)) if c.policy else None
+                world = run.raw_config().get("world") if run else None
                 verdict[c.policy] = "ok" if world == want else "other world"
             except RunError:
                 verdict[c.policy] = "policy run missing"
@@ -366,6 +368,45 @@ def gold_accuracy(world: Any, rows: list[Comparison]) -> tuple[float, int]:
             hits += 1.0 if q[chosen] > q[rejected] else 0.5 if q[chosen] == q[rejected] else 0.0
             n += 1
     return (hits / n if n else float("nan")), int(n)
+
+
+def answer_checking(world: Any, rows: list[Comparison], pairs: pd.DataFrame) -> pd.DataFrame:
+    """Can the RM tell a right answer from a wrong one? Per task family, over the ranked pairs
+    of `rows` (in `pair_frame(rm, rows, ...)` order, `pairs`) in which the gold labeler judges
+    exactly one response correct: `rm` = share in which the RM scores the correct one higher
+    (ties half), `labelers` = share in which the labeler ranked it higher, `pairs` = count.
+
+    Accuracy alone mixes checking the answer with judging its form (tidy, no rambling, no
+    insult); this separates the first. The labelers' share is what the RM learns from.
+    Columns: family, rm, labelers, pairs; one row per family with such pairs, then "all"."""
+    prompts = {p.id: p for p in world.prompts()}
+    records = []  # (family, chosen is the correct one)
+    for c in rows:
+        p = prompts.get(c.prompt_id or "")
+        right = [p is not None and world.gold.score(p, r).flags["correct"] for r in c.responses]
+        for a in range(len(c.responses)):  # the pair order of pair_frame
+            for b in range(len(c.responses)):
+                if c.ranking[a] < c.ranking[b]:
+                    records.append((right[a], right[b]))
+    if len(records) != len(pairs):
+        raise ValueError(f"{len(pairs)} pairs for {len(records)} ranked pairs of the rows")
+    frame = pairs.assign(
+        chosen_right=[a for a, _ in records], rejected_right=[b for _, b in records]
+    )
+    frame = frame[frame["chosen_right"] != frame["rejected_right"]]
+    # The RM prefers the correct answer: a positive margin when it was chosen, else negative.
+    sign = frame["chosen_right"].map({True: 1.0, False: -1.0})
+    frame = frame.assign(
+        rm=(sign * frame["margin"]).map(lambda m: 1.0 if m > 0 else 0.5 if m == 0 else 0.0),
+        labelers=frame["chosen_right"].astype(float),
+    )
+    if frame.empty:  # no family has a right and a wrong answer ranked together
+        return pd.DataFrame(columns=["family", "rm", "labelers", "pairs"])
+    out = frame.groupby("family")[["rm", "labelers"]].mean()
+    out["pairs"] = frame.groupby("family").size()
+    out.loc["all"] = [frame["rm"].mean(), frame["labelers"].mean(), len(frame)]
+    out["pairs"] = out["pairs"].astype(int)
+    return out.reset_index().rename(columns={"index": "family"})
 
 
 def accuracy_by(pairs: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
@@ -581,10 +622,24 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         report["accuracy_by_family"] = {
             row.family: row.accuracy for row in accuracy_by(val, "family").itertuples()
         }
+        checking = answer_checking(
+            world, data["val_train_labelers"] + data["val_heldout_labelers"], val
+        )
+        report["answer_checking"] = {  # right vs wrong answers: the RM, and the labelers
+            row.family: {"rm": row.rm, "labelers": row.labelers, "pairs": row.pairs}
+            for row in checking.itertuples()
+        }
     report["wall_time_s"] = time.perf_counter() - t_start
     report["seconds_per_step"] = step_seconds
     run.write_eval(report)
     run.set_status("done", wall_time_s=report["wall_time_s"])
+
+
+def answer_checking_of(report: dict[str, Any]) -> pd.DataFrame:
+    """An RM run's eval.json "answer_checking" as the `answer_checking` frame (family, rm,
+    labelers, pairs); empty for runs without it (before 2026-11-26, or no such pair)."""
+    rows = [{"family": f} | v for f, v in (report.get("answer_checking") or {}).items()]
+    return pd.DataFrame(rows, columns=["family", "rm", "labelers", "pairs"])
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -614,6 +669,16 @@ def summary(report: dict[str, Any]) -> str:
     if report.get("accuracy_by_family"):  # held-out comparisons, both labeler groups
         by = sorted(report["accuracy_by_family"].items(), key=lambda kv: -kv[1])
         lines.append("held-out accuracy by family    " + ", ".join(f"{f} {a:.0%}" for f, a in by))
+    every = report.get("answer_checking", {}).get("all")  # one right and one wrong answer
+    if every:
+        by = sorted(
+            ((f, v["rm"]) for f, v in report["answer_checking"].items() if f != "all"),
+            key=lambda kv: -kv[1],
+        )
+        lines.append(
+            f"right vs wrong answer          RM {every['rm']:.0%} (labelers {every['labelers']:.0%})"
+            f" on {every['pairs']:,} pairs: " + ", ".join(f"{f} {a:.0%}" for f, a in by)
+        )
     line = f"wall time                     {report['wall_time_s']:.0f} s"
     if report.get("seconds_per_step"):
         line += f" ({report['steps']} steps, {report['seconds_per_step']:.2f} s a step)"

@@ -216,8 +216,9 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
 
 
 # Sections no other stage reads: a difference there does not make another stage's run
-# different, and runs made before these sections existed still match.
-OWN_SECTIONS = ("dpo", "grpo")
+# different, and runs made before these sections existed still match. No stage reads
+# `pipeline` (which runs the pipeline makes, not how any run is made).
+OWN_SECTIONS = ("dpo", "grpo", "pipeline")
 
 
 def config_diff(saved: dict[str, Any], new: dict[str, Any], stage: str) -> list[str]:
@@ -278,7 +279,9 @@ def latest_done(cfg: LabConfig, stage: str) -> Run | None:
     """The newest finished run of `stage` whose saved config equals `cfg` (reuse, don't retrain)."""
     want = saved_config(cfg, stage)
     for run in reversed(list_runs(cfg.workspace_dir, stage)):
-        if run.done and not config_diff(run.raw_config(), want, stage):
+        # Every run listed is in this workspace, however its config spelled it ("" with
+        # $RLHF_WORKSPACE, or a path): the workspace is where, not what (as create_or_resume).
+        if run.done and not set(config_diff(run.raw_config(), want, stage)) - {"workspace"}:
             return run
     return None
 
@@ -323,9 +326,33 @@ def moved_source(run: Run, sources: dict[str, Run]) -> str | None:
     except RunError:
         return None
     for name, now in sources.items():
-        if report.get(name) and Path(report[name]) != now.dir:
+        if report.get(name) and not same_run(report[name], now):
             return f"{run.dir} used {name} {report[name]}; this config now resolves to {now.dir}"
     return None
+
+
+def recorded_run(recorded: str | os.PathLike, workspace: str | os.PathLike) -> Path:
+    """The run directory a path recorded earlier names (a source run in eval.json, the policy
+    of a stored comparison), found in `workspace`: <workspace>/runs/<its name> when that is the
+    same run, copied or moved (a workspace copied or moved keeps its runs' names, unique in a
+    workspace, while the absolute paths recorded in its files still name the old place), else
+    the path as recorded. The same run: both hold the same config.json (written once, at
+    creation), or the recorded place is gone."""
+    path = Path(recorded)
+    here = Path(workspace) / "runs" / path.name
+    if path.parent.name != "runs" or path == here or not (here / "config.json").exists():
+        return path
+    try:
+        same = (path / "config.json").read_bytes() == (here / "config.json").read_bytes()
+    except OSError:  # moved: the recorded place is gone
+        same = True
+    return here if same else path
+
+
+def same_run(recorded: str | os.PathLike, run: Run) -> bool:
+    """Whether a recorded run path names `run`, also in a copied or moved workspace
+    (`recorded_run` in the run's own workspace)."""
+    return recorded_run(recorded, run.dir.parent.parent) == run.dir
 
 
 def read_eval(run: Run) -> dict[str, Any]:

@@ -213,6 +213,36 @@ def accuracy_bars(
     ).properties(width=300, height=max(60, 22 * len(df)))
 
 
+def checking_bars(checking: pd.DataFrame, title: str | None = None) -> alt.LayerChart:
+    """Per family, on pairs of one right and one wrong answer (a `reward.answer_checking`
+    frame: columns family, rm, labelers, pairs): how often the RM and the labelers prefer the
+    right one, side by side, with chance marked. An RM that checks answers matches its
+    labelers; one that judges only form stays near 50%."""
+    _require(checking, ["family", "rm", "labelers", "pairs"], "checking_bars")
+    df = checking.melt(
+        id_vars=["family", "pairs"],
+        value_vars=["rm", "labelers"],
+        var_name="who",
+        value_name="share",
+    )
+    df["who"] = df["who"].map({"rm": "reward model", "labelers": "labelers"})
+    bars = (
+        alt.Chart()
+        .mark_bar()
+        .encode(
+            x=alt.X("share:Q", title="prefers the right answer", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("family:N", title=None),
+            yOffset=alt.YOffset("who:N", sort=["reward model", "labelers"]),
+            color=alt.Color("who:N", title=None, legend=BOTTOM),
+            tooltip=["family:N", "who:N", alt.Tooltip("share:Q", format=".1%"), "pairs:Q"],
+        )
+    )
+    rule = alt.Chart().mark_rule(color="gray", strokeDash=[4, 3]).encode(x=alt.datum(0.5))
+    return alt.layer(
+        bars, rule, data=df, title=title or "Right vs wrong answer: who prefers the right one"
+    ).properties(width=300, height=max(80, 36 * checking["family"].nunique()))
+
+
 def rank_correlation(x: pd.Series, y: pd.Series) -> float:
     """Spearman's rho: the Pearson correlation of the ranks (average ranks for ties)."""
     return float(x.rank().corr(y.rank()))

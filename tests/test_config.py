@@ -164,3 +164,13 @@ def test_workspace_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("RLHF_WORKSPACE", str(tmp_path / "env"))
     assert config.load().workspace_dir == tmp_path / "env"
     assert config.load(workspace=str(tmp_path / "cfg")).workspace_dir == tmp_path / "cfg"
+
+
+def test_pipeline_extras_default_to_none_and_the_recipes_choose_theirs():
+    assert config.LabConfig().pipeline.extras == []  # the paper's runs only
+    assert config.load("tiny").pipeline.extras == ["dpo", "grpo"]  # within make demo's budget
+    assert config.load("micro").pipeline.extras == ["dpo", "grpo", "lora"]  # seconds each
+    cfg = config.load("tiny", ["pipeline.extras=[lora]", "pipeline.lora_r=4"])
+    assert (cfg.pipeline.extras, cfg.pipeline.lora_r) == (["lora"], 4)
+    with pytest.raises(ConfigError, match="'pipeline.extras' must be list"):
+        config.load("tiny", ["pipeline.extras=dpo"])

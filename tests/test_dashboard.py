@@ -72,6 +72,21 @@ def test_compare_scores_each_output_and_loads_each_model_once(micro_pipeline, mo
     assert dashboard.LOADS and max(dashboard.LOADS.values()) == 1, dict(dashboard.LOADS)
 
 
+def test_compare_lists_the_runs_beyond_the_paper_and_compares_them(micro_pipeline, monkeypatch):
+    at = page("compare", micro_pipeline.workspace_dir, monkeypatch)
+    box = at.multiselect(key="compare_policies")
+    kinds = [label.split(" · ")[0] for label in box.options]
+    assert kinds == ["base", "SFT", "PPO", "PPO-ptx", "DPO", "GRPO", "PPO-ptx+LoRA"]
+    extras = [label for label in box.options if label.split(" · ")[0] in kinds[4:]]
+    box.set_value(["SFT · " + box.options[1].split(" · ")[1], *extras]).run()
+    at.button(key="compare_generate").click().run()
+    no_exception(at)
+    headers = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert headers == ["**SFT**", "**DPO**", "**GRPO**", "**PPO-ptx+LoRA**"]
+    assert len([m for m in at.metric if m.label == "RM score"]) == 4
+    assert list(at.dataframe[0].value["policy"]) == box.value
+
+
 def test_compare_takes_a_typed_prompt(micro_pipeline, monkeypatch):
     at = page("compare", micro_pipeline.workspace_dir, monkeypatch)
     at.radio(key="compare_source").set_value("Type one").run()
@@ -89,6 +104,26 @@ def test_rewards_scores_policies_and_shows_rm_accuracy(micro_pipeline, monkeypat
     no_exception(at)
     means = at.dataframe[0].value
     assert len(means) == 4 and means["likert"].between(1, 7).all()
+
+
+def test_rewards_shows_right_vs_wrong_answer_checking(micro_pipeline, tmp_path, monkeypatch):
+    import json
+
+    from rlhf.outputs import reward_runs
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    run = reward_runs(cfg.workspace_dir)[0]  # the page's default choice
+    report = json.loads((run.dir / "eval.json").read_text())
+    report["answer_checking"] = {
+        "transform": {"rm": 0.52, "labelers": 0.84, "pairs": 30},
+        "all": {"rm": 0.6, "labelers": 0.8, "pairs": 50},
+    }
+    (run.dir / "eval.json").write_text(json.dumps(report))
+    at = page("rewards", cfg.workspace_dir, monkeypatch)
+    no_exception(at)
+    [checking] = [f for f in chart_frames(at) if "who" in f.columns]
+    got = {(r.family, r.who): r.share for r in checking.itertuples()}
+    assert got[("transform", "reward model")] == 0.52 and got[("all", "labelers")] == 0.8
 
 
 def test_kl_drift_shows_rollouts_of_a_chosen_step(micro_pipeline, monkeypatch):
@@ -182,3 +217,30 @@ def test_rewards_shows_the_rm_on_hand_rankings_of_held_out_and_train_prompts(
     assert "hand · val/test prompts" in names and "hand · train/typed prompts" in names
     held = acc[acc["name"] == "hand · val/test prompts"].iloc[0]
     assert held["pairs"] == 3 and 0 <= held["value"] <= 1
+
+
+def test_runs_lists_the_runs_beyond_the_paper_and_their_comparison_with_ppo_ptx(
+    micro_pipeline, monkeypatch
+):
+    at = page("runs", micro_pipeline.workspace_dir, monkeypatch)
+    no_exception(at)
+    runs = at.dataframe[0].value
+    kinds = dict(zip(runs["run"], runs["kind"], strict=True))
+    assert {k for r, k in kinds.items() if r.startswith(("dpo__", "grpo__"))} == {"DPO", "GRPO"}
+    assert "PPO-ptx+LoRA" in kinds.values()
+    table = at.dataframe[1].value
+    assert list(table.index) == [
+        "base",
+        "SFT",
+        "RM",
+        "PPO",
+        "PPO-ptx",
+        "DPO",
+        "GRPO",
+        "PPO-ptx+LoRA",
+    ]
+    assert "Compared with PPO-ptx" in [h.value for h in at.subheader]
+    versus = at.dataframe[2].value
+    assert list(versus.index) == ["PPO-ptx", "PPO", "DPO", "GRPO", "PPO-ptx+LoRA"]
+    assert versus.loc["DPO", "win rate minus PPO-ptx's"].endswith(" points")
+    assert any(m.value.startswith("- PPO: win rate vs SFT") for m in at.markdown)

@@ -38,9 +38,11 @@ def slow_logprobs(model, g, i: int) -> torch.Tensor:
 
 
 def test_policy_runs_lists_every_kind_in_pipeline_order(lab):
-    runs = lab[0]
-    assert list(runs) == ["base", "SFT", "PPO", "PPO-ptx"]
+    runs = lab[0]  # micro's pipeline adds DPO, GRPO and PPO-ptx+LoRA (pipeline.extras)
+    assert list(runs) == ["base", "SFT", "PPO", "PPO-ptx", "DPO", "GRPO", "PPO-ptx+LoRA"]
     assert all(p.run.done and p.label.startswith(p.kind + " · ") for p in runs.values())
+    assert [runs[k].run.stage for k in ("DPO", "GRPO", "PPO-ptx+LoRA")] == ["dpo", "grpo", "ppo"]
+    assert runs["DPO"].short.startswith("DPO ") and runs["DPO"].run.dir.name in runs["DPO"].label
 
 
 def test_token_kl_matches_a_forward_of_each_sequence(lab):
@@ -89,9 +91,13 @@ def test_side_by_side_is_repeatable_and_greedy_at_temperature_0(lab):
 
 def test_runs_frame_has_a_row_per_run_with_key_metrics(micro_pipeline):
     df = runs_frame(micro_pipeline.workspace_dir)
-    assert sorted(df["stage"]) == sorted(["pretrain", "sft", "rm", "ppo", "ppo"])
+    stages = ["pretrain", "sft", "rm", "ppo", "ppo", "dpo", "grpo", "ppo"]
+    assert sorted(df["stage"]) == sorted(stages)
     assert (df["status"] == "done").all() and (df["duration_s"] > 0).all()
     ppo = df[df["stage"] == "ppo"]
-    assert sorted(ppo["kind"]) == ["PPO", "PPO-ptx"]
+    assert sorted(ppo["kind"]) == ["PPO", "PPO-ptx", "PPO-ptx+LoRA"]
     assert ppo["win rate vs SFT"].between(0, 1).all()
+    extra = df[df["stage"].isin(["dpo", "grpo"])]
+    assert sorted(extra["kind"]) == ["DPO", "GRPO"]
+    assert extra["win rate vs SFT"].between(0, 1).all() and extra["Likert"].between(1, 7).all()
     assert df.loc[df["stage"] == "rm", "RM acc. (training labelers)"].between(0, 1).all()

@@ -4,11 +4,13 @@ hand-made results tables: each held, not held, or not checked when a run is miss
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from rlhf.claims import check_claims
 from rlhf.cli import main
 from rlhf.metrics import METRICS
 from rlhf.results import TAX
+from rlhf.runs import Run
 
 
 def ci(mean: float, n: int = 10) -> dict[str, float]:
@@ -85,17 +87,101 @@ def test_a_claim_without_its_runs_is_not_checked():
     assert sum(v is None for v in verdicts.values()) == 6  # all but PPO's win rate
 
 
+PAPER = ["base", "SFT", "RM", "PPO", "PPO-ptx"]
+EXTRAS = ["DPO", "GRPO", "PPO-ptx+LoRA"]  # micro's pipeline.extras: dpo, grpo, lora
+
+
 def test_pipeline_on_micro_runs_every_stage_then_the_table_and_claims(tmp_path, capsys):
     ws = ["--recipe", "micro", "--workspace", str(tmp_path)]
     assert main(["pipeline", *ws]) == 0
     out = capsys.readouterr().out
     data = json.loads((tmp_path / "results" / "results.json").read_text())
-    assert data["labels"] == ["base", "SFT", "RM", "PPO", "PPO-ptx"]
-    for label in ("base", "SFT", "PPO", "PPO-ptx"):  # every column filled, with its n
+    assert data["labels"] == PAPER + EXTRAS
+    for label in ("base", "SFT", "PPO", "PPO-ptx", *EXTRAS):  # every column filled, with its n
         assert all(data["rows"][label][m]["n"] > 0 for m in (*METRICS, *TAX)), label
+    stages = {label: Run.open(data["runs"][label]) for label in EXTRAS}
+    assert [r.stage for r in stages.values()] == ["dpo", "grpo", "ppo"]
+    lora = stages["PPO-ptx+LoRA"].config.ppo
+    assert lora.lora_r == 8 and lora.ptx_coef > 0  # PPO-ptx with LoRA (pipeline.lora_r)
+    assert Run.open(data["runs"]["PPO-ptx"]).config.ppo.lora_r == 0
+    # Each extra (and PPO) compared with PPO-ptx, in the printout and in results.md.
+    assert list(data["versus"]["rows"]) == sorted(["PPO", *EXTRAS])
+    paired = f"(paired over {data['n_test_prompts']} test prompts)"
+    assert "## Compared with PPO-ptx" in out and out.count(paired) == 4
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "| PPO-ptx+LoRA | " in md and "- GRPO: win rate vs SFT" in md
     assert "The paper's claims on this table:" in out and out.count("held] ") == 7
     assert "rlhf dashboard" in out
     # Again: every stage is reused, nothing retrains.
     assert main(["pipeline", *ws]) == 0
     again = capsys.readouterr().out
-    assert again.count("reusing finished run") == 5 and "training a new run" not in again
+    assert again.count("reusing finished run") == 8 and "training a new run" not in again
+    assert json.loads((tmp_path / "results" / "results.json").read_text())["runs"] == data["runs"]
+    # Without the extras (--with none): the paper's rows alone, nothing trained.
+    assert main(["pipeline", *ws, "--with", "none"]) == 0
+    plain = capsys.readouterr().out
+    assert plain.count("reusing finished run") == 5 and "- DPO" not in plain
+    paper = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert paper["labels"] == PAPER and list(paper["versus"]["rows"]) == ["PPO"]
+    # One extra: its finished run is reused, and compared with PPO-ptx.
+    assert main(["pipeline", *ws, "--with", "dpo"]) == 0
+    one = capsys.readouterr().out
+    assert one.count("reusing finished run") == 6 and "- DPO: win rate vs SFT" in one
+    assert "- GRPO" not in one
+
+
+def test_pipeline_rejects_an_unknown_extra_before_any_stage_runs(tmp_path, capsys):
+    ws = ["--recipe", "micro", "--workspace", str(tmp_path)]
+    assert main(["pipeline", *ws, "--with", "dpo,rloo"]) == 2
+    err = capsys.readouterr().err
+    assert "pipeline.extras: unknown 'rloo' (known: dpo, grpo, lora" in err
+    assert main(["pipeline", *ws, "--set", "pipeline.lora_r=0"]) == 2
+    assert "pipeline.lora_r must be >= 1" in capsys.readouterr().err
+    assert main(["pipeline", *ws, "--set", "grpo.num_generations=3"]) == 2
+    assert "multiple of num_generations" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_copy_of_a_finished_workspace_reuses_every_run_and_the_comparisons(
+    micro_pipeline, tmp_path, capsys
+):
+    """The store and eval.json name runs by absolute path; in a copy of the workspace (here
+    also named by --workspace where the original used a config path) nothing is resampled or
+    retrained."""
+    from conftest import copy_workspace
+
+    from rlhf import pipeline
+    from rlhf.store import Store
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "copy")
+    with Store.open(cfg) as store:
+        stored = store.count("simulated")
+    before = sorted(p.name for p in (cfg.workspace_dir / "runs").iterdir())
+    report = pipeline.run(cfg, progress=False)
+    out = capsys.readouterr().out
+    assert "reusing stored comparisons" in out and "training a new run" not in out
+    assert out.count("reusing finished run") == 8
+    assert sorted(p.name for p in (cfg.workspace_dir / "runs").iterdir()) == before
+    assert all(Path(d).parent == cfg.workspace_dir / "runs" for d in report["runs"].values())
+    with Store.open(cfg) as store:
+        assert store.count("simulated") == stored
+
+
+def test_extra_rows_leave_the_claims_as_they_were():
+    """DPO, GRPO and LoRA rows are compared with PPO-ptx, never read by the paper's claims:
+    rows that would break every claim change no verdict."""
+    bad = {
+        "win_rate": ci(0.01),
+        "perplexity": ci(9.0),
+        "hallucination": ci(1.0),
+        "truthful": ci(0.0),
+        "toxicity/plain": ci(0.0),
+        "toxicity/respectful": ci(1.0),
+    }
+    results = table()
+    with_extras = table()
+    for label in EXTRAS + ["PPO+LoRA", "SFT+LoRA"]:
+        with_extras["rows"][label] = dict(bad)
+    assert [c.line() for c in check_claims(with_extras)] == [
+        c.line() for c in check_claims(results)
+    ]

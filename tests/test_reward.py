@@ -60,6 +60,8 @@ def test_reward_model_end_to_end_with_demo_bias(ready):
     assert abs(float(scores.mean())) < 1e-3  # the saved bias reproduces mean 0
     assert "demonstration mean" in reward.summary(report)
     assert "held-out accuracy by family" in reward.summary(report)
+    for checking in report["answer_checking"].values():  # empty if no such pair on micro
+        assert checking["pairs"] > 0 and 0 <= checking["rm"] <= 1 and 0 <= checking["labelers"] <= 1
 
 
 def test_every_parameter_changes_after_one_step(ready, tmp_path):
@@ -226,3 +228,54 @@ def test_gold_ceiling_counts_pairs_the_gold_labeler_orders_as_the_labeler_did(re
     report = read_eval(reward.train(ready, progress=False))
     assert 0.5 <= report["gold_ceiling/val_heldout_labelers"] <= 1.0
     assert "gold labeler:" in reward.summary(report)
+
+
+def test_answer_checking_counts_pairs_of_one_right_and_one_wrong_answer(ready):
+    import pandas as pd
+
+    world = build_world(ready, progress=False)
+    p = world.prompts("val", "arithmetic")[0]
+    right = f"The answer is {p.meta['answer']}."
+    wrong = f"The answer is {p.meta['answer'] + 1}."
+    also_wrong = f"The answer is {p.meta['answer'] + 2}."
+    rows = [
+        Comparison(p.text, [right, wrong], [0, 1], "a", "simulated", prompt_id=p.id),
+        Comparison(p.text, [right, wrong], [1, 0], "b", "simulated", prompt_id=p.id),
+        Comparison(p.text, [wrong, also_wrong, right], [0, 1, 2], "c", "simulated", prompt_id=p.id),
+    ]
+    # pair_frame's order: (right > wrong), (wrong > right), then (wrong > also_wrong),
+    # (wrong > right), (also_wrong > right). Margins are r_chosen - r_rejected.
+    pairs = pd.DataFrame({"family": ["arithmetic"] * 5, "margin": [1.0, 1.0, 5.0, -2.0, 0.0]})
+    got = reward.answer_checking(world, rows, pairs).set_index("family")
+    # Right-vs-wrong pairs: 1 (RM right), 2 (RM picks the wrong one), 4 (RM right: the
+    # rejected right answer scores higher), 5 (a tie: half). Pair 3 has no right answer.
+    assert got.loc["arithmetic", "pairs"] == 4
+    assert got.loc["arithmetic", "rm"] == pytest.approx((1 + 0 + 1 + 0.5) / 4)
+    assert got.loc["arithmetic", "labelers"] == pytest.approx(1 / 4)  # only pair 1 chose right
+    assert got.loc["all"].tolist() == pytest.approx([2.5 / 4, 1 / 4, 4])
+    with pytest.raises(ValueError, match="ranked pairs"):
+        reward.answer_checking(world, rows, pairs.iloc[:4])
+    only_wrong = [Comparison(p.text, [wrong, also_wrong], [0, 1], "d", "simulated", prompt_id=p.id)]
+    none = reward.answer_checking(world, only_wrong, pairs.iloc[:1])
+    assert none.empty and list(none.columns) == ["family", "rm", "labelers", "pairs"]
+    summary = reward.summary(
+        {"demo_mean_after_bias": 0.0, "bias": 0.0, "wall_time_s": 1.0}
+        | {"answer_checking": {"all": {"rm": 0.5, "labelers": 0.9, "pairs": 10}}}
+    )
+    assert "right vs wrong answer          RM 50% (labelers 90%) on 10 pairs" in summary
+    frame = reward.answer_checking_of(
+        {"answer_checking": {"all": {"rm": 0.5, "labelers": 0.9, "pairs": 10}}}
+    )
+    assert frame.to_dict("records") == [{"family": "all", "rm": 0.5, "labelers": 0.9, "pairs": 10}]
+    assert reward.answer_checking_of({}).empty
+
+
+def test_a_moved_workspace_keeps_its_comparisons(tmp_path):
+    """The store names each comparison's SFT run by absolute path; after the workspace is
+    moved, the run of that name in the new place is found, so no comparison is dropped."""
+    orig = micro_workspace(tmp_path / "orig", with_rm=False)
+    before, _ = reward.training_comparisons(orig)
+    (tmp_path / "orig").rename(tmp_path / "moved")
+    after, skipped = reward.training_comparisons(load("micro", workspace=str(tmp_path / "moved")))
+    assert len(after) == len(before) > 0
+    assert skipped["policy run missing"] == 0

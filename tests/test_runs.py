@@ -160,3 +160,65 @@ def test_resume_allows_other_threads_and_workspace(tmp_path):
     run = Run.create(cfg, "pretrain", tmp_path / "r")
     other = load("micro", workspace=str(tmp_path / "elsewhere"), threads=2)
     assert Run.create_or_resume(other, "pretrain", tmp_path / "r").dir == run.dir
+
+
+def test_a_copied_workspace_resolves_recorded_runs_by_name(cfg, tmp_path):
+    """Paths recorded in a run's files (eval.json's sft_run, a comparison's policy) name the
+    workspace they were made in; in a copy they name the copy's run of the same name."""
+    import shutil
+
+    from rlhf.runs import moved_source, recorded_run, same_run, write_json
+
+    sft = Run.create(cfg, "sft")
+    ppo = Run.create(cfg, "ppo")
+    write_json(ppo.dir / "eval.json", {"sft_run": str(sft.dir)})
+    shutil.copytree(cfg.workspace_dir, tmp_path / "copy")
+    copy_sft = Run.open(tmp_path / "copy" / "runs" / sft.dir.name)
+    copy_ppo = Run.open(tmp_path / "copy" / "runs" / ppo.dir.name)
+
+    assert recorded_run(sft.dir, tmp_path / "copy") == copy_sft.dir
+    assert same_run(sft.dir, copy_sft) and same_run(str(sft.dir), sft)
+    assert not same_run(sft.dir, copy_ppo)  # another run of the copy
+    assert moved_source(copy_ppo, {"sft_run": copy_sft}) is None
+    # A run the workspace does not hold keeps its recorded path, and is another run.
+    other = Run.create(config.load("micro", workspace=str(tmp_path / "other")), "rm")
+    assert recorded_run(other.dir, tmp_path / "copy") == other.dir
+    assert "used sft_run" in moved_source(copy_ppo, {"sft_run": other})
+    assert recorded_run(tmp_path / "model", tmp_path / "copy") == tmp_path / "model"
+    # A run of another workspace with the same name (made in the same second) is another run.
+    twin = tmp_path / "twin" / "runs" / sft.dir.name
+    Run.create(config.load("micro", workspace=str(tmp_path / "twin")), "sft", twin)
+    assert not same_run(twin, copy_sft) and recorded_run(twin, tmp_path / "copy") == twin
+    # Moved rather than copied: the recorded place is gone, the name decides.
+    shutil.rmtree(cfg.workspace_dir)
+    assert same_run(sft.dir, copy_sft) and moved_source(copy_ppo, {"sft_run": copy_sft}) is None
+
+
+def test_a_finished_run_is_reused_however_its_config_spelled_the_workspace(cfg, monkeypatch):
+    """A run made with $RLHF_WORKSPACE (workspace "") is reused by `--workspace DIR` naming the
+    same directory, and the other way round: the run is in the workspace searched."""
+    monkeypatch.setenv("RLHF_WORKSPACE", str(cfg.workspace_dir))
+    by_env = config.load("micro")
+    run = Run.create(by_env, "pretrain")
+    run.set_status("done")
+    assert run.raw_config()["workspace"] == ""
+    assert latest_done(cfg, "pretrain").dir == run.dir
+    assert latest_done(by_env, "pretrain").dir == run.dir
+    cfg.pretrain.lr = 1e-3  # anything else still tells runs apart
+    assert latest_done(cfg, "pretrain") is None
+
+
+def test_the_pipeline_section_never_makes_a_run_different(cfg):
+    """pipeline.extras says which runs the pipeline makes, not how any run is made: a run made
+    before the section existed, or with other extras, is still reused and resumable."""
+    from rlhf.runs import write_json
+
+    for stage in ("pretrain", "ppo", "dpo"):
+        run = Run.create(cfg, stage)
+        old = run.raw_config()
+        del old["pipeline"]
+        write_json(run.dir / "config.json", old)
+        run.set_status("done")
+        other = config.load("micro", workspace=cfg.workspace, pipeline__extras=["grpo"])
+        assert latest_done(other, stage).dir == run.dir
+        assert Run.create_or_resume(other, stage, run.dir).dir == run.dir

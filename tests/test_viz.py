@@ -126,6 +126,30 @@ def test_accuracy_bars_from_an_accuracy_by_frame():
         viz.accuracy_bars(acc.iloc[:0], "family")
 
 
+def test_checking_bars_put_rm_and_labelers_side_by_side():
+    checking = pd.DataFrame(
+        {
+            "family": ["transform", "all"],
+            "rm": [0.5, 0.6],
+            "labelers": [0.8, 0.75],
+            "pairs": [10, 20],
+        }
+    )
+    spec = viz.checking_bars(checking).to_dict()
+    bars, rule = layer_encodings(spec)
+    assert bars["x"]["field"] == "share" and bars["yOffset"]["field"] == "who"
+    assert rule["x"] == {"datum": 0.5}
+    rows = {(r["family"], r["who"]): r["share"] for r in spec_rows(spec)}
+    assert rows == {
+        ("transform", "reward model"): 0.5,
+        ("transform", "labelers"): 0.8,
+        ("all", "reward model"): 0.6,
+        ("all", "labelers"): 0.75,
+    }
+    with pytest.raises(ValueError, match="checking_bars"):
+        viz.checking_bars(checking.drop(columns="labelers"))
+
+
 def test_rank_correlation_is_spearman():
     x = pd.Series([1.0, 2.0, 3.0, 4.0])
     assert viz.rank_correlation(x, x**3) == pytest.approx(1.0)

@@ -9,7 +9,7 @@ from rlhf import dashboard as dash
 from rlhf.viz import PPO_CURVES, ppo_curves, reward_vs_kl, token_kl_html
 
 st.title("KL drift")
-ppo = [p for p in dash.policies() if p.kind in ("PPO", "PPO-ptx")]
+ppo = [p for p in dash.policies() if p.run.stage == "ppo"]  # PPO, PPO-ptx, with LoRA or not
 if not ppo:
     dash.nothing_yet(
         "No finished PPO run in this workspace yet.",

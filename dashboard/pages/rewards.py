@@ -6,9 +6,10 @@ import streamlit as st
 
 from rlhf import dashboard as dash
 from rlhf.labeling import human_accuracy, is_held_out_prompt, rm_group_accuracy
+from rlhf.reward import answer_checking_of
 from rlhf.runs import read_eval
 from rlhf.store import Store
-from rlhf.viz import interval_bars, score_boxes, score_scatter, score_vs_gold
+from rlhf.viz import checking_bars, interval_bars, score_boxes, score_scatter, score_vs_gold
 
 st.title("Rewards")
 rms = dash.reward_run_choices()
@@ -46,6 +47,16 @@ else:
         "RM: the reward model; gold: the world's gold labeler on the same comparisons, the "
         "ceiling; hand: your rankings from the Rank page (those of train prompts are training "
         "data for an RM trained with --with-human)."
+    )
+
+checking = answer_checking_of(report)
+if not checking.empty:
+    st.subheader("Right vs wrong answers")
+    st.altair_chart(checking_bars(checking))
+    st.caption(
+        "Held-out pairs in which the gold labeler finds one answer right and the other wrong: "
+        "how often the RM scores the right one higher, and how often the labelers ranked it "
+        "higher. Near 50% the RM judges only the answers' form, not whether they are right."
     )
 
 st.header("Scores of each policy's answers")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from rlhf import dashboard as dash
 from rlhf.catalog import results_of, runs_frame
-from rlhf.results import results_table
+from rlhf.results import results_table, versus_lines, versus_table
 from rlhf.viz import metric_bars
 
 st.title("Runs")
@@ -57,6 +57,11 @@ st.caption(
     "(docs/results.md explains every column)."
 )
 st.dataframe(results_table(results), key="runs_results")
+versus = versus_table(results)
+if not versus.empty:  # the runs beyond the paper (pipeline.extras) held to PPO-ptx
+    st.subheader(f"Compared with {results['versus']['reference']}")
+    st.dataframe(versus, key="runs_versus")
+    st.markdown("\n".join(f"- {line}" for line in versus_lines(results)))
 left, right = st.columns(2)
 with left:
     try:
