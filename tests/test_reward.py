@@ -211,12 +211,16 @@ def test_packed_scores_equal_a_padded_forward(ready, row, monkeypatch):
     torch.testing.assert_close(rm.score(prompts, responses), want, atol=1e-5, rtol=1e-5)
 
 
+def arithmetic_answers(world):
+    """A validation sum and three answers to it: (prompt, right, wrong, another wrong)."""
+    p = world.prompts("val", "arithmetic")[0]
+    answers = [f"The answer is {p.meta['answer'] + d}." for d in (0, 1, 2)]
+    return p, *answers
+
+
 def test_gold_ceiling_counts_pairs_the_gold_labeler_orders_as_the_labeler_did(ready):
     world = build_world(ready, progress=False)
-    p = world.prompts("val", "arithmetic")[0]
-    right = f"The answer is {p.meta['answer']}."
-    wrong = f"The answer is {p.meta['answer'] + 1}."
-    also_wrong = f"The answer is {p.meta['answer'] + 2}."
+    p, right, wrong, also_wrong = arithmetic_answers(world)
     rows = [
         Comparison(p.text, [right, wrong], [0, 1], "a", "simulated", prompt_id=p.id),  # agrees
         Comparison(p.text, [right, wrong], [1, 0], "b", "simulated", prompt_id=p.id),  # disagrees
@@ -234,10 +238,7 @@ def test_answer_checking_counts_pairs_of_one_right_and_one_wrong_answer(ready):
     import pandas as pd
 
     world = build_world(ready, progress=False)
-    p = world.prompts("val", "arithmetic")[0]
-    right = f"The answer is {p.meta['answer']}."
-    wrong = f"The answer is {p.meta['answer'] + 1}."
-    also_wrong = f"The answer is {p.meta['answer'] + 2}."
+    p, right, wrong, also_wrong = arithmetic_answers(world)
     rows = [
         Comparison(p.text, [right, wrong], [0, 1], "a", "simulated", prompt_id=p.id),
         Comparison(p.text, [right, wrong], [1, 0], "b", "simulated", prompt_id=p.id),
