@@ -246,7 +246,7 @@ def test_converted_smollm2_answers_and_pads_apart_from_eos():
 
 def test_stages_run_on_a_base_model_with_its_own_tokenizer(tmp_path):
     """sft.base_model = a directory whose tokenizer is not the world's (300 tokens, pad = EOS
-    until with_pad_token): the pipeline (SFT, comparisons, RM, PPO, PPO-ptx, eval) runs on
+    until with_pad_token): the pipeline (SFT, comparisons, RM, PPO, PPO-ptx, the extras, eval) runs on
     micro without a pretrain run, and every model it saves keeps that tokenizer."""
     from rlhf import pipeline
     from rlhf.runs import Run, list_runs
@@ -273,7 +273,8 @@ def test_stages_run_on_a_base_model_with_its_own_tokenizer(tmp_path):
 
     cfg = load("micro", workspace=str(tmp_path / "ws"), sft__base_model=str(tmp_path / "base"))
     report = pipeline.run(cfg, progress=False)
-    assert list(report["runs"]) == ["SFT", "RM", "PPO", "PPO-ptx"]
+    extras = [pipeline.EXTRAS[name] for name in cfg.pipeline.extras]  # micro: all three
+    assert list(report["runs"]) == ["SFT", "RM", "PPO", "PPO-ptx", *extras] and extras
     runs = [Run(Path(d)) for d in report["runs"].values()]
     assert all(r.done for r in runs) and not list_runs(cfg.workspace_dir, "pretrain")
     assert {"SFT", "RM", "PPO", "PPO-ptx"} <= set(report["results"]["rows"])
