@@ -40,6 +40,35 @@ class ProgressBar(ProgressCallback):
             bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
 
 
+def trainer_args(
+    run: Run, seed: int, progress: bool, log_every: int, checkpoint_every: int, keep: int
+) -> dict:
+    """The keyword arguments every stage's TrainingArguments (or TRL config) shares: float32
+    on the CPU (TRL 1.x configs default to bf16 and activation checkpointing), checkpoints in
+    the run's checkpoint dir every `checkpoint_every` steps (the newest `keep` kept, with their
+    optimizer state so a killed run resumes), metrics every `log_every` steps, seeded data
+    order, no reporting and no worker processes. Each stage adds its own schedule and sizes."""
+    import torch
+
+    return dict(
+        output_dir=str(run.checkpoint_dir),
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        fp16=False,
+        activation_checkpointing=False,
+        logging_steps=log_every,
+        save_strategy="steps",
+        save_steps=checkpoint_every,
+        save_total_limit=keep,
+        save_only_model=False,
+        seed=seed,
+        data_seed=seed,
+        report_to=[],
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+
+
 def use_progress_bar(trainer) -> None:
     """Swap the Trainer's progress callback for `ProgressBar`; without a bar (disable_tqdm),
     drop the PrinterCallback that would print every log dict instead."""

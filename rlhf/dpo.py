@@ -25,7 +25,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from rlhf.callbacks import LogToRun, train_resuming
+from rlhf.callbacks import LogToRun, train_resuming, trainer_args
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.evaluate import win_outcomes, with_ci
@@ -140,7 +140,6 @@ def versus_sft(
 
 
 def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
-    import torch
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
@@ -155,11 +154,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     pairs = training_pairs(cfg, train_rows)
 
     args = TRLDPOConfig(
-        output_dir=str(run.checkpoint_dir),
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
-        fp16=False,
-        activation_checkpointing=False,
+        **trainer_args(run, cfg.seed, progress, d.log_every, d.checkpoint_every, keep=2),
         beta=d.beta,
         loss_type=["sigmoid"],
         learning_rate=d.lr,
@@ -169,16 +164,6 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
         max_length=d.max_length,
-        logging_steps=d.log_every,
-        save_strategy="steps",
-        save_steps=d.checkpoint_every,
-        save_total_limit=2,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to=[],
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
-        save_only_model=False,
     )
     trainer = DPOTrainer(
         model=model,

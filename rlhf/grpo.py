@@ -26,7 +26,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from rlhf.callbacks import LogToRun, train_resuming
+from rlhf.callbacks import LogToRun, train_resuming, trainer_args
 from rlhf.config import LabConfig
 from rlhf.dpo import summary, versus_sft  # noqa: F401 - `rlhf grpo` prints summary
 from rlhf.errors import ConfigError, RunError
@@ -101,7 +101,6 @@ def rm_reward(rm: RewardModel, eos_id: int, missing_eos_penalty: float):
 
 
 def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
-    import torch
     from trl import GRPOConfig as TRLGRPOConfig
     from trl import GRPOTrainer
 
@@ -115,11 +114,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     prompts = Dataset.from_list([{"prompt": p.text} for p in world.prompts("train")])
 
     args = TRLGRPOConfig(
-        output_dir=str(run.checkpoint_dir),
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
-        fp16=False,
-        activation_checkpointing=False,
+        **trainer_args(run, cfg.seed, progress, g.log_every, g.checkpoint_every, keep=2),
         learning_rate=g.lr,
         lr_scheduler_type="constant",
         max_steps=g.steps * g.updates_per_rollout,  # TRL counts gradient steps
@@ -134,16 +129,6 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         top_k=0,
         beta=g.beta,
         loss_type=g.loss_type,
-        logging_steps=g.log_every,
-        save_strategy="steps",
-        save_steps=g.checkpoint_every,
-        save_total_limit=2,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to=[],
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
-        save_only_model=False,
     )
     trainer = GRPOTrainer(
         model=model,

@@ -43,7 +43,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from rlhf import distributed as dist
-from rlhf.callbacks import LogToRun, last_checkpoint_step, train_resuming
+from rlhf.callbacks import LogToRun, last_checkpoint_step, train_resuming, trainer_args
 from rlhf.config import LabConfig
 from rlhf.data import fingerprint, load_comparisons
 from rlhf.errors import RunError
@@ -527,9 +527,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
     model, tokenizer = load_backbone(base_dir, cfg.seed)
 
     args = TrainingArguments(
-        output_dir=str(run.checkpoint_dir),
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
+        **trainer_args(run, cfg.seed, progress, r.log_every, r.checkpoint_every, keep=1),
         learning_rate=r.lr,
         num_train_epochs=r.epochs,
         max_steps=r.max_steps if r.max_steps > 0 else -1,
@@ -537,16 +535,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
         weight_decay=r.weight_decay,
-        logging_steps=r.log_every,
-        save_strategy="steps",
-        save_steps=r.checkpoint_every,
-        save_total_limit=1,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to=[],
-        disable_tqdm=not progress,
         remove_unused_columns=False,
-        dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every parameter is used (accelerate launch)
     )
     trainer = KwiseTrainer(

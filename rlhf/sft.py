@@ -29,7 +29,7 @@ from typing import Any
 from datasets import Dataset
 
 from rlhf import distributed as dist
-from rlhf.callbacks import LogToRun, train_resuming
+from rlhf.callbacks import LogToRun, train_resuming, trainer_args
 from rlhf.config import LabConfig
 from rlhf.data import data_changed, fingerprint, load_demonstrations
 from rlhf.errors import DataError, RunError
@@ -110,7 +110,6 @@ def _train(
     cfg: LabConfig, run: Run, progress: bool, data: tuple[Dataset, Dataset, str] | None = None
 ) -> None:
     """`data`: sft.data's (train, val, sha256), else the world's demonstrations are used."""
-    import torch
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
@@ -125,11 +124,7 @@ def _train(
     )
 
     args = TRLSFTConfig(
-        output_dir=str(run.checkpoint_dir),
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
-        fp16=False,
-        activation_checkpointing=False,
+        **trainer_args(run, cfg.seed, progress, s.log_every, s.checkpoint_every, keep=2),
         learning_rate=s.lr,
         num_train_epochs=s.epochs,
         max_steps=s.max_steps if s.max_steps > 0 else -1,
@@ -140,22 +135,12 @@ def _train(
         weight_decay=s.weight_decay,
         max_length=s.max_length,
         completion_only_loss=True,
-        logging_steps=s.log_every,
         eval_strategy="steps",
         eval_steps=s.checkpoint_every,
-        save_strategy="steps",
-        save_steps=s.checkpoint_every,
-        save_total_limit=2,
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to=[],
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every parameter is used (accelerate launch)
-        save_only_model=False,
     )
     lora = None
     if s.lora_r:
