@@ -313,6 +313,20 @@ class PPOConfig:
         "the over-optimisation probe and the final report stay on the world's prompts. Empty: "
         "the world's train prompts.",
     )
+    reward: str = doc(
+        "rm",
+        "What scores a response: rm (the reward model, the paper) or gold (the Tiny World's "
+        "gold labeler: an oracle reward, what PPO reaches with a perfect reward model; Gao et "
+        "al. 2022's gold arm; rlhf/oracle.py). With gold the value model still starts from the "
+        "RM and the RM run is still needed; world prompts only (no ppo.data).",
+    )
+    gold_scale: float = doc(
+        3.0,
+        "With reward=gold: the reward is gold_scale * (gold quality - the train "
+        "demonstrations' mean quality), 0 for a demonstration as the RM's bias makes it (paper "
+        "3.5). 3 matches the spread of the tiny RM's scores (std 1.0 on SFT samples, gold "
+        "quality std 0.32), so kl_coef means the same against either reward.",
+    )
     steps: int = doc(60, "PPO steps; each is one rollout of batch_size episodes and its update.")
     batch_size: int = doc(64, "Episodes (prompt, sampled response) per rollout (paper: 512).")
     mini_batch_size: int = doc(16, "Episodes per gradient step; batch_size must be a multiple.")

@@ -11,6 +11,8 @@ Models (`load_models`):
                (rm.backbone: MiniLM), the SFT model's trunk
                with a new scalar head
     reward     the RM with its demonstration bias, frozen    r(x, y), of the decoded text
+               (ppo.reward=gold: the world's gold labeler,
+               rlhf/oracle.py, an oracle reward)
 
 One step (`ppo_step`), numbered as lm-human-preference-details numbers its rollout:
 
@@ -69,6 +71,7 @@ from rlhf.models import (
     quiet_progress,
     save_model,
 )
+from rlhf.oracle import GoldReward
 from rlhf.packing import PackedRows, last_hidden, pack_rows, packable, pad_rows
 from rlhf.ppo_report import VALUE_INIT, final_report, summary  # noqa: F401 - `rlhf ppo` prints summary
 from rlhf.reward import RewardModel, load_reward_model
@@ -84,8 +87,18 @@ class DataPrompt:
     text: str
 
 
+REWARDS = ("rm", "gold")  # ppo.reward: the reward model (the paper), the gold labeler (oracle)
+
+
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the PPO run in `run_dir`."""
+    if cfg.ppo.reward not in REWARDS:  # checked first: a bad config leaves no run directory
+        raise RunError(f"ppo.reward={cfg.ppo.reward!r}: expected one of {', '.join(REWARDS)}")
+    if cfg.ppo.reward == "gold" and cfg.ppo.data:
+        raise RunError(
+            f"ppo.reward=gold: the prompts of ppo.data ({cfg.ppo.data}) have no gold answer; "
+            "use ppo.reward=rm with them"
+        )
     data = None
     if cfg.ppo.data:  # read first: bad data leaves no run directory behind
         digest = fingerprint(cfg.ppo.data)
@@ -102,7 +115,7 @@ class Models:
     policy: PreTrainedModel  # causal LM, trained
     ref: PreTrainedModel  # causal LM, frozen
     value: PreTrainedModel  # sequence classifier (trunk + scalar head), trained
-    reward: RewardModel  # frozen, with its bias
+    reward: RewardModel | GoldReward  # frozen, with its bias (GoldReward: ppo.reward=gold)
     tokenizer: Any
     value_init: str = "rm"  # what the value model started from: "rm" or "policy" (VALUE_INIT)
 
@@ -559,6 +572,8 @@ def _train(
         world = build_world(cfg, progress=progress)
     sft_run, rm_run = source_runs(cfg)
     m = load_models(sft_run.model_dir, rm_run.model_dir, policy_lora(p), seed=cfg.seed)
+    if p.reward == "gold":  # the oracle arm: the world's gold labeler instead of the RM
+        m.reward = GoldReward(world, p.gold_scale)
     if progress and dist.is_main():
         tqdm.write(f"value model from {VALUE_INIT[m.value_init]}", file=sys.stderr)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())

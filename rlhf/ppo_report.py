@@ -39,6 +39,7 @@ def final_report(
     texts = [q.text for q in prompts]
     out: dict[str, Any] = {"sft_run": str(sft_run.dir), "rm_run": str(rm_run.dir)}
     out["value_init"] = m.value_init
+    out["reward"] = p.reward  # rm, or gold: the oracle arm (the rm_score rows are gold's then)
     responses, quality, likert, scores = {}, {}, {}, {}
     for name, model in (("policy", policy), ("sft", m.ref)):
         g = generate(model, m.tokenizer, texts, max_new_tokens=p.max_new_tokens, greedy=True)
@@ -99,18 +100,23 @@ def summary(report: dict[str, Any]) -> str:
         return f"{f(d['mean'])} [{f(d['lo'])}, {f(d['hi'])}]"
 
     t = report.get("training", {})
+    gold = report.get("reward") == "gold"
     lines = [
         f"win rate vs SFT (gold)   {ci(report['win_rate_vs_sft'], pct=True)} on {report['n_prompts']} test prompts (target >= 60%)",
         f"  ceiling                {report['win_rate_ceiling']:.1%}: the world's best correct answers vs SFT",
         f"gold Likert              policy {ci(report['likert/policy'])}   SFT {ci(report['likert/sft'])}",
-        f"RM score                 policy {ci(report['rm_score/policy'])}   SFT {ci(report['rm_score/sft'])}",
+        f"{'gold reward' if gold else 'RM score':25}policy {ci(report['rm_score/policy'])}   SFT {ci(report['rm_score/sft'])}",
         f"held-out perplexity      policy {report['perplexity/policy']:.3f}   SFT {report['perplexity/sft']:.3f}",
     ]
     if t:
         s, k = t["objective/scores"], t["objective/kl"]
         lines.append(
-            f"rollouts first -> last   RM score {s['first']:.2f} -> {s['last']:.2f}, "
+            f"rollouts first -> last   {'gold reward' if gold else 'RM score'} {s['first']:.2f} -> {s['last']:.2f}, "
             f"KL {k['first']:.2f} -> {k['last']:.2f} (max {t['max_kl']:.2f})"
+        )
+    if gold:
+        lines.append(
+            "reward                   the gold labeler (ppo.reward=gold): an oracle, not the RM"
         )
     if report.get("value_init") in VALUE_INIT:  # runs before it have no entry
         lines.append(f"value model from         {VALUE_INIT[report['value_init']]}")

@@ -46,7 +46,8 @@ RM_METRICS = ("rm_accuracy/training_labelers", "rm_accuracy/heldout_labelers")
 
 def label_of(run: Run) -> str:
     """base, SFT, PPO, PPO-ptx, DPO, GRPO or RM: what the run's model is, for the table's rows;
-    an SFT or PPO run that trained LoRA adapters (lora_r > 0) gets "+LoRA" (PPO-ptx+LoRA)."""
+    an SFT or PPO run that trained LoRA adapters (lora_r > 0) gets "+LoRA" (PPO-ptx+LoRA), a
+    PPO run against the gold labeler instead of the RM (ppo.reward=gold) "+gold"."""
     stage, raw = run.stage, run.raw_config()
     if stage == "rm":
         return "RM"
@@ -58,6 +59,8 @@ def label_of(run: Run) -> str:
         raise RunError(f"{run.dir}: a {stage} run has no policy or reward model to evaluate")
     if stage in ("sft", "ppo") and raw[stage].get("lora_r", 0):
         label += "+LoRA"
+    if stage == "ppo" and raw["ppo"].get("reward", "rm") == "gold":  # the oracle reward
+        label += "+gold"
     return label
 
 

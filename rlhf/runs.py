@@ -208,6 +208,8 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
         del data["sft"]["base_model"]
     if not data["rm"]["backbone"]:  # and for the RM on the SFT model
         del data["rm"]["backbone"]
+    if data["ppo"]["reward"] == "rm":  # the RM, the paper's reward: likewise
+        del data["ppo"]["reward"], data["ppo"]["gold_scale"]
     for section in ("sft", "ppo"):  # no LoRA (lora_r 0): likewise, runs made before it match
         if not data[section]["lora_r"]:
             for key in LORA_KEYS:

@@ -1,0 +1,66 @@
+"""PPO's oracle arm (rlhf.oracle, ppo.reward=gold): the gold labeler as the reward, on the
+micro recipe."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhf import ppo
+from rlhf.config import load
+from rlhf.errors import RunError
+from rlhf.oracle import GoldReward
+from rlhf.results import label_of
+from rlhf.runs import list_runs, read_eval, saved_config
+
+
+@pytest.fixture(scope="module")
+def world(rm_ready):
+    from rlhf.world import build_world
+
+    return build_world(rm_ready, progress=False)
+
+
+def test_gold_reward_is_the_scaled_gold_quality_with_demonstrations_at_zero(world):
+    gold = GoldReward(world, scale=3.0)
+    demos = world.demonstrations("train")
+    scores = gold.score([d.prompt for d in demos], [d.response for d in demos])
+    assert abs(float(scores.mean())) < 1e-5  # paper 3.5's bias, on the gold labeler
+    p = next(q for q in world.prompts("train") if q.family == "arithmetic")
+    answers = [f"The answer is {p.meta['answer']}.", f"The answer is {p.meta['answer'] + 1}."]
+    right, wrong = gold.score([p.text, p.text], answers).tolist()
+    q = [world.gold.score(p, a).quality for a in answers]
+    assert right - wrong == pytest.approx(3.0 * (q[0] - q[1]), abs=1e-5)
+    assert right > wrong
+
+
+def test_gold_reward_names_a_prompt_without_a_gold_answer(world):
+    with pytest.raises(RunError, match="no gold answer for the prompt 'Tell me a joke.'.*ppo.data"):
+        GoldReward(world, 3.0).score(["Tell me a joke."], ["No."])
+
+
+def test_ppo_against_the_gold_labeler_is_rewarded_by_it(rm_ready, world):
+    cfg = load("micro", workspace=rm_ready.workspace, **{"ppo.reward": "gold"})
+    run = ppo.train(cfg, progress=False)
+    report = read_eval(run)
+    assert report["reward"] == "gold" and label_of(run) == "PPO+gold"
+    scale, gold = cfg.ppo.gold_scale, GoldReward(world, cfg.ppo.gold_scale)
+    for row in run.metrics():
+        # objective/scores is the rollout's mean reward, objective/gold its mean gold quality
+        expected = scale * row["objective/gold"] + gold.bias
+        assert row["objective/scores"] == pytest.approx(expected, abs=1e-4)
+    assert "gold reward" in ppo.summary(report) and "oracle" in ppo.summary(report)
+    # The paper's PPO (reward=rm) keeps its saved config: runs made before the option match.
+    assert "reward" not in saved_config(load("micro"), "ppo")["ppo"]
+    assert saved_config(cfg, "ppo")["ppo"]["reward"] == "gold"
+
+
+def test_bad_reward_settings_fail_before_a_run_directory_exists(rm_ready, tmp_path):
+    before = [r.dir for r in list_runs(rm_ready.workspace_dir, "ppo")]
+    with pytest.raises(RunError, match="ppo.reward='judge': expected one of rm, gold"):
+        ppo.train(load("micro", workspace=rm_ready.workspace, **{"ppo.reward": "judge"}))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Tell me a joke."}\n')
+    overrides = {"ppo.reward": "gold", "ppo.data": str(prompts)}
+    with pytest.raises(RunError, match="ppo.reward=gold: the prompts of ppo.data .* no gold"):
+        ppo.train(load("micro", workspace=rm_ready.workspace, **overrides))
+    assert [r.dir for r in list_runs(rm_ready.workspace_dir, "ppo")] == before
