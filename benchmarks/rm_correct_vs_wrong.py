@@ -9,8 +9,12 @@ no single right answer of this kind; the world's "correct" reply is a refusal, o
 Held-out accuracy on the labelers' rankings mixes this with form (length, EOS, a refusal);
 this isolates correctness, where the tiny SFT-initialised RM is weakest.
 
+`--likelihood POLICY_RUN` adds a column: the answer the policy (an SFT run, say) finds more
+likely, by the mean log-probability of its tokens (and EOS) after the prompt. It asks whether
+the knowledge the RM lacks is in the model the RM starts from.
+
     PYTHONPATH=. .venv/bin/python benchmarks/rm_correct_vs_wrong.py --runs RM_RUN [RM_RUN ...]
-        [--split val] [--draws 4] [--seed 0]
+        [--likelihood SFT_RUN] [--split val] [--draws 4] [--seed 0]
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from rlhf.errors import LabError
 from rlhf.evaluate import clustered_ci
+from rlhf.models import load_policy
 from rlhf.outputs import world_of_run
-from rlhf.reward import load_reward_model
+from rlhf.reward import encode_ids, load_reward_model
 from rlhf.runs import Run
 
 
@@ -57,9 +63,28 @@ def accuracy_by_family(
     return {f: clustered_ci(v, ids, 1000, seed) for f, (v, ids) in sorted(hits.items())}
 
 
+@torch.no_grad()
+def mean_logprob(
+    model: Any, tokenizer: Any, prompts: list[str], responses: list[str]
+) -> list[float]:
+    """Per pair, the mean log-probability of the response's tokens and its EOS after the
+    prompt, as the RM reads the pair (prompt + " " + response + EOS, rlhf.reward.encode_ids)."""
+    out = []
+    for prompt, response in zip(prompts, responses, strict=True):
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        ids = torch.tensor(encode_ids(tokenizer, [prompt], [response], 10_000))  # (1, T)
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)  # (T-1, V)
+        token_logp = logp.gather(-1, ids[0, 1:, None]).squeeze(-1)  # (T-1,): log p(token t+1)
+        out.append(float(token_logp[n_prompt - 1 :].mean()))  # the response's tokens and EOS
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", nargs="+", required=True, metavar="RM_RUN", help="RM run dirs")
+    ap.add_argument(
+        "--likelihood", metavar="POLICY_RUN", help="also rank by this policy's likelihood"
+    )
     ap.add_argument("--split", default="val", choices=("val", "test"))
     ap.add_argument("--draws", type=int, default=4, help="answer pairs per prompt")
     ap.add_argument("--seed", type=int, default=0)
@@ -70,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs = [Run.open(d) for d in args.runs]
         world = world_of_run(runs[0].dir)
         rms = {r.dir.name: load_reward_model(r.model_dir) for r in runs}
+        policy = load_policy(Run.open(args.likelihood).model_dir) if args.likelihood else None
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -82,6 +108,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, rm in rms.items():
         right = rm.score(texts, [r for _, r, _ in rows]).tolist()
         wrong = rm.score(texts, [w for _, _, w in rows]).tolist()
+        result[name] = accuracy_by_family(right, wrong, prompts, args.seed)
+    if policy is not None:
+        model, tokenizer = policy
+        right = mean_logprob(model.eval(), tokenizer, texts, [r for _, r, _ in rows])
+        wrong = mean_logprob(model, tokenizer, texts, [w for _, _, w in rows])
+        name = f"likelihood of {Path(args.likelihood).name}"
         result[name] = accuracy_by_family(right, wrong, prompts, args.seed)
 
     cols = list(result)

@@ -78,10 +78,14 @@ def test_rm_correct_vs_wrong_scores_every_family_and_gold_is_the_ceiling(rm_read
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rm_run = ppo.source_runs(rm_ready)[1]
-    result = module.main(["--runs", str(rm_run.dir), "--draws", "2"])
+    sft_run, rm_run = ppo.source_runs(rm_ready)
+    result = module.main(
+        ["--runs", str(rm_run.dir), "--draws", "2", "--likelihood", str(sft_run.dir)]
+    )
     out = capsys.readouterr().out
-    assert f"| family | pairs | gold labeler | {rm_run.dir.name} |" in out
+    likelihood = f"likelihood of {sft_run.dir.name}"
+    assert f"| family | pairs | gold labeler | {rm_run.dir.name} | {likelihood} |" in out
+    assert result[likelihood]["all"]["n"] == result[rm_run.dir.name]["all"]["n"]
     world = build_world(rm_ready, progress=False)
     families = {p.family for p in world.prompts("val")}
     gold, rm = result["gold labeler"], result[rm_run.dir.name]
@@ -89,3 +93,30 @@ def test_rm_correct_vs_wrong_scores_every_family_and_gold_is_the_ceiling(rm_read
     assert gold["all"]["n"] == rm["all"]["n"] == sum(v["n"] for f, v in rm.items() if f != "all")
     assert gold["all"]["mean"] == 1.0  # the world's right answer is always gold's choice
     assert all(0 <= v["lo"] <= v["mean"] <= v["hi"] <= 1 for v in rm.values())
+
+
+def test_mean_logprob_is_the_lm_loss_on_the_response_tokens(rm_ready):
+    """The benchmark's likelihood column against transformers' own loss with the prompt's
+    labels masked (-100): the mean NLL of the response tokens and EOS."""
+    from rlhf import ppo
+    from rlhf.models import load_policy
+    from rlhf.reward import encode_ids
+
+    spec = importlib.util.spec_from_file_location(
+        "rm_correct_vs_wrong", SCRIPT.parent / "rm_correct_vs_wrong.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model, tokenizer = load_policy(ppo.source_runs(rm_ready)[0].model_dir)
+    prompts, responses = (
+        ["Q: What is 2 plus 3?\nA:", "Q: Reverse the word boat.\nA:"],
+        ["5.", "taob"],
+    )
+    got = module.mean_logprob(model, tokenizer, prompts, responses)
+    for prompt, response, value in zip(prompts, responses, got, strict=True):
+        ids = torch.tensor(encode_ids(tokenizer, [prompt], [response], 10_000))
+        labels = ids.clone()
+        labels[0, : len(tokenizer(prompt, add_special_tokens=False)["input_ids"])] = -100
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss
+        assert value == pytest.approx(-float(loss), abs=1e-5)
