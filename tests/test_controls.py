@@ -1,0 +1,40 @@
+"""Notebook 04's controls (rlhf.controls): the Run button trains a short PPO run with the
+sliders' beta and gamma_ptx, reuses it when pressed again, and shows errors instead of raising."""
+
+from __future__ import annotations
+
+from rlhf.controls import PPOControls
+from rlhf.runs import list_runs
+
+
+def test_the_run_button_trains_with_the_sliders_values_then_reuses_the_run(rm_ready, capsys):
+    controls = PPOControls("micro", workspace=rm_ready.workspace, steps=2, progress=False)
+    controls.beta.value, controls.ptx.value = 0.1, 0.5
+    before = {r.dir for r in list_runs(rm_ready.workspace_dir, "ppo")}
+    controls.run_button.click()
+    ((label, run),) = controls.runs.items()
+    assert label == "β=0.1, γ_ptx=0.5, 2 steps"
+    saved = run.raw_config()["ppo"]
+    assert (saved["kl_coef"], saved["ptx_coef"], saved["steps"]) == (0.1, 0.5, 2)
+    assert run.done and [r["step"] for r in run.metrics()] == [1, 2]
+    assert {r.dir for r in list_runs(rm_ready.workspace_dir, "ppo")} - before == {run.dir}
+    table = controls.table()
+    assert list(table["run"]) == [label] and table["run dir"][0] == run.dir.name
+
+    assert controls.launch() == run  # the same settings: reused, not trained again
+    assert "reusing finished run" in capsys.readouterr().out
+    assert len(list_runs(rm_ready.workspace_dir, "ppo")) == len(before) + 1
+
+    controls.ptx.value = 0.0  # another setting: a second run, shown beside the first
+    second = controls.launch()
+    assert second != run and list(controls.runs) == [label, "β=0.1, γ_ptx=0, 2 steps"]
+    assert not controls.run_button.disabled
+
+
+def test_an_error_is_shown_and_the_button_stays_usable(rm_ready, capsys):
+    controls = PPOControls(
+        "micro", ["ppo.reward=judge"], workspace=rm_ready.workspace, steps=1, progress=False
+    )
+    assert controls.launch() is None
+    assert "error: ppo.reward='judge'" in capsys.readouterr().out
+    assert not controls.runs and not controls.run_button.disabled
