@@ -244,3 +244,21 @@ def test_runs_lists_the_runs_beyond_the_paper_and_their_comparison_with_ppo_ptx(
     assert list(versus.index) == ["PPO-ptx", "PPO", "DPO", "GRPO", "PPO-ptx+LoRA"]
     assert versus.loc["DPO", "win rate minus PPO-ptx's"].endswith(" points")
     assert any(m.value.startswith("- PPO: win rate vs SFT") for m in at.markdown)
+
+
+def test_a_ppo_run_against_the_gold_labeler_is_its_own_kind(micro_pipeline, tmp_path, monkeypatch):
+    """ppo.reward=gold (rlhf.oracle): listed as PPO+gold after the paper's PPO runs, which
+    stay the default choices; the pages that list PPO runs render with it."""
+    from rlhf import ppo
+    from rlhf.config import load
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    ppo.train(load("micro", workspace=cfg.workspace, **{"ppo.reward": "gold"}), progress=False)
+    at = page("kl_drift", cfg.workspace_dir, monkeypatch)
+    no_exception(at)
+    runs = at.multiselect(key="kl_runs")
+    gold = [o for o in runs.options if o.startswith("PPO+gold")]
+    assert len(gold) == 1 and runs.options[-1] == gold[0]
+    assert gold[0] not in runs.value
+    for name in ("runs", "compare"):
+        no_exception(page(name, cfg.workspace_dir, monkeypatch))
