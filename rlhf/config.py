@@ -266,6 +266,15 @@ class RMConfig:
         "comparison) is held out for accuracy; with_human is ignored; the demonstration-mean-0 "
         "bias still uses the world's demonstrations. Empty: the store's comparisons.",
     )
+    likelihood_weight: float = doc(
+        0.0,
+        "Beyond the paper: the reward adds w times the mean log-probability of the "
+        "response's tokens (and EOS) under the RM's own trunk, read through its tied input "
+        "embedding; w is learned from this start (rlhf/likelihood.py). The SFT model ranks "
+        "the world's right answers above wrong ones 88% of the time, the paper's RM 59%: this "
+        "lets the RM use that knowledge. Causal backbones with tied embeddings only. 0: the "
+        "paper's RM (a scalar head at the last token).",
+    )
     lr: float = doc(5e-4, "Peak learning rate (cosine decay, 5% warm-up).")
     epochs: float = doc(
         3.0,

@@ -43,12 +43,14 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from rlhf import distributed as dist
+from rlhf import likelihood
 from rlhf.callbacks import LogToRun, last_checkpoint_step, train_resuming, trainer_args
 from rlhf.config import LabConfig
 from rlhf.data import fingerprint, load_comparisons
 from rlhf.errors import RunError
 from rlhf.evaluate import clustered_ci
 from rlhf.labeling import is_held_out_prompt
+from rlhf.likelihood import LikelihoodRM
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
 from rlhf.models import (
     check_model_dir,
@@ -82,9 +84,28 @@ class RewardModel(torch.nn.Module):
     text-pair tokenizer, `text_pair`). It scores text with its own tokenizer, so any policy's
     decoded responses can be scored, whatever the policy's tokenizer."""
 
-    def __init__(self, model, tokenizer, bias: float = 0.0, max_length: int = 128):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        bias: float = 0.0,
+        max_length: int = 128,
+        likelihood_weight: float = 0.0,
+    ):
         super().__init__()
         self.model, self.tokenizer, self.bias, self.max_length = model, tokenizer, bias, max_length
+        # rm.likelihood_weight (rlhf.likelihood, beyond the paper): + w * mean log p(response)
+        self.likelihood_weight = likelihood_weight
+
+    def batch_rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N,) rewards without the bias of a KwiseCollator batch (ranks left out)."""
+        inputs = {k: v for k, v in batch.items() if k not in ("ranks", "response_mask")}
+        if self.likelihood_weight:
+            return likelihood.rewards(
+                self.model, **inputs, response_mask=batch["response_mask"],
+                weight=self.likelihood_weight,
+            )  # fmt: skip
+        return self.model(**inputs).logits.squeeze(-1).float()
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -95,11 +116,15 @@ class RewardModel(torch.nn.Module):
         each one's last token: the same numbers as a right-padded forward (a test checks),
         without its padding. Models that cannot be packed (rlhf.packing.packable: GPT-2, BERT)
         take a right-padded batch and their own head's reading: the last non-pad token, or
-        BERT's [CLS]."""
+        BERT's [CLS]. So does an RM with the likelihood term (rm.likelihood_weight)."""
         self.model.eval()
         out = []
         for i in range(0, len(prompts), batch_size):
             batch = (prompts[i : i + batch_size], responses[i : i + batch_size])
+            if self.likelihood_weight:  # right-padded: the likelihood reads every position
+                enc = encode_pairs(self.tokenizer, *batch, self.max_length, response_mask=True)
+                out.append(self.batch_rewards(enc).float())
+                continue
             if not packable(self.model):
                 enc = encode_pairs(self.tokenizer, *batch, self.max_length)
                 out.append(self.model(**enc).logits.squeeze(-1).float())
@@ -129,7 +154,10 @@ def load_reward_model(model_dir: str | os.PathLike) -> RewardModel:
         raise RunError(f"{path}: cannot load the reward model ({type(e).__name__}: {e})") from None
     tokenizer.padding_side = "right"
     model.eval()
-    return RewardModel(model, tokenizer, info["bias"], info.get("max_length", 128))
+    weight = float(info.get("likelihood_weight", 0.0))  # 0: the paper's RM (and older runs)
+    if weight:
+        likelihood.check_tied(model, str(path))
+    return RewardModel(model, tokenizer, info["bias"], info.get("max_length", 128), weight)
 
 
 def text_pair(tokenizer) -> bool:
@@ -160,7 +188,7 @@ def encode_ids(
 
 
 def encode_pairs(
-    tokenizer, prompts: list[str], responses: list[str], max_length: int
+    tokenizer, prompts: list[str], responses: list[str], max_length: int, response_mask=False
 ) -> dict[str, torch.Tensor]:
     """Right-padded (N, T) input_ids/attention_mask of prompt + " " + response + EOS, keeping
     the END of over-long sequences (the response and its EOS are what is scored). Responses
@@ -170,7 +198,10 @@ def encode_pairs(
     A text-pair tokenizer (`text_pair`: BERT's) gets "[CLS] prompt [SEP] response [SEP]" with
     token_type_ids too; an over-long pair loses tokens from the START of the longer of its
     two texts (longest_first, truncation side left), so the response's end and the end of
-    the prompt (the question) are kept."""
+    the prompt (the question) are kept.
+
+    response_mask=True (causal tokenizers only; the likelihood term, rlhf.likelihood) adds
+    (N, T) "response_mask": true at the response's tokens and its EOS, never at position 0."""
     if text_pair(tokenizer):
         side = tokenizer.truncation_side
         tokenizer.truncation_side = "left"
@@ -193,7 +224,13 @@ def encode_pairs(
     mask = torch.zeros(len(rows), T, dtype=torch.long)  # (N, T)
     for i, r in enumerate(rows):
         ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-    return {"input_ids": ids, "attention_mask": mask}
+    if not response_mask:
+        return {"input_ids": ids, "attention_mask": mask}
+    resp = torch.zeros(len(rows), T, dtype=torch.bool)  # (N, T)
+    lengths = tokenizer([" " + r.strip() for r in responses], add_special_tokens=False)
+    for i, (r, r_ids) in enumerate(zip(rows, lengths["input_ids"], strict=True)):
+        resp[i, max(1, len(r) - len(r_ids) - 1) : len(r)] = True  # + EOS; kept tokens only
+    return {"input_ids": ids, "attention_mask": mask, "response_mask": resp}
 
 
 # ----------------------------------------------------------------------------- data
@@ -207,6 +244,7 @@ class KwiseCollator:
 
     tokenizer: Any
     max_length: int
+    likelihood: bool = False  # also each response's tokens ("response_mask"; rlhf.likelihood)
 
     def __call__(self, batch: list[Comparison]) -> dict[str, torch.Tensor]:
         k_max = max(len(c.responses) for c in batch)
@@ -216,7 +254,8 @@ class KwiseCollator:
             ranks[b, : len(c.ranking)] = torch.tensor(c.ranking)
             prompts += [c.prompt] * len(c.responses)
             responses += c.responses
-        return {**encode_pairs(self.tokenizer, prompts, responses, self.max_length), "ranks": ranks}
+        enc = encode_pairs(self.tokenizer, prompts, responses, self.max_length, self.likelihood)
+        return {**enc, "ranks": ranks}
 
 
 def rewards_by_rank_slot(rewards: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
@@ -229,7 +268,8 @@ class KwiseTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ranks = inputs["ranks"]  # (B, Kmax)
-        # input_ids, attention_mask, and token_type_ids for a text-pair (BERT) tokenizer
+        # input_ids, attention_mask, and token_type_ids for a text-pair (BERT) tokenizer, or
+        # response_mask for the likelihood term (rlhf.likelihood.LikelihoodRM)
         logits = model(**{k: v for k, v in inputs.items() if k != "ranks"}).logits  # (N, 1)
         rewards = rewards_by_rank_slot(logits.squeeze(-1), ranks)  # (B, Kmax)
         loss = kwise_ranking_loss(rewards, ranks)
@@ -301,13 +341,13 @@ def accuracy(rm: RewardModel, rows: list[Comparison]) -> tuple[float, int]:
     """Pairwise accuracy of the RM on rankings (ties in reward count half)."""
     if not rows:
         return float("nan"), 0
-    collate = KwiseCollator(rm.tokenizer, rm.max_length)
+    collate = KwiseCollator(rm.tokenizer, rm.max_length, bool(rm.likelihood_weight))
     hits = n = 0.0
     for i in range(0, len(rows), 16):
         batch = collate(rows[i : i + 16])
         ranks = batch.pop("ranks")
         with torch.no_grad():
-            flat = rm.model(**batch).logits.squeeze(-1).float()
+            flat = rm.batch_rewards(batch)
         acc, pairs = kwise_accuracy(rewards_by_rank_slot(flat, ranks), ranks)
         if pairs:
             hits, n = hits + acc * pairs, n + pairs
@@ -525,6 +565,13 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         )
 
     model, tokenizer = load_backbone(base_dir, cfg.seed)
+    if r.likelihood_weight:  # beyond the paper: + w * mean log p(response) (rlhf.likelihood)
+        if text_pair(tokenizer):
+            raise RunError(
+                f"rm.likelihood_weight: {base_dir} is an encoder (it reads a text pair), with "
+                "no likelihood of the response; use a causal LM backbone or set it to 0"
+            )
+        model = LikelihoodRM(model, r.likelihood_weight)
 
     args = TrainingArguments(
         **trainer_args(run, cfg.seed, progress, r.log_every, r.checkpoint_every, keep=1),
@@ -542,7 +589,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         model=model,
         args=args,
         train_dataset=data["train"],
-        data_collator=KwiseCollator(tokenizer, r.max_length),
+        data_collator=KwiseCollator(tokenizer, r.max_length, bool(r.likelihood_weight)),
         callbacks=[LogToRun(run)],
     )
     t_train, first_step = time.perf_counter(), last_checkpoint_step(run.checkpoint_dir)
@@ -554,15 +601,19 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         return
 
     # 4. Demonstration-mean-0 bias (paper 3.5): the RM's zero is "as good as a demonstration".
-    rm = RewardModel(trainer.model.eval(), tokenizer, 0.0, r.max_length)
+    trained, weight = trainer.model.eval(), 0.0
+    if isinstance(trained, LikelihoodRM):  # the classifier, and w (learned) to save beside it
+        trained, weight = trained.model, float(trained.weight.detach())
+    rm = RewardModel(trained, tokenizer, 0.0, r.max_length, weight)
     demos = world.demonstrations("train")
     demo_scores = rm.score([d.prompt for d in demos], [d.response for d in demos])  # (D,)
     rm.bias = bias = -float(demo_scores.mean())
     demo_mean = float((demo_scores + bias).mean())  # what the saved RM scores them: ~0
     save_model(rm.model, tokenizer, run.model_dir)
-    (run.model_dir / BIAS_FILE).write_text(
-        json.dumps({"bias": bias, "max_length": r.max_length}) + "\n"
-    )
+    info = {"bias": bias, "max_length": r.max_length}
+    if r.likelihood_weight:
+        info["likelihood_weight"] = weight
+    (run.model_dir / BIAS_FILE).write_text(json.dumps(info) + "\n")
 
     report: dict[str, Any] = {
         "sft_run": str(sft_dir.parent) if sft_dir else None,
@@ -573,6 +624,8 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         "skipped_comparisons": skipped,
         "data": data_fingerprint(rows, r.data),
     }
+    if r.likelihood_weight:
+        report["likelihood_weight"] = {"start": r.likelihood_weight, "learned": weight}
     if r.backbone:
         report["backbone"] = {
             "name": r.backbone,
@@ -638,6 +691,12 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             f"backbone                      {b['name']} ({b['model_type']}, "
             f"{b['parameters'] / 1e6:.1f}M parameters, reward read at {b['reads']})"
+        )
+    if report.get("likelihood_weight"):
+        w = report["likelihood_weight"]
+        lines.append(
+            f"likelihood term               w = {w['learned']:.3f} (from {w['start']:g}): the "
+            "reward adds w * mean log p(response) (rm.likelihood_weight; beyond the paper)"
         )
     for name in ("train", "val_data", "val_train_labelers", "val_heldout_labelers", "val_human"):
         if report.get(f"accuracy/{name}") is None:

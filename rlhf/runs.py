@@ -208,6 +208,8 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
         del data["sft"]["base_model"]
     if not data["rm"]["backbone"]:  # and for the RM on the SFT model
         del data["rm"]["backbone"]
+    if not data["rm"]["likelihood_weight"]:  # and for the paper's RM, without the likelihood
+        del data["rm"]["likelihood_weight"]
     if data["ppo"]["reward"] == "rm":  # the RM, the paper's reward: likewise
         del data["ppo"]["reward"], data["ppo"]["gold_scale"]
     for section in ("sft", "ppo"):  # no LoRA (lora_r 0): likewise, runs made before it match
