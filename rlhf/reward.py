@@ -4,7 +4,9 @@
        num_labels=1); the reward is read at the last non-pad token (right padding). Or another
        backbone (rm.backbone: all-MiniLM-L6-v2, a BERT encoder, or any model directory) with
        its own tokenizer: BERT reads (prompt, response) as a text pair and its head reads
-       [CLS] through the pooler, not the last token (`text_pair`)
+       [CLS] through the pooler, not the last token (`text_pair`). Beyond the paper,
+       rm.likelihood_weight adds w * the mean log p of the response under the RM's own trunk
+       (rlhf/likelihood.py: the knowledge of the right answer the scalar head does not read)
     2. data: the store's comparisons; train = rankings of train prompts, evaluation = rankings
        of val prompts by training labelers and by held-out labelers. Or rm.data's comparisons
        (rlhf.data): train = the file's first 90%, evaluation = its last 10%

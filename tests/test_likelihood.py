@@ -98,3 +98,16 @@ def test_an_rm_with_the_likelihood_term_trains_saves_and_scores_as_it_trained(rm
         {lab.id for lab in build_world(cfg, progress=False).heldout_labelers},
     )["train"]
     assert reward.accuracy(rm, rows)[0] == pytest.approx(report["accuracy/train"])
+
+
+def test_an_interrupted_likelihood_rm_resumes_with_its_weight(rm_ready, tmp_path, interrupt_after):
+    """The Trainer checkpoints the wrapper (classifier and w) and resumes from it."""
+    from conftest import assert_resumed
+
+    cfg = load("micro", workspace=rm_ready.workspace, **{"rm.likelihood_weight": 1.0})
+    every = cfg.rm.checkpoint_every
+    with interrupt_after(every):
+        reward.train(cfg, run_dir=tmp_path / "r", progress=False)
+    resume = lambda: reward.train(cfg, run_dir=tmp_path / "r", progress=False)  # noqa: E731
+    assert_resumed(reward.Run.open(tmp_path / "r"), every, cfg.rm.max_steps, resume)
+    assert read_eval(reward.Run.open(tmp_path / "r"))["likelihood_weight"]["learned"] != 1.0
