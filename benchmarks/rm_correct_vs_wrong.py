@@ -29,9 +29,10 @@ import torch
 
 from rlhf.errors import LabError
 from rlhf.evaluate import clustered_ci
+from rlhf.likelihood import padded_logprob
 from rlhf.models import load_policy
 from rlhf.outputs import world_of_run
-from rlhf.reward import encode_ids, load_reward_model
+from rlhf.reward import encode_pairs, load_reward_model
 from rlhf.runs import Run
 
 
@@ -65,17 +66,21 @@ def accuracy_by_family(
 
 @torch.no_grad()
 def mean_logprob(
-    model: Any, tokenizer: Any, prompts: list[str], responses: list[str]
+    model: Any, tokenizer: Any, prompts: list[str], responses: list[str], batch_size: int = 64
 ) -> list[float]:
     """Per pair, the mean log-probability of the response's tokens and its EOS after the
-    prompt, as the RM reads the pair (prompt + " " + response + EOS, rlhf.reward.encode_ids)."""
-    out = []
-    for prompt, response in zip(prompts, responses, strict=True):
-        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        ids = torch.tensor(encode_ids(tokenizer, [prompt], [response], 10_000))  # (1, T)
-        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)  # (T-1, V)
-        token_logp = logp.gather(-1, ids[0, 1:, None]).squeeze(-1)  # (T-1,): log p(token t+1)
-        out.append(float(token_logp[n_prompt - 1 :].mean()))  # the response's tokens and EOS
+    prompt, as the RM reads the pair (prompt + " " + response + EOS, nothing cut), through the
+    policy's own unembedding (rlhf.likelihood.padded_logprob, the RM's likelihood term)."""
+    out: list[float] = []
+    for i in range(0, len(prompts), batch_size):
+        part = (prompts[i : i + batch_size], responses[i : i + batch_size])
+        enc = encode_pairs(tokenizer, *part, 10_000, response_mask=True)  # right-padded
+        hidden = model.base_model(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+        ).last_hidden_state  # (N, T, H)
+        unembedding = model.get_output_embeddings().weight  # (V, H)
+        lp = padded_logprob(unembedding, hidden, enc["input_ids"], enc["response_mask"])
+        out += lp.tolist()
     return out
 
 

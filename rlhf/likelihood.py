@@ -52,16 +52,16 @@ def mean_logprob(
 
 
 def padded_logprob(
-    model: torch.nn.Module,
+    unembedding: torch.Tensor,
     hidden: torch.Tensor,
     input_ids: torch.Tensor,
     response_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """(N,) from a right-padded batch: hidden (N, T, H), input_ids (N, T), response_mask
-    (N, T) true at the response's tokens and its EOS (never at position 0)."""
+    """(N,) from a right-padded batch: unembedding (V, H), hidden (N, T, H), input_ids (N, T),
+    response_mask (N, T) true at the response's tokens and its EOS (never at position 0)."""
     rows, cols = response_mask[:, 1:].nonzero(as_tuple=True)  # token (rows, cols + 1)
     return mean_logprob(
-        model.get_input_embeddings().weight,
+        unembedding,
         hidden[rows, cols],
         input_ids[rows, cols + 1],
         rows,
@@ -81,7 +81,8 @@ def rewards(
     hidden = hidden.last_hidden_state  # (N, T, H)
     last = attention_mask.sum(1) - 1  # (N,) right padding: the last real token
     head = model.score(hidden[torch.arange(len(input_ids)), last]).squeeze(-1)  # (N,)
-    return head + weight * padded_logprob(model, hidden, input_ids, response_mask)
+    unembedding = model.get_input_embeddings().weight  # (V, H): tied (check_tied)
+    return head + weight * padded_logprob(unembedding, hidden, input_ids, response_mask)
 
 
 class LikelihoodRM(torch.nn.Module):

@@ -101,17 +101,18 @@ def summary(report: dict[str, Any]) -> str:
 
     t = report.get("training", {})
     gold = report.get("reward") == "gold"
+    reward = "gold reward" if gold else "RM score"  # ppo.reward=gold: the oracle arm
     lines = [
         f"win rate vs SFT (gold)   {ci(report['win_rate_vs_sft'], pct=True)} on {report['n_prompts']} test prompts (target >= 60%)",
         f"  ceiling                {report['win_rate_ceiling']:.1%}: the world's best correct answers vs SFT",
         f"gold Likert              policy {ci(report['likert/policy'])}   SFT {ci(report['likert/sft'])}",
-        f"{'gold reward' if gold else 'RM score':25}policy {ci(report['rm_score/policy'])}   SFT {ci(report['rm_score/sft'])}",
+        f"{reward:25}policy {ci(report['rm_score/policy'])}   SFT {ci(report['rm_score/sft'])}",
         f"held-out perplexity      policy {report['perplexity/policy']:.3f}   SFT {report['perplexity/sft']:.3f}",
     ]
     if t:
         s, k = t["objective/scores"], t["objective/kl"]
         lines.append(
-            f"rollouts first -> last   {'gold reward' if gold else 'RM score'} {s['first']:.2f} -> {s['last']:.2f}, "
+            f"rollouts first -> last   {reward} {s['first']:.2f} -> {s['last']:.2f}, "
             f"KL {k['first']:.2f} -> {k['last']:.2f} (max {t['max_kl']:.2f})"
         )
     if gold:

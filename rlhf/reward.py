@@ -52,7 +52,6 @@ from rlhf.data import fingerprint, load_comparisons
 from rlhf.errors import RunError
 from rlhf.evaluate import clustered_ci
 from rlhf.labeling import is_held_out_prompt
-from rlhf.likelihood import LikelihoodRM
 from rlhf.losses import kwise_accuracy, kwise_ranking_loss
 from rlhf.models import (
     check_model_dir,
@@ -573,7 +572,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
                 f"rm.likelihood_weight: {base_dir} is an encoder (it reads a text pair), with "
                 "no likelihood of the response; use a causal LM backbone or set it to 0"
             )
-        model = LikelihoodRM(model, r.likelihood_weight)
+        model = likelihood.LikelihoodRM(model, r.likelihood_weight)
 
     args = TrainingArguments(
         **trainer_args(run, cfg.seed, progress, r.log_every, r.checkpoint_every, keep=1),
@@ -604,7 +603,9 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
 
     # 4. Demonstration-mean-0 bias (paper 3.5): the RM's zero is "as good as a demonstration".
     trained, weight = trainer.model.eval(), 0.0
-    if isinstance(trained, LikelihoodRM):  # the classifier, and w (learned) to save beside it
+    if isinstance(
+        trained, likelihood.LikelihoodRM
+    ):  # the classifier, and w (learned) to save beside it
         trained, weight = trained.model, float(trained.weight.detach())
     rm = RewardModel(trained, tokenizer, 0.0, r.max_length, weight)
     demos = world.demonstrations("train")

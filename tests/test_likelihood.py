@@ -29,7 +29,9 @@ def test_mean_logprob_of_a_fresh_rm_is_the_sft_models_lm_loss(rm_ready):
         hidden = model.base_model(
             input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
         ).last_hidden_state
-        got = likelihood.padded_logprob(model, hidden, enc["input_ids"], enc["response_mask"])
+        got = likelihood.padded_logprob(
+            model.get_input_embeddings().weight, hidden, enc["input_ids"], enc["response_mask"]
+        )
         lm = AutoModelForCausalLM.from_pretrained(str(sft_dir))
         for i in range(len(PROMPTS)):
             labels = torch.where(enc["response_mask"][i], enc["input_ids"][i], -100)[None]
@@ -84,7 +86,9 @@ def test_an_rm_with_the_likelihood_term_trains_saves_and_scores_as_it_trained(rm
         ).last_hidden_state
         last = enc["attention_mask"].sum(1) - 1
         head = rm.model.score(hidden[torch.arange(3), last]).squeeze(-1)
-        lp = likelihood.padded_logprob(rm.model, hidden, enc["input_ids"], enc["response_mask"])
+        lp = likelihood.padded_logprob(
+            rm.model.get_input_embeddings().weight, hidden, enc["input_ids"], enc["response_mask"]
+        )
     expected = head + learned * lp + rm.bias
     assert rm.score(PROMPTS, RESPONSES).tolist() == pytest.approx(expected.tolist(), abs=1e-4)
     # the trunk moved from the SFT model (the ranking loss reaches it through the term too)
