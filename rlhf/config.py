@@ -275,6 +275,17 @@ class RMConfig:
         "lets the RM use that knowledge. Causal backbones with tied embeddings only. 0: the "
         "paper's RM (a scalar head at the last token).",
     )
+    ensemble: list[str] = doc(
+        [],
+        "Beyond the paper: train nothing, combine these finished RM runs (run directories, at "
+        "least two, of this world) into one reward model (rlhf/ensemble.py): the mean of each "
+        "member's reward over its spread on the training comparisons, rescaled to their mean "
+        "spread; demonstrations still score mean 0. `--set rm.ensemble=[RUN_A,RUN_B]`. Members "
+        "trained differently err differently (Coste et al. 2024): on tiny, the SFT RM with "
+        "rm.likelihood_weight=1 (69.8% / 67.5%) and a MiniLM RM (68.9% / 68.2%) give "
+        "72.0% / 70.0% together (docs/benchmarks.md). PPO scores each rollout with every "
+        "member. Empty: train one RM.",
+    )
     lr: float = doc(5e-4, "Peak learning rate (cosine decay, 5% warm-up).")
     epochs: float = doc(
         3.0,

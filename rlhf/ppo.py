@@ -158,14 +158,15 @@ def load_models(sft_dir: Path, rm_dir: Path, lora=None, seed: int = 0) -> Models
     policy, tokenizer = load_policy(sft_dir)
     ref, _ = load_policy(sft_dir)
     reward = load_reward_model(rm_dir)
-    value_init = "rm" if reward.tokenizer.get_vocab() == tokenizer.get_vocab() else "policy"
+    value_dir = reward.value_init_dir(tokenizer)  # an ensemble's: a member's that reads ours
+    value_init = "rm" if value_dir is not None else "policy"
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # from the SFT model: its report names the new head only
     try:
         with quiet_progress(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             value = AutoModelForSequenceClassification.from_pretrained(
-                str(rm_dir if value_init == "rm" else sft_dir),
+                str(value_dir or sft_dir),
                 num_labels=1,
                 local_files_only=True,
                 dtype=torch.float32,
@@ -177,7 +178,7 @@ def load_models(sft_dir: Path, rm_dir: Path, lora=None, seed: int = 0) -> Models
     if lora is not None:
         check_lora_targets(policy, sorted(lora.target_modules), "ppo.lora_targets")
         policy = add_lora(policy, lora)
-    for frozen in (ref, reward.model):
+    for frozen in (ref, reward):  # the RM: its model, or an ensemble's members
         frozen.requires_grad_(False)
         frozen.eval()
     policy.train()

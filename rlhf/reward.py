@@ -18,6 +18,9 @@
        as reward_bias.json beside the weights and added by `RewardModel`
     5. eval.json: pairwise accuracy on both labeler groups, the demonstration mean after bias
 
+rm.ensemble (beyond the paper, rlhf/ensemble.py) skips 1 and 3: the RM is the scale-matched mean
+of finished RM runs, then biased, saved and evaluated as in 4 and 5.
+
 Under `accelerate launch` every process trains (the Trainer's DDP); the main process alone
 writes the run's files and evaluates (rlhf.distributed).
 
@@ -45,7 +48,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from rlhf import distributed as dist
-from rlhf import likelihood
+from rlhf import ensemble, likelihood
 from rlhf.callbacks import LogToRun, last_checkpoint_step, train_resuming, trainer_args
 from rlhf.config import LabConfig
 from rlhf.data import fingerprint, load_comparisons
@@ -71,7 +74,9 @@ BIAS_FILE = "reward_bias.json"
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the reward model in `run_dir`."""
     rows = None
-    if cfg.rm.data:  # read first: bad data leaves no run directory behind
+    if cfg.rm.ensemble:  # checked first: a bad member leaves no run directory behind
+        ensemble.member_runs(cfg)
+    elif cfg.rm.data:  # read first: bad data leaves no run directory behind
         rows = training_comparisons(cfg)[0]
     return run_stage(cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, rows))
 
@@ -97,6 +102,14 @@ class RewardModel(torch.nn.Module):
         self.model, self.tokenizer, self.bias, self.max_length = model, tokenizer, bias, max_length
         # rm.likelihood_weight (rlhf.likelihood, beyond the paper): + w * mean log p(response)
         self.likelihood_weight = likelihood_weight
+        self.model_dir: Path | None = None  # set by load_reward_model
+
+    def value_init_dir(self, tokenizer) -> Path | None:
+        """Where PPO's value model starts (paper 3.5): this RM's directory if it reads
+        `tokenizer`'s tokens (the policy's), else None (the value model starts from the policy)."""
+        if self.model_dir is None or self.tokenizer.get_vocab() != tokenizer.get_vocab():
+            return None
+        return self.model_dir
 
     def batch_rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(N,) rewards without the bias of a KwiseCollator batch (ranks left out)."""
@@ -138,8 +151,12 @@ class RewardModel(torch.nn.Module):
         return torch.cat(out) + self.bias if out else torch.zeros(0)
 
 
-def load_reward_model(model_dir: str | os.PathLike) -> RewardModel:
+def load_reward_model(model_dir: str | os.PathLike) -> RewardModel | ensemble.EnsembleRM:
+    """The RM saved in a run's model/ directory: a trained one, or an ensemble of RM runs
+    (rm.ensemble, rlhf/ensemble.py); either scores with `score(prompts, responses)`."""
     path = Path(model_dir)
+    if (path / ensemble.ENSEMBLE_FILE).exists():
+        return ensemble.load(path)
     bias_file = path / BIAS_FILE
     if not bias_file.exists():
         raise RunError(f"{path}: not a reward model ({BIAS_FILE} missing)")
@@ -158,7 +175,9 @@ def load_reward_model(model_dir: str | os.PathLike) -> RewardModel:
     weight = float(info.get("likelihood_weight", 0.0))  # 0: the paper's RM (and older runs)
     if weight:
         likelihood.check_tied(model, str(path))
-    return RewardModel(model, tokenizer, info["bias"], info.get("max_length", 128), weight)
+    rm = RewardModel(model, tokenizer, info["bias"], info.get("max_length", 128), weight)
+    rm.model_dir = path
+    return rm
 
 
 def text_pair(tokenizer) -> bool:
@@ -338,10 +357,13 @@ def split_file_comparisons(rows: list[Comparison]) -> dict[str, list[Comparison]
     return {"train": rows[: len(rows) - n_val], "val_data": rows[len(rows) - n_val :]}
 
 
-def accuracy(rm: RewardModel, rows: list[Comparison]) -> tuple[float, int]:
+def accuracy(rm: RewardModel | ensemble.EnsembleRM, rows: list[Comparison]) -> tuple[float, int]:
     """Pairwise accuracy of the RM on rankings (ties in reward count half)."""
     if not rows:
         return float("nan"), 0
+    if isinstance(rm, ensemble.EnsembleRM):  # no batch of its own: each member tokenizes
+        pairs = pair_frame(rm, rows, set())
+        return float(pairs["correct"].mean()) if len(pairs) else float("nan"), len(pairs)
     collate = KwiseCollator(rm.tokenizer, rm.max_length, bool(rm.likelihood_weight))
     hits = n = 0.0
     for i in range(0, len(rows), 16):
@@ -355,7 +377,9 @@ def accuracy(rm: RewardModel, rows: list[Comparison]) -> tuple[float, int]:
     return (hits / n if n else float("nan")), int(n)
 
 
-def pair_frame(rm: RewardModel, rows: list[Comparison], heldout_ids: set[str]) -> pd.DataFrame:
+def pair_frame(
+    rm: RewardModel | ensemble.EnsembleRM, rows: list[Comparison], heldout_ids: set[str]
+) -> pd.DataFrame:
     """One row per ranked pair (ties give none): who ranked it, the RM's reward of the chosen
     and the rejected response, and whether the RM agrees. Each response is scored once.
 
@@ -565,62 +589,36 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
             + f"; run: rlhf compare --recipe {cfg.recipe}"
         )
 
-    model, tokenizer = load_backbone(base_dir, cfg.seed)
-    if r.likelihood_weight:  # beyond the paper: + w * mean log p(response) (rlhf.likelihood)
-        if text_pair(tokenizer):
-            raise RunError(
-                f"rm.likelihood_weight: {base_dir} is an encoder (it reads a text pair), with "
-                "no likelihood of the response; use a causal LM backbone or set it to 0"
-            )
-        model = likelihood.LikelihoodRM(model, r.likelihood_weight)
-
-    args = TrainingArguments(
-        **trainer_args(run, cfg.seed, progress, r.log_every, r.checkpoint_every, keep=1),
-        learning_rate=r.lr,
-        num_train_epochs=r.epochs,
-        max_steps=r.max_steps if r.max_steps > 0 else -1,
-        per_device_train_batch_size=r.batch_size,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
-        weight_decay=r.weight_decay,
-        remove_unused_columns=False,
-        ddp_find_unused_parameters=False,  # every parameter is used (accelerate launch)
-    )
-    trainer = KwiseTrainer(
-        model=model,
-        args=args,
-        train_dataset=data["train"],
-        data_collator=KwiseCollator(tokenizer, r.max_length, bool(r.likelihood_weight)),
-        callbacks=[LogToRun(run)],
-    )
-    t_train, first_step = time.perf_counter(), last_checkpoint_step(run.checkpoint_dir)
-    train_resuming(trainer, run)
-    # the optimizer steps of this process (a resumed run: those after its checkpoint)
-    step_seconds = (time.perf_counter() - t_train) / max(1, trainer.state.global_step - first_step)
-    digests = dist.param_digests(trainer.model)  # one per process: equal after DDP
-    if not dist.is_main():
-        return
+    if r.ensemble:  # beyond the paper: nothing to train, the members' scale-matched mean
+        if not dist.is_main():  # an accelerate launch: the main process alone combines
+            return
+        seen = list(dict.fromkeys((c.prompt, x) for c in data["train"] for x in c.responses))
+        members = ensemble.member_runs(cfg)
+        rm = ensemble.combine(members, [q for q, _ in seen], [x for _, x in seen])
+        steps, step_seconds, digests = 0, 0.0, []
+    else:
+        fitted = _fit(cfg, run, progress, data["train"], base_dir)
+        if fitted is None:  # not the main process of an accelerate launch: it only trains
+            return
+        rm, steps, step_seconds, digests = fitted
 
     # 4. Demonstration-mean-0 bias (paper 3.5): the RM's zero is "as good as a demonstration".
-    trained, weight = trainer.model.eval(), 0.0
-    if isinstance(
-        trained, likelihood.LikelihoodRM
-    ):  # the classifier, and w (learned) to save beside it
-        trained, weight = trained.model, float(trained.weight.detach())
-    rm = RewardModel(trained, tokenizer, 0.0, r.max_length, weight)
     demos = world.demonstrations("train")
     demo_scores = rm.score([d.prompt for d in demos], [d.response for d in demos])  # (D,)
     rm.bias = bias = -float(demo_scores.mean())
     demo_mean = float((demo_scores + bias).mean())  # what the saved RM scores them: ~0
-    save_model(rm.model, tokenizer, run.model_dir)
-    info = {"bias": bias, "max_length": r.max_length}
-    if r.likelihood_weight:
-        info["likelihood_weight"] = weight
-    (run.model_dir / BIAS_FILE).write_text(json.dumps(info) + "\n")
+    if isinstance(rm, ensemble.EnsembleRM):
+        ensemble.save(rm, run.model_dir)
+    else:
+        save_model(rm.model, rm.tokenizer, run.model_dir)
+        info = {"bias": bias, "max_length": r.max_length}
+        if r.likelihood_weight:
+            info["likelihood_weight"] = rm.likelihood_weight
+        (run.model_dir / BIAS_FILE).write_text(json.dumps(info) + "\n")
 
     report: dict[str, Any] = {
         "sft_run": str(sft_dir.parent) if sft_dir else None,
-        "steps": trainer.state.global_step,
+        "steps": steps,
         "bias": bias,
         "param_sha256_by_process": digests,
         "demo_mean_after_bias": demo_mean,
@@ -628,13 +626,22 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         "data": data_fingerprint(rows, r.data),
     }
     if r.likelihood_weight:
-        report["likelihood_weight"] = {"start": r.likelihood_weight, "learned": weight}
+        report["likelihood_weight"] = {
+            "start": r.likelihood_weight,
+            "learned": rm.likelihood_weight,
+        }
+    if r.ensemble:
+        report["ensemble"] = [  # each member, its scale, and its own held-out accuracies
+            {"run": str(m.dir), "scale": s}
+            | {k: v for k, v in read_eval(m).items() if k.startswith("accuracy/val_")}
+            for m, s in zip(members, rm.scales, strict=True)
+        ]
     if r.backbone:
         report["backbone"] = {
             "name": r.backbone,
             "dir": str(base_dir),
             "model_type": rm.model.config.model_type,
-            "reads": "[CLS]" if text_pair(tokenizer) else "last token",
+            "reads": "[CLS]" if text_pair(rm.tokenizer) else "last token",
             "parameters": sum(q.numel() for q in rm.model.parameters()),
         }
     acc, pairs = accuracy(rm, data["train"])
@@ -680,6 +687,58 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
     run.set_status("done", wall_time_s=report["wall_time_s"])
 
 
+def _fit(
+    cfg: LabConfig, run: Run, progress: bool, train_rows: list[Comparison], base_dir: Path
+) -> tuple[RewardModel, int, float, list[str]] | None:
+    """Steps 1 and 3: train the RM on `train_rows` (resuming a checkpoint). Returns (the RM
+    without its bias, optimizer steps, seconds a step, parameter digests per process), or None
+    on a process other than the main one of an accelerate launch."""
+    r = cfg.rm
+    model, tokenizer = load_backbone(base_dir, cfg.seed)
+    if r.likelihood_weight:  # beyond the paper: + w * mean log p(response) (rlhf.likelihood)
+        if text_pair(tokenizer):
+            raise RunError(
+                f"rm.likelihood_weight: {base_dir} is an encoder (it reads a text pair), with "
+                "no likelihood of the response; use a causal LM backbone or set it to 0"
+            )
+        model = likelihood.LikelihoodRM(model, r.likelihood_weight)
+
+    args = TrainingArguments(
+        **trainer_args(run, cfg.seed, progress, r.log_every, r.checkpoint_every, keep=1),
+        learning_rate=r.lr,
+        num_train_epochs=r.epochs,
+        max_steps=r.max_steps if r.max_steps > 0 else -1,
+        per_device_train_batch_size=r.batch_size,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        weight_decay=r.weight_decay,
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # every parameter is used (accelerate launch)
+    )
+    trainer = KwiseTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        data_collator=KwiseCollator(tokenizer, r.max_length, bool(r.likelihood_weight)),
+        callbacks=[LogToRun(run)],
+    )
+    t_train, first_step = time.perf_counter(), last_checkpoint_step(run.checkpoint_dir)
+    train_resuming(trainer, run)
+    # the optimizer steps of this process (a resumed run: those after its checkpoint)
+    step_seconds = (time.perf_counter() - t_train) / max(1, trainer.state.global_step - first_step)
+    digests = dist.param_digests(trainer.model)  # one per process: equal after DDP
+    if not dist.is_main():
+        return None
+
+    trained, weight = trainer.model.eval(), 0.0
+    if isinstance(
+        trained, likelihood.LikelihoodRM
+    ):  # the classifier, and w (learned) to save beside it
+        trained, weight = trained.model, float(trained.weight.detach())
+    rm = RewardModel(trained, tokenizer, 0.0, r.max_length, weight)
+    return rm, trainer.state.global_step, step_seconds, digests
+
+
 def answer_checking_of(report: dict[str, Any]) -> pd.DataFrame:
     """An RM run's eval.json "answer_checking" as the `answer_checking` frame (family, rm,
     labelers, pairs); empty for runs without it (before 2026-11-26, or no such pair)."""
@@ -694,6 +753,13 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             f"backbone                      {b['name']} ({b['model_type']}, "
             f"{b['parameters'] / 1e6:.1f}M parameters, reward read at {b['reads']})"
+        )
+    for m in report.get("ensemble") or []:  # rm.ensemble: each member, and it alone
+        alone = [m.get(f"accuracy/val_{g}") for g in ("train_labelers", "heldout_labelers")]
+        alone_text = " / ".join(f"{a:.1%}" for a in alone if a is not None) or "not measured"
+        lines.append(
+            f"{'ensemble member':<30}{Path(m['run']).name}: scale {m['scale']:.3f}, "
+            f"alone {alone_text}"
         )
     if report.get("likelihood_weight"):
         w = report["likelihood_weight"]

@@ -210,6 +210,8 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
         del data["rm"]["backbone"]
     if not data["rm"]["likelihood_weight"]:  # and for the paper's RM, without the likelihood
         del data["rm"]["likelihood_weight"]
+    if not data["rm"]["ensemble"]:  # and for a trained RM (not an ensemble of RM runs)
+        del data["rm"]["ensemble"]
     if data["ppo"]["reward"] == "rm":  # the RM, the paper's reward: likewise
         del data["ppo"]["reward"], data["ppo"]["gold_scale"]
     for section in ("sft", "ppo"):  # no LoRA (lora_r 0): likewise, runs made before it match

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from rlhf import dashboard as dash
+from rlhf.ensemble import members_frame
 from rlhf.labeling import human_accuracy, is_held_out_prompt, rm_group_accuracy
 from rlhf.reward import answer_checking_of
 from rlhf.runs import read_eval
@@ -47,6 +48,21 @@ else:
         "RM: the reward model; gold: the world's gold labeler on the same comparisons, the "
         "ceiling; hand: your rankings from the Rank page (those of train prompts are training "
         "data for an RM trained with --with-human)."
+    )
+
+members = members_frame(report)
+if not members.empty:
+    st.subheader("Ensemble members")
+    st.dataframe(
+        members.style.format(
+            {"scale": "{:.3f}", "training labelers": "{:.1%}", "held-out labelers": "{:.1%}"},
+            na_rep="",
+        ),
+        key="rewards_members",
+    )
+    st.caption(
+        "An ensemble RM (rm.ensemble, beyond the paper): the mean of its members' rewards, each "
+        "over its spread on the training comparisons. Each member's accuracy is its own run's."
     )
 
 checking = answer_checking_of(report)
