@@ -12,7 +12,7 @@ import torch
 
 from rlhf import ensemble, ppo, reward
 from rlhf.config import load
-from rlhf.errors import ConfigError
+from rlhf.errors import ConfigError, RunError
 from rlhf.runs import Run, read_eval, saved_config, upstream
 from rlhf.world import build_world
 
@@ -136,6 +136,8 @@ def test_a_copied_workspace_finds_its_members_by_name(members, tmp_path):
         rm = reward.load_reward_model(copied)
         assert rm.score(PROMPTS, RESPONSES).tolist() == pytest.approx(expected.tolist())
         assert all(str(tmp_path / "copy") in str(m.model_dir) for m in rm.members)
+        with pytest.raises(RunError, match=f"member {a.dir} is gone"):
+            reward.load_reward_model(run.model_dir)  # the original workspace lost its members
     finally:
         for r in (a, b):
             shutil.move(moved / r.dir.name, r.dir)
@@ -161,3 +163,14 @@ def test_the_rewards_page_shows_the_members_and_scores_with_the_ensemble(members
     no_exception(at)
     means = at.dataframe[-1].value  # the members' table, then the policies' mean scores
     assert len(means) >= 1 and means["rm_score"].notna().all()
+
+
+def test_a_damaged_ensemble_file_is_named(members, tmp_path):
+    cfg, a, b = members
+    run = reward.train(ensemble_cfg(cfg, a.dir, b.dir), progress=False)
+    shutil.copytree(run.dir, tmp_path / "runs" / run.dir.name)
+    saved = tmp_path / "runs" / run.dir.name / "model" / ensemble.ENSEMBLE_FILE
+    saved.write_text('{"members": ["x"]}')  # no scales
+    with pytest.raises(RunError, match=f"{saved}: cannot read the ensemble .KeyError"):
+        reward.load_reward_model(saved.parent)
+    assert reward.load_reward_model(run.model_dir).scales  # the run's own file is untouched
