@@ -52,19 +52,25 @@ class Run:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             recipe = Path(cfg.recipe).stem
             base = cfg.workspace_dir / "runs" / f"{stage}__{recipe}__{cfg.seed}__{stamp}"
-            run_dir, n = base, 1
-            while run_dir.exists():  # two runs started within the same second
-                n += 1
-                run_dir = base.with_name(f"{base.name}-{n}")
-        path = Path(run_dir)
-        if path.exists() and not path.is_dir():
-            raise RunError(f"{path}: is a file, not a run directory")
-        if path.exists() and any(path.iterdir()):
-            raise RunError(
-                f"{path}: not a run directory (no config.json) and not empty; "
-                "give a new or empty directory, or a run directory to resume"
-            )
-        path.mkdir(parents=True, exist_ok=True)
+            base.parent.mkdir(parents=True, exist_ok=True)
+            path, n = base, 1
+            while True:  # mkdir claims a name atomically: two runs started within the same
+                try:  # second, even by two processes at once, get two directories
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    n += 1
+                    path = base.with_name(f"{base.name}-{n}")
+        else:
+            path = Path(run_dir)
+            if path.exists() and not path.is_dir():
+                raise RunError(f"{path}: is a file, not a run directory")
+            if path.exists() and any(path.iterdir()):
+                raise RunError(
+                    f"{path}: not a run directory (no config.json) and not empty; "
+                    "give a new or empty directory, or a run directory to resume"
+                )
+            path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         write_json(path / "config.json", saved_config(cfg, stage))
         run.set_status("running")

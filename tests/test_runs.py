@@ -50,6 +50,25 @@ def test_two_runs_in_the_same_second_get_different_dirs(cfg):
     assert a.dir != b.dir
 
 
+def test_two_processes_creating_runs_at_once_get_different_dirs(cfg, monkeypatch):
+    """Two `rlhf ppo` started together in one workspace both saw no directory of their name
+    (a check, then a mkdir), shared one, and logged into each other's metrics. Now mkdir
+    itself claims the name. Replayed here: the time frozen, and the second run's existence
+    check blind to the first run's directory, as the second process's check was."""
+    import time
+
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20261126-071308")
+    first = Run.create(cfg, "ppo")
+    real_exists = type(first.dir).exists
+    monkeypatch.setattr(
+        type(first.dir), "exists", lambda self: False if self == first.dir else real_exists(self)
+    )
+    second = Run.create(cfg, "ppo")  # its check sees no directory; mkdir knows better
+    assert first.dir.name == "ppo__micro__0__20261126-071308"
+    assert second.dir.name == "ppo__micro__0__20261126-071308-2"
+    assert json.loads((first.dir / "config.json").read_text())["stage"] == "ppo"
+
+
 def test_create_refuses_unknown_stage_and_a_non_empty_dir(cfg, tmp_path):
     with pytest.raises(RunError, match="unknown stage 'kto'"):
         Run.create(cfg, "kto")
