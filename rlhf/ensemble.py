@@ -1,10 +1,11 @@
 """Beyond the paper: a reward model that is the mean of several trained ones (`rm.ensemble`).
 
-Reward models trained differently make different mistakes, and their mean ranks better than
-any one of them, and is harder for a policy to over-optimise (Coste et al. 2024, "Reward
-model ensembles help mitigate overoptimization"; Eisenstein et al. 2023). On the Tiny World
-the SFT-initialised RM with the likelihood term (rlhf/likelihood.py: it checks answers) and
-the MiniLM RM (rm.backbone=minilm: it reads English) err on different comparisons.
+Reward models trained differently make different mistakes, so their mean ranks better than
+any one of them; ensembles are also harder for a policy to over-optimise (Coste et al. 2024,
+"Reward model ensembles help mitigate overoptimization"; Eisenstein et al. 2023). On the Tiny
+World the SFT-initialised RM with the likelihood term (rlhf/likelihood.py: it checks answers)
+and the MiniLM RM (rm.backbone=minilm: it reads English) err on different comparisons: 72.0% /
+70.0% held-out accuracy together, 69.8% / 67.5% and 68.9% / 68.2% alone (docs/benchmarks.md).
 
     r(x, y) = mean_i(r_i(x, y) / s_i) * mean_i(s_i) + b
 
