@@ -55,7 +55,7 @@ from rlhf.data import fingerprint, load_comparisons
 from rlhf.errors import RunError
 from rlhf.evaluate import clustered_ci
 from rlhf.labeling import is_held_out_prompt
-from rlhf.losses import kwise_accuracy, kwise_ranking_loss
+from rlhf.losses import kwise_ranking_loss
 from rlhf.models import (
     check_model_dir,
     ensure_pad_token,
@@ -358,23 +358,12 @@ def split_file_comparisons(rows: list[Comparison]) -> dict[str, list[Comparison]
 
 
 def accuracy(rm: RewardModel | ensemble.EnsembleRM, rows: list[Comparison]) -> tuple[float, int]:
-    """Pairwise accuracy of the RM on rankings (ties in reward count half)."""
-    if not rows:
+    """(pairwise accuracy, pairs) of the RM on rankings, ties in reward counting half: the mean
+    of `pair_frame`'s `correct`, each distinct response scored once."""
+    pairs = pair_frame(rm, rows, set()) if rows else None
+    if pairs is None or pairs.empty:
         return float("nan"), 0
-    if isinstance(rm, ensemble.EnsembleRM):  # no batch of its own: each member tokenizes
-        pairs = pair_frame(rm, rows, set())
-        return float(pairs["correct"].mean()) if len(pairs) else float("nan"), len(pairs)
-    collate = KwiseCollator(rm.tokenizer, rm.max_length, bool(rm.likelihood_weight))
-    hits = n = 0.0
-    for i in range(0, len(rows), 16):
-        batch = collate(rows[i : i + 16])
-        ranks = batch.pop("ranks")
-        with torch.no_grad():
-            flat = rm.batch_rewards(batch)
-        acc, pairs = kwise_accuracy(rewards_by_rank_slot(flat, ranks), ranks)
-        if pairs:
-            hits, n = hits + acc * pairs, n + pairs
-    return (hits / n if n else float("nan")), int(n)
+    return float(pairs["correct"].mean()), len(pairs)
 
 
 def pair_frame(
