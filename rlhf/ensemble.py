@@ -23,6 +23,7 @@ the first member that reads the policy's tokens (paper 3.5), else from the polic
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -41,23 +42,43 @@ class EnsembleRM(torch.nn.Module):
     """The scale-matched mean of member reward models (rlhf.reward.RewardModel), with the same
     `score` as one."""
 
-    def __init__(self, members: list, scales: list[float], runs: list[str], bias: float = 0.0):
+    def __init__(
+        self,
+        members: list,
+        scales: list[float],
+        runs: list[str],
+        bias: float = 0.0,
+        known: dict[tuple[str, str], float] | None = None,
+    ):
         super().__init__()
         if len(members) != len(scales) or len(members) != len(runs):
             raise ValueError("one scale and one run per member")
         self.members = torch.nn.ModuleList(members)
         self.scales, self.runs, self.bias = [float(s) for s in scales], list(runs), bias
+        # (prompt, response) -> reward before the bias, for texts already scored (combine's
+        # training responses): the stage scores them again for its training accuracy, and a
+        # MiniLM member takes ~35 s for them. Not saved; a loaded ensemble starts empty.
+        self.known = dict(known or {})
 
-    @torch.no_grad()
-    def score(self, prompts: list[str], responses: list[str], batch_size: int = 64) -> torch.Tensor:
-        """(N,) rewards: each member scores the texts with its own tokenizer."""
-        if not prompts:
-            return torch.zeros(0)
+    def _mean(self, prompts: list[str], responses: list[str], batch_size: int) -> torch.Tensor:
+        """(N,) the scale-matched mean of the members' rewards, before the bias."""
         total = sum(
             m.score(prompts, responses, batch_size) / s
             for m, s in zip(self.members, self.scales, strict=True)
         )  # (N,)
-        return total / len(self.members) * statistics.fmean(self.scales) + self.bias
+        return total / len(self.members) * statistics.fmean(self.scales)
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str], batch_size: int = 64) -> torch.Tensor:
+        """(N,) rewards: each member scores the texts with its own tokenizer."""
+        keys = list(zip(prompts, responses, strict=True))
+        out = torch.tensor([self.known.get(k, math.nan) for k in keys], dtype=torch.float32)
+        todo = [i for i, k in enumerate(keys) if k not in self.known]
+        if todo:
+            out[todo] = self._mean(
+                [prompts[i] for i in todo], [responses[i] for i in todo], batch_size
+            )
+        return out + self.bias
 
     def value_init_dir(self, tokenizer) -> Path | None:
         """The model directory of the first member that reads `tokenizer`'s tokens, or None."""
@@ -105,17 +126,22 @@ def member_runs(cfg: LabConfig) -> list[Run]:
 
 def combine(runs: list[Run], prompts: list[str], responses: list[str]) -> EnsembleRM:
     """The ensemble of `runs`' RMs, each scaled by its spread over (prompts, responses): the
-    training comparisons' distinct responses. Its bias is 0 until the stage measures it."""
+    training comparisons' distinct responses, whose rewards it keeps (`known`: the stage scores
+    them again). Its bias is 0 until the stage measures it."""
     from rlhf.reward import load_reward_model
 
     members = [load_reward_model(r.model_dir) for r in runs]
-    scales = []
+    scores, scales = [], []
     for run, m in zip(runs, members, strict=True):
-        s = float(m.score(prompts, responses).std())
+        scores.append(m.score(prompts, responses))  # (N,)
+        s = float(scores[-1].std())
         if not s > 0:  # 0 or nan: a member that scores everything alike cannot be scaled
             raise RunError(f"rm.ensemble: {run.dir} gives every training response one score")
         scales.append(s)
-    return EnsembleRM(members, scales, [str(r.dir) for r in runs])
+    mean = sum(r / s for r, s in zip(scores, scales, strict=True)) / len(runs)  # (N,)
+    keys = zip(prompts, responses, strict=True)
+    known = dict(zip(keys, (mean * statistics.fmean(scales)).tolist(), strict=True))
+    return EnsembleRM(members, scales, [str(r.dir) for r in runs], known=known)
 
 
 def save(rm: EnsembleRM, model_dir: Path) -> None:

@@ -101,6 +101,25 @@ def test_a_bad_member_list_is_refused_before_a_run_exists(members, names, overri
     assert sorted((cfg.workspace_dir / "runs").iterdir()) == before
 
 
+def test_combine_keeps_the_training_rewards_so_the_stage_scores_them_once(members, monkeypatch):
+    cfg, a, b = members
+    held = {lab.id for lab in build_world(cfg, progress=False).heldout_labelers}
+    train = reward.split_comparisons(reward.training_comparisons(cfg)[0], held)["train"]
+    seen = list(dict.fromkeys((c.prompt, x) for c in train for x in c.responses))
+    prompts, responses = [p for p, _ in seen] + PROMPTS, [x for _, x in seen] + RESPONSES
+    rm = ensemble.combine([a, b], prompts[: len(seen)], responses[: len(seen)])
+    rm.bias = 0.25
+    fresh = ensemble.EnsembleRM(list(rm.members), rm.scales, rm.runs, bias=0.25)  # knows nothing
+    expected = fresh.score(prompts, responses)
+    calls = []
+    for m in rm.members:  # count the texts that reach each member
+        monkeypatch.setattr(
+            m, "score", lambda p, r, n=64, f=m.score: calls.append(len(p)) or f(p, r, n)
+        )
+    assert rm.score(prompts, responses).tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    assert calls == [len(PROMPTS), len(PROMPTS)]  # the training responses came from combine
+
+
 def test_an_ensemble_is_no_member(members):
     cfg, a, b = members
     run = reward.train(ensemble_cfg(cfg, a.dir, b.dir), progress=False)
