@@ -226,8 +226,10 @@ class CompareConfig:
     )
     agreement_prompts: int = doc(
         1000,
-        "Train comparisons whose samples two training labelers re-rank, to measure their "
-        "agreement (~5k pairs at 1000; 200 gave +/-3 points between seeds).",
+        "Train comparisons whose samples every labeler re-ranks, to measure their agreement: "
+        "the mean over every two training labelers (~6.5k response pairs each at 1000; one "
+        "pair drawn per prompt instead gave 72.9-75.1% over eight seeds on tiny, 73.7% all "
+        "pairs).",
     )
     temperature: float = doc(1.0, "Sampling temperature.")
     top_p: float = doc(1.0, "Nucleus sampling mass.")

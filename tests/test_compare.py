@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -95,3 +96,53 @@ def test_second_collection_reuses_the_store_unless_forced(collected):
     assert isinstance(report["skipped_identical"], int) and "prompts skipped" in compare.summary(
         report
     )
+
+
+class _Labeler:
+    """Ranks responses by a fixed order: `flip` reverses it (rank 0 = best)."""
+
+    def __init__(self, id_: str, flip: bool = False, ties: bool = False):
+        self.id, self.flip, self.ties = id_, flip, ties
+
+    def rank(self, prompt, responses, gold):
+        if self.ties:
+            return [0] * len(responses)  # no strict preference: no pair counts
+        order = list(range(len(responses)))
+        return order[::-1] if self.flip else order
+
+
+class _World:
+    def __init__(self, labelers, heldout):
+        self.labelers, self.heldout_labelers, self.gold = labelers, heldout, None
+        self._prompts = [type("P", (), {"id": f"arith-train-{i}"})() for i in range(3)]
+
+    def prompts(self, split):
+        return self._prompts if split == "train" else []
+
+
+def test_agreement_is_the_mean_over_every_two_training_labelers():
+    from rlhf.store import Comparison
+
+    world = _World([_Labeler("a"), _Labeler("b", flip=True), _Labeler("c")], [_Labeler("h")])
+    rows = [
+        Comparison(
+            prompt="q",
+            responses=["x", "y", "z"],
+            ranking=[0, 1, 2],
+            labeler="a",
+            prompt_id=f"arith-train-{i}",
+        )
+        for i in range(3)
+    ] + [
+        Comparison(
+            prompt="q", responses=["x", "y"], ranking=[0, 1], labeler="a", prompt_id="arith-val-0"
+        )
+    ]  # not a train prompt: left out
+    got = compare.labeler_agreement(world, rows, n_prompts=2)
+    # a-b disagree on every pair, a-c agree on every one, b-c disagree: (0 + 1 + 0) / 3
+    assert got["train_train"] == pytest.approx(1 / 3)
+    assert got["train_train_sd"] == pytest.approx(3**-0.5)  # stdev of (0, 1, 0)
+    assert got["train_heldout"] == pytest.approx(2 / 3)  # h orders as a and c, not as b
+    assert got["labeler_pairs"] == 3 and got["pairs"] == 2 * 3  # 2 prompts x C(3, 2)
+    world.heldout_labelers = [_Labeler("t", ties=True)]  # ties give no pair: unmeasured, not 0
+    assert math.isnan(compare.labeler_agreement(world, rows, 5)["train_heldout"])
