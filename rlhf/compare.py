@@ -4,7 +4,8 @@ labelers rank them, and store the rankings in the lab store (paper 3.4-3.5).
     1. the policy: `compare.sft_run`, else the newest finished SFT run of this config
     2. for each prompt draw K in [k_min, k_max]; sample K responses at `temperature`
        (identical samples are merged: a ranking compares distinct responses)
-    3. train prompts: one training labeler each; val prompts: `val_sets` sample sets each,
+    3. train prompts: `train_sets` sample sets each, each set ranked by one training labeler
+       drawn for it; val prompts: `val_sets` sample sets each,
        every set ranked by every training and every held-out labeler (RM accuracy on both
        groups, paper 4.1: 72.4% vs 69.6%, measured against all of them, not one draw)
     4. the samples of `agreement_prompts` train prompts are re-ranked by every labeler: the
@@ -90,6 +91,10 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
         raise ConfigError(
             f"compare.k_min={c.k_min}, compare.k_max={c.k_max}: need 2 <= k_min <= k_max"
         )
+    if c.train_sets < 1 or c.val_sets < 1:
+        raise ConfigError(
+            f"compare.train_sets={c.train_sets}, compare.val_sets={c.val_sets}: need at least 1"
+        )
     world = build_world(cfg, progress=progress)
     model_dir = policy_model_dir(cfg) if c.policy_run else sft_model_dir(cfg)
     policy = str(model_dir.parent)
@@ -108,18 +113,35 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
     # A later policy (iterated collection) is sampled on train prompts only: the held-out
     # comparisons that measure RM accuracy stay SFT samples, comparable from round to round.
     splits = (("train", c.train_prompts),) + (() if c.policy_run else (("val", c.val_prompts),))
+    more_train = []  # train sets 2.. (compare.train_sets), after the val sets
     for split, n in splits:
         ps = world.prompts(split)
         chosen = rng.sample(ps, n) if 0 < n < len(ps) else ps
-        # Val sets come after every train prompt, so adding sets leaves the train samples as
-        # they were (the same seeds and draws).
-        plan += [(p, split) for _ in range(c.val_sets if split == "val" else 1) for p in chosen]
+        # Val sets come after the first train set, and further train sets after them, so adding
+        # sets of either leaves the samples before them as they were (the same seeds and
+        # draws): RM accuracy is measured on the same val comparisons whatever train_sets is.
+        if split == "val":
+            plan += [(p, split) for _ in range(c.val_sets) for p in chosen]
+        else:
+            plan += [(p, split) for p in chosen]
+            more_train = [(p, split) for _ in range(c.train_sets - 1) for p in chosen]
+    n = len(plan)  # the first train set and the val sets; then the extra train sets, with
+    # their own draws (K, labeler) so that those of the first n stay as train_sets=1 makes them
+    extra = random.Random(f"train_sets-{cfg.seed + len(stored)}")
+    plan += more_train
     prompts = [p for p, _ in plan]
-    ks = [rng.randint(c.k_min, c.k_max) for _ in plan]
-    samples = sample_responses(model, tokenizer, prompts, ks, c, cfg.seed + len(stored), progress)
+    ks = [rng.randint(c.k_min, c.k_max) for _ in plan[:n]]
+    ks += [extra.randint(c.k_min, c.k_max) for _ in more_train]
+    # Sampled in two passes: a batch's samples depend on what else is in it, so the extra
+    # train sets get batches of their own, seeded after the first pass's.
+    seed = cfg.seed + len(stored)
+    samples = sample_responses(model, tokenizer, prompts[:n], ks[:n], c, seed, progress)
+    if more_train:
+        seed += sum(ks[:n])  # sample_responses seeds each batch with seed + its first index
+        samples += sample_responses(model, tokenizer, prompts[n:], ks[n:], c, seed, progress)
 
     records, skipped = [], 0
-    for (p, split), responses in zip(plan, samples, strict=True):
+    for i, ((p, split), responses) in enumerate(zip(plan, samples, strict=True)):
         if len(responses) < 2:
             skipped += 1  # every sample identical: nothing to compare
             continue
@@ -127,7 +149,7 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
         if split == "val":
             labelers = world.labelers + world.heldout_labelers
         else:
-            labelers = [rng.choice(world.labelers)]
+            labelers = [(rng if i < n else extra).choice(world.labelers)]
         for lab in labelers:
             records.append(
                 Comparison(

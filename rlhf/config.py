@@ -213,6 +213,12 @@ class CompareConfig:
     k_min: int = doc(4, "Fewest responses per prompt (paper: 4).")
     k_max: int = doc(9, "Most responses per prompt (paper: 9); K is drawn per prompt.")
     train_prompts: int = doc(0, "Train prompts to label (0: all).")
+    train_sets: int = doc(
+        1,
+        "Independent sets of K samples per train prompt, each ranked by one training labeler "
+        "drawn for it: more rankings for the RM from the same prompts (the paper's RM saw "
+        "~33k prompts, the tiny world has ~1.6k train prompts).",
+    )
     val_prompts: int = doc(
         0,
         "Validation prompts to label (0: all); each of their sample sets is ranked by every "

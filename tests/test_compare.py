@@ -146,3 +146,35 @@ def test_agreement_is_the_mean_over_every_two_training_labelers():
     assert got["labeler_pairs"] == 3 and got["pairs"] == 2 * 3  # 2 prompts x C(3, 2)
     world.heldout_labelers = [_Labeler("t", ties=True)]  # ties give no pair: unmeasured, not 0
     assert math.isnan(compare.labeler_agreement(world, rows, 5)["train_heldout"])
+
+
+def test_more_train_sets_add_train_rankings_and_keep_the_val_comparisons(collected, tmp_path):
+    """compare.train_sets=2: every train prompt gets a second sample set, ranked by a labeler
+    drawn for it, sampled after the val sets, so the first train set and the val comparisons
+    (what RM accuracy is measured on) are those of train_sets=1."""
+    import shutil
+
+    cfg, _ = collected
+    ws = tmp_path / "ws"
+    shutil.copytree(cfg.workspace_dir, ws, ignore=shutil.ignore_patterns("lab.db*"))
+    cfg2 = load("micro", workspace=str(ws), **{"compare.train_sets": 2})
+    report = compare.collect(cfg2, progress=False)
+    with Store.open(cfg) as a, Store.open(cfg2) as b:
+        one, two = list(a.comparisons()), list(b.comparisons())
+
+    def key(r):
+        return (r.prompt_id, tuple(r.responses), tuple(r.ranking), r.labeler)
+
+    train1 = [key(r) for r in one if "-train-" in r.prompt_id]
+    train2 = [key(r) for r in two if "-train-" in r.prompt_id]
+    assert [key(r) for r in one if "-val-" in r.prompt_id] == [
+        key(r) for r in two if "-val-" in r.prompt_id
+    ]
+    assert train2[: len(train1)] == train1  # the first set as before
+    extra = train2[len(train1) :]
+    assert len(train1) < len(train2) <= 2 * len(train1) + 1  # a set of identical samples drops
+    assert {k[0] for k in extra} <= {k[0] for k in train1}  # the same prompts, sampled again
+    assert extra != train1[: len(extra)]  # new samples
+    assert report["by_split"]["train"] == len(train2)
+    with pytest.raises(ConfigError, match="train_sets=0"):
+        compare.collect(load("micro", workspace=str(ws), **{"compare.train_sets": 0}))
