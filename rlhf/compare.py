@@ -231,6 +231,10 @@ def _report(cfg, world, records, policy, skipped) -> dict[str, Any]:
         "train_mean_k": sum(len(r.responses) for r in train) / max(1, len(train)),
         "train_pairs": sum(1 for r in train for _ in r.pairs()),
         "val_sets": len({(r.prompt_id, tuple(r.responses)) for r in val}),
+        # sample sets per train prompt in these records (identical samples drop a few), and
+        # what compare.train_sets asks for: a reused store may hold fewer
+        "train_sets": round(len(train) / max(1, len({r.prompt_id for r in train})), 1),
+        "train_sets_wanted": cfg.compare.train_sets,
         "skipped_identical": skipped,
         "agreement_on_sft_samples": agreement["train_train"],
         "agreement_sd": agreement["train_train_sd"],
@@ -244,6 +248,13 @@ def _report(cfg, world, records, policy, skipped) -> dict[str, Any]:
 def summary(report: dict[str, Any]) -> str:
     source = "SFT" if report.get("policy_is_sft", True) else "this policy's"
     lines = ["reusing stored comparisons (--force samples another set)"] if report["reused"] else []
+    wanted = report.get("train_sets_wanted", 1)
+    if report["reused"] and report.get("train_sets", wanted) < wanted - 0.5:
+        lines.append(
+            f"note                  the store holds {report['train_sets']:.1f} sample sets per "
+            f"train prompt, compare.train_sets is {wanted}: sets are sampled only into a store "
+            "without this policy's comparisons (--force adds another full set, val included)"
+        )
     lines += [
         f"comparisons stored    {report['comparisons']:,} "
         f"(train {report['by_split']['train']:,}, val {report['by_split']['val']:,})",

@@ -176,5 +176,12 @@ def test_more_train_sets_add_train_rankings_and_keep_the_val_comparisons(collect
     assert {k[0] for k in extra} <= {k[0] for k in train1}  # the same prompts, sampled again
     assert extra != train1[: len(extra)]  # new samples
     assert report["by_split"]["train"] == len(train2)
+    assert 1.5 < report["train_sets"] <= 2.0 and "note " not in compare.summary(report)
+    # a store collected with fewer sets than asked for is reused, and the summary says so
+    again = compare.collect(
+        load("micro", workspace=str(ws), **{"compare.train_sets": 4}), progress=False
+    )
+    assert again["reused"] and again["comparisons"] == report["comparisons"]
+    assert "compare.train_sets is 4" in compare.summary(again)
     with pytest.raises(ConfigError, match="train_sets=0"):
         compare.collect(load("micro", workspace=str(ws), **{"compare.train_sets": 0}))
