@@ -69,6 +69,19 @@ def trainer_args(
     )
 
 
+def cosine_schedule(lr: float, epochs: float, max_steps: int, batch_size: int) -> dict:
+    """The schedule and batch size SFT, the RM and DPO share: `epochs` passes (or `max_steps`
+    optimizer steps if > 0), cosine decay from `lr` after a 5% warm-up."""
+    return dict(
+        learning_rate=lr,
+        num_train_epochs=epochs,
+        max_steps=max_steps if max_steps > 0 else -1,
+        per_device_train_batch_size=batch_size,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+    )
+
+
 def use_progress_bar(trainer) -> None:
     """Swap the Trainer's progress callback for `ProgressBar`; without a bar (disable_tqdm),
     drop the PrinterCallback that would print every log dict instead."""

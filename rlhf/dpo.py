@@ -25,7 +25,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from rlhf.callbacks import LogToRun, train_resuming, trainer_args
+from rlhf.callbacks import LogToRun, cosine_schedule, train_resuming, trainer_args
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.evaluate import win_outcomes, with_ci
@@ -157,12 +157,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
         **trainer_args(run, cfg.seed, progress, d.log_every, d.checkpoint_every, keep=2),
         beta=d.beta,
         loss_type=["sigmoid"],
-        learning_rate=d.lr,
-        num_train_epochs=d.epochs,
-        max_steps=d.max_steps if d.max_steps > 0 else -1,
-        per_device_train_batch_size=d.batch_size,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
+        **cosine_schedule(d.lr, d.epochs, d.max_steps, d.batch_size),
         max_length=d.max_length,
     )
     trainer = DPOTrainer(

@@ -49,7 +49,13 @@ from transformers.utils import logging as hf_logging
 
 from rlhf import distributed as dist
 from rlhf import ensemble, likelihood
-from rlhf.callbacks import LogToRun, last_checkpoint_step, train_resuming, trainer_args
+from rlhf.callbacks import (
+    LogToRun,
+    cosine_schedule,
+    last_checkpoint_step,
+    train_resuming,
+    trainer_args,
+)
 from rlhf.config import LabConfig
 from rlhf.data import fingerprint, load_comparisons
 from rlhf.errors import RunError
@@ -694,12 +700,7 @@ def _fit(
 
     args = TrainingArguments(
         **trainer_args(run, cfg.seed, progress, r.log_every, r.checkpoint_every, keep=1),
-        learning_rate=r.lr,
-        num_train_epochs=r.epochs,
-        max_steps=r.max_steps if r.max_steps > 0 else -1,
-        per_device_train_batch_size=r.batch_size,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
+        **cosine_schedule(r.lr, r.epochs, r.max_steps, r.batch_size),
         weight_decay=r.weight_decay,
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,  # every parameter is used (accelerate launch)

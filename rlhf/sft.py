@@ -29,7 +29,7 @@ from typing import Any
 from datasets import Dataset
 
 from rlhf import distributed as dist
-from rlhf.callbacks import LogToRun, train_resuming, trainer_args
+from rlhf.callbacks import LogToRun, cosine_schedule, train_resuming, trainer_args
 from rlhf.config import LabConfig
 from rlhf.data import data_changed, fingerprint, load_demonstrations
 from rlhf.errors import DataError, RunError
@@ -125,13 +125,8 @@ def _train(
 
     args = TRLSFTConfig(
         **trainer_args(run, cfg.seed, progress, s.log_every, s.checkpoint_every, keep=2),
-        learning_rate=s.lr,
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps if s.max_steps > 0 else -1,
-        per_device_train_batch_size=s.batch_size,
+        **cosine_schedule(s.lr, s.epochs, s.max_steps, s.batch_size),
         per_device_eval_batch_size=s.batch_size,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
         weight_decay=s.weight_decay,
         max_length=s.max_length,
         completion_only_loss=True,
