@@ -79,12 +79,12 @@ BIAS_FILE = "reward_bias.json"
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the reward model in `run_dir`."""
-    rows = None
+    rows, members = None, []
     if cfg.rm.ensemble:  # checked first: a bad member leaves no run directory behind
-        ensemble.member_runs(cfg)
+        members = members or ensemble.member_runs(cfg)
     elif cfg.rm.data:  # read first: bad data leaves no run directory behind
         rows = training_comparisons(cfg)[0]
-    return run_stage(cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, rows))
+    return run_stage(cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, rows, members))
 
 
 # ----------------------------------------------------------------------------- the model
@@ -566,8 +566,15 @@ def load_backbone(base_dir: Path, seed: int) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | None = None) -> None:
-    """`rows`: rm.data's comparisons, already read; else the store's are used."""
+def _train(
+    cfg: LabConfig,
+    run: Run,
+    progress: bool,
+    rows: list[Comparison] | None = None,
+    members: list[Run] | None = None,
+) -> None:
+    """`rows`: rm.data's comparisons, already read; else the store's are used. `members`:
+    rm.ensemble's runs, already checked (ensemble.member_runs)."""
     t_start = time.perf_counter()
     r = cfg.rm
     with dist.main_first():  # built (or read) once, by the main process first
@@ -588,7 +595,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, rows: list[Comparison] | No
         if not dist.is_main():  # an accelerate launch: the main process alone combines
             return
         seen = list(dict.fromkeys((c.prompt, x) for c in data["train"] for x in c.responses))
-        members = ensemble.member_runs(cfg)
+        members = members or ensemble.member_runs(cfg)
         rm = ensemble.combine(members, [q for q, _ in seen], [x for _, x in seen])
         steps, step_seconds, digests = 0, 0.0, []
     else:
