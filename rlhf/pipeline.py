@@ -4,11 +4,13 @@ the results table and the paper's claims checked against it (`make demo` runs it
     world -> pretrain -> SFT -> comparisons -> RM -> PPO (ptx 0) and PPO-ptx
           -> the extras of pipeline.extras (beyond the paper: DPO, GRPO, PPO-ptx+LoRA) -> eval
 
-A stage is reused when a finished run has the same config and is not stale (the RM: the
-store's comparisons changed; PPO, DPO, GRPO: it started from another SFT or RM run); an
-interrupted stage resumes from its checkpoint when the pipeline is run again. The extras are
-rows of the same results table, each compared with PPO-ptx (rlhf.results.versus_reference);
-the paper's claims (rlhf.claims) read only the base, SFT, PPO and PPO-ptx rows.
+A stage is reused when a finished run has the same config (in the sections it is made from,
+rlhf.runs.MADE_FROM: `--set ppo.kl_coef=...` reuses pretraining, SFT and the RM) and is not
+stale (the RM: the store's comparisons changed; PPO, DPO, GRPO: it started from another SFT or
+RM run); an interrupted stage resumes from its checkpoint when the pipeline is run again. The
+extras are rows of the same results table, each compared with PPO-ptx
+(rlhf.results.versus_reference); the paper's claims (rlhf.claims) read only the base, SFT, PPO
+and PPO-ptx rows.
 """
 
 from __future__ import annotations

@@ -231,12 +231,25 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
 # different, and runs made before these sections existed still match. No stage reads
 # `pipeline` (which runs the pipeline makes, not how any run is made).
 OWN_SECTIONS = ("dpo", "grpo", "pipeline")
+# The sections the first stages are made from (with the top-level keys: seed, threads, ...).
+# They never read a later stage's section, so `rlhf pipeline --set ppo.kl_coef=0.1` (or a
+# changed rm value) reuses pretraining and SFT instead of training them again. Later stages
+# (ppo, dpo, grpo) read every section but the other stages' OWN_SECTIONS.
+MADE_FROM = {
+    "pretrain": ("world", "pretrain"),
+    "sft": ("world", "pretrain", "sft"),
+    "rm": ("world", "pretrain", "sft", "compare", "rm"),
+}
+STAGE_SECTIONS = ("world", "pretrain", "sft", "compare", "rm", "ppo", *OWN_SECTIONS)
 
 
 def config_diff(saved: dict[str, Any], new: dict[str, Any], stage: str) -> list[str]:
-    """The dotted keys where two saved configs of `stage` differ, other stages' own sections
-    (OWN_SECTIONS) left out."""
-    skip = {s for s in OWN_SECTIONS if s != stage}
+    """The dotted keys where two saved configs of `stage` differ, leaving out the sections the
+    stage is not made from: later stages' (MADE_FROM), other stages' own (OWN_SECTIONS)."""
+    if stage in MADE_FROM:
+        skip = set(STAGE_SECTIONS) - set(MADE_FROM[stage])
+    else:
+        skip = {s for s in OWN_SECTIONS if s != stage}
     return [k for k in _diff(saved, new) if k.split(".")[0] not in skip]
 
 

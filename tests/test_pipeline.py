@@ -10,7 +10,7 @@ from rlhf.claims import check_claims
 from rlhf.cli import main
 from rlhf.metrics import METRICS
 from rlhf.results import TAX
-from rlhf.runs import Run
+from rlhf.runs import Run, read_eval
 
 
 def ci(mean: float, n: int = 10) -> dict[str, float]:
@@ -185,3 +185,27 @@ def test_extra_rows_leave_the_claims_as_they_were():
     assert [c.line() for c in check_claims(with_extras)] == [
         c.line() for c in check_claims(results)
     ]
+
+
+def test_a_changed_ppo_setting_retrains_only_the_ppo_runs(micro_pipeline, tmp_path, capsys):
+    """`rlhf pipeline --set ppo.kl_coef=...` (a user trying another beta): pretraining, SFT and
+    the RM are reused, only PPO and PPO-ptx train, and they start from the reused runs."""
+    from conftest import copy_workspace
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "copy")
+    ws = ["--recipe", "micro", "--workspace", str(cfg.workspace_dir), "--with", "none"]
+    before = json.loads((cfg.workspace_dir / "results" / "results.json").read_text())["runs"]
+    beta = cfg.ppo.kl_coef * 2
+    assert main(["pipeline", *ws, "--set", f"ppo.kl_coef={beta}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("reusing finished run") == 3 and "training a new run" not in out
+    runs = json.loads((cfg.workspace_dir / "results" / "results.json").read_text())["runs"]
+    for label in ("base", "SFT", "RM"):
+        assert Path(runs[label]).name == Path(before[label]).name, label
+    for label in ("PPO", "PPO-ptx"):
+        ppo = Run.open(runs[label])
+        assert Path(runs[label]).name != Path(before[label]).name
+        assert ppo.config.ppo.kl_coef == beta and ppo.done
+        started = read_eval(ppo)
+        assert Path(started["sft_run"]).name == Path(before["SFT"]).name
+        assert Path(started["rm_run"]).name == Path(before["RM"]).name

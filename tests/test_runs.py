@@ -241,3 +241,31 @@ def test_the_pipeline_section_never_makes_a_run_different(cfg):
         other = config.load("micro", workspace=cfg.workspace, pipeline__extras=["grpo"])
         assert latest_done(other, stage).dir == run.dir
         assert Run.create_or_resume(other, stage, run.dir).dir == run.dir
+
+
+def test_a_later_stages_settings_do_not_make_an_earlier_stages_run_different(cfg):
+    """Pretraining, SFT and the RM are made from their own and earlier sections only: a changed
+    ppo, rm or sft value reuses (and resumes) the runs before it, not the stage it belongs to."""
+    runs = {}
+    for stage in ("pretrain", "sft", "rm", "ppo"):
+        runs[stage] = Run.create(cfg, stage)
+        runs[stage].set_status("done")
+    cases = {  # a changed setting -> the stages whose finished runs are still this config's
+        "ppo__kl_coef": ("pretrain", "sft", "rm"),
+        "rm__lr": ("pretrain", "sft"),
+        "compare__k_max": ("pretrain", "sft"),
+        "sft__lr": ("pretrain",),
+        "pretrain__lr": (),
+        "seed": (),
+    }
+    for key, reused in cases.items():
+        value = 7 if key in ("seed", "compare__k_max") else 0.123
+        changed = config.load("micro", workspace=str(cfg.workspace_dir), **{key: value})
+        for stage, run in runs.items():
+            found = latest_done(changed, stage)
+            assert (found is not None and found.dir == run.dir) == (stage in reused), (key, stage)
+            if stage in reused:
+                assert Run.create_or_resume(changed, stage, run.dir).dir == run.dir
+            else:
+                with pytest.raises(RunError, match="cannot resume with a different config"):
+                    Run.create_or_resume(changed, stage, run.dir)
