@@ -576,7 +576,8 @@ class LabConfig:
     threads: int = doc(
         1,
         "torch threads. On 2 shared cores 1 thread is often fastest for tiny models: measure "
-        "(benchmarks/threads.py).",
+        "(benchmarks/threads.py). How fast, not what: a finished run made with other threads "
+        "is reused.",
     )
     workspace: str = doc(
         "",

@@ -101,8 +101,7 @@ class Run:
             if run.stage != stage:
                 raise RunError(f"{run.dir}: is a '{run.stage}' run, not '{stage}'")
             saved, new = run.raw_config(), saved_config(cfg, stage)
-            # threads and workspace change where and how fast, not what is computed.
-            diff = sorted(set(config_diff(saved, new, stage)) - {"threads", "workspace"})
+            diff = sorted(set(config_diff(saved, new, stage)) - NOT_IDENTITY)
             if diff:
                 raise RunError(
                     f"{run.dir}: cannot resume with a different config ({', '.join(diff)} "
@@ -241,6 +240,9 @@ MADE_FROM = {
     "rm": ("world", "pretrain", "sft", "compare", "rm"),
 }
 STAGE_SECTIONS = ("world", "pretrain", "sft", "compare", "rm", "ppo", *OWN_SECTIONS)
+# Top-level keys that say where and how fast a run is made, not what it computes: a finished
+# run is reused, and a stopped one resumed, whatever they were (threads reorder float sums only).
+NOT_IDENTITY = frozenset({"threads", "workspace"})
 
 
 def config_diff(saved: dict[str, Any], new: dict[str, Any], stage: str) -> list[str]:
@@ -305,8 +307,8 @@ def latest_done(cfg: LabConfig, stage: str) -> Run | None:
     want = saved_config(cfg, stage)
     for run in reversed(list_runs(cfg.workspace_dir, stage)):
         # Every run listed is in this workspace, however its config spelled it ("" with
-        # $RLHF_WORKSPACE, or a path): the workspace is where, not what (as create_or_resume).
-        if run.done and not set(config_diff(run.raw_config(), want, stage)) - {"workspace"}:
+        # $RLHF_WORKSPACE, or a path); a run trained on 2 threads serves a 1-thread config.
+        if run.done and not set(config_diff(run.raw_config(), want, stage)) - NOT_IDENTITY:
             return run
     return None
 

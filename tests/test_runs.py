@@ -257,9 +257,10 @@ def test_a_later_stages_settings_do_not_make_an_earlier_stages_run_different(cfg
         "sft__lr": ("pretrain",),
         "pretrain__lr": (),
         "seed": (),
+        "threads": ("pretrain", "sft", "rm", "ppo"),  # how fast, not what: every run serves
     }
     for key, reused in cases.items():
-        value = 7 if key in ("seed", "compare__k_max") else 0.123
+        value = 7 if key in ("seed", "compare__k_max", "threads") else 0.123
         changed = config.load("micro", workspace=str(cfg.workspace_dir), **{key: value})
         for stage, run in runs.items():
             found = latest_done(changed, stage)
