@@ -2,7 +2,7 @@
 
 A batch of short sequences of different lengths, padded to the longest, is mostly padding on
 the Tiny World (rollouts: ~45% real tokens). Packed instead, first fit by decreasing length
-into rows of about PACK_ROW tokens, with position ids restarting at 0 with every sequence (and
+into rows of at most PACK_ROW tokens, with position ids restarting at 0 with every sequence (and
 with the row's filler tail): given position ids and no attention mask, transformers reads the
 restarts as sequence boundaries and masks attention block-diagonally, so each sequence sees
 only itself, exactly as in its own padded row (tests compare the two). Bounded rows keep the
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-PACK_ROW = 128  # tokens per packed row, at least: attention costs rows x row_length^2
+PACK_ROW = 128  # tokens a packed row holds at most (or the longest sequence): attention costs
+#                rows x row_length^2
 
 
 @dataclass
@@ -28,21 +29,21 @@ class PackedRows:
 
 
 def pack_rows(seqs: list[torch.Tensor], filler_id: int = 0) -> PackedRows:
-    """Pack 1-D id tensors (N of them) into rows of max(PACK_ROW, longest) tokens. The filler's
-    id does not matter: it attends only to other filler and nothing reads its output."""
+    """Pack 1-D id tensors (N of them) into as few rows as rows of max(PACK_ROW, longest)
+    tokens take, each row then as short as still takes them (first fit decreasing at both). The
+    filler's id does not matter: it attends only to other filler and nothing reads its output."""
     if not seqs:
         raise ValueError("pack_rows: no sequences")
-    L = max(PACK_ROW, max(len(s) for s in seqs))
-    bins: list[list[int]] = []  # sequence indices per row, first fit decreasing
-    room: list[int] = []
-    for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i])):
-        n = len(seqs[i])
-        k = next((k for k, free in enumerate(room) if free >= n), len(bins))
-        if k == len(bins):
-            bins.append([])
-            room.append(L)
-        bins[k].append(i)
-        room[k] -= n
+    lengths = [len(s) for s in seqs]
+    L = max(PACK_ROW, max(lengths))
+    bins = _first_fit(lengths, L)
+    # The shortest rows that still take the sequences in as many rows: less filler to run
+    # through the model (rows x L positions) and cheaper attention (rows x L^2).
+    for shorter in range(max(max(lengths), -(-sum(lengths) // len(bins))), L):
+        tight = _first_fit(lengths, shorter)
+        if len(tight) == len(bins):
+            L, bins = shorter, tight
+            break
     ids = torch.full((len(bins), L), filler_id, dtype=seqs[0].dtype)
     pos = torch.zeros((len(bins), L), dtype=torch.long)
     starts = torch.zeros(len(seqs), dtype=torch.long)
@@ -56,6 +57,21 @@ def pack_rows(seqs: list[torch.Tensor], filler_id: int = 0) -> PackedRows:
             offset += n
         pos[k, offset:] = torch.arange(L - offset)  # the filler: one more "sequence"
     return PackedRows(ids, pos, starts)
+
+
+def _first_fit(lengths: list[int], L: int) -> list[list[int]]:
+    """Sequence indices per row of L tokens, first fit by decreasing length."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        n = lengths[i]
+        k = next((k for k, free in enumerate(room) if free >= n), len(bins))
+        if k == len(bins):
+            bins.append([])
+            room.append(L)
+        bins[k].append(i)
+        room[k] -= n
+    return bins
 
 
 def pad_rows(seqs: list[torch.Tensor], pad_id: int = 0) -> PackedRows:

@@ -239,6 +239,16 @@ def test_packed_forwards_equal_a_padded_forward_also_on_cut_minibatches(ready, r
     pk = ppo.pack(g)
     assert pk.rows_.input_ids.shape[0] > 1  # several rows
     assert (pk.rows_.input_ids.shape[0] < 8) == (row > 1)  # and with room, several sequences a row
+    flat, pos = pk.rows_.input_ids.flatten(), pk.rows_.position_ids.flatten()
+    for i in range(8):  # each sequence end to end without its last token, which nothing reads
+        prompt = g.prompt_ids[i][g.prompt_mask[i].bool()]
+        response = g.response_ids[i][g.response_mask[i].bool()]
+        start, end = (
+            int(pk.rows_.starts[i]),
+            int(pk.rows_.starts[i]) + len(prompt) + len(response) - 1,
+        )
+        assert flat[start:end].tolist() == prompt.tolist() + response[:-1].tolist()
+        assert end % pk.rows_.input_ids.shape[1] == 0 or pos[end] == 0  # then the next one
     m.policy.eval()
     with torch.no_grad():
         ref_lp, ref_ent, ref_v = _padded_reference(m, g, 1.3)
