@@ -62,11 +62,8 @@ class EnsembleRM(torch.nn.Module):
 
     def _mean(self, prompts: list[str], responses: list[str], batch_size: int) -> torch.Tensor:
         """(N,) the scale-matched mean of the members' rewards, before the bias."""
-        total = sum(
-            m.score(prompts, responses, batch_size) / s
-            for m, s in zip(self.members, self.scales, strict=True)
-        )  # (N,)
-        return total / len(self.members) * statistics.fmean(self.scales)
+        scores = [m.score(prompts, responses, batch_size) for m in self.members]
+        return scaled_mean(scores, self.scales)
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -138,10 +135,16 @@ def combine(runs: list[Run], prompts: list[str], responses: list[str]) -> Ensemb
         if not s > 0:  # 0 or nan: a member that scores everything alike cannot be scaled
             raise RunError(f"rm.ensemble: {run.dir} gives every training response one score")
         scales.append(s)
-    mean = sum(r / s for r, s in zip(scores, scales, strict=True)) / len(runs)  # (N,)
     keys = zip(prompts, responses, strict=True)
-    known = dict(zip(keys, (mean * statistics.fmean(scales)).tolist(), strict=True))
+    known = dict(zip(keys, scaled_mean(scores, scales).tolist(), strict=True))
     return EnsembleRM(members, scales, [str(r.dir) for r in runs], known=known)
+
+
+def scaled_mean(scores: list[torch.Tensor], scales: list[float]) -> torch.Tensor:
+    """(N,) the mean of the members' (N,) scores, each divided by its spread, rescaled to the
+    members' mean spread."""
+    total = sum(r / s for r, s in zip(scores, scales, strict=True))  # (N,)
+    return total / len(scores) * statistics.fmean(scales)
 
 
 def save(rm: EnsembleRM, model_dir: Path) -> None:

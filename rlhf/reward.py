@@ -81,7 +81,7 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
     """Train (or resume, or return if already done) the reward model in `run_dir`."""
     rows, members = None, []
     if cfg.rm.ensemble:  # checked first: a bad member leaves no run directory behind
-        members = members or ensemble.member_runs(cfg)
+        members = ensemble.member_runs(cfg)
     elif cfg.rm.data:  # read first: bad data leaves no run directory behind
         rows = training_comparisons(cfg)[0]
     return run_stage(cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, rows, members))

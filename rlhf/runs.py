@@ -230,7 +230,7 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
 # different, and runs made before these sections existed still match. No stage reads
 # `pipeline` (which runs the pipeline makes, not how any run is made).
 OWN_SECTIONS = ("dpo", "grpo", "pipeline")
-# The sections the first stages are made from (with the top-level keys: seed, threads, ...).
+# The sections the first stages are made from (with the top-level keys but NOT_IDENTITY: seed).
 # They never read a later stage's section, so `rlhf pipeline --set ppo.kl_coef=0.1` (or a
 # changed rm value) reuses pretraining and SFT instead of training them again. Later stages
 # (ppo, dpo, grpo) read every section but the other stages' OWN_SECTIONS.
