@@ -128,6 +128,8 @@ def cmd_eval(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     print(results.markdown(results.results_table(res)))
     if versus := results.versus_markdown(res):
         print(f"\n{versus}")
+    if where := results.breakdown_markdown(res):
+        print(f"\n{where}")
     print(f"\n{json_path}\n{md_path}")
     return 0
 

@@ -126,14 +126,16 @@ def run(cfg: LabConfig, out: str | Path | None = None, progress: bool = True) ->
 
 
 def summary(report: dict[str, Any]) -> str:
-    from rlhf.results import markdown, results_table, versus_markdown
+    from rlhf.results import breakdown_markdown, markdown, results_table, versus_markdown
 
     versus = versus_markdown(report["results"])
+    where = breakdown_markdown(report["results"])
     lines = [
         "",
         markdown(results_table(report["results"])),
         "",
         *([versus, ""] if versus else []),
+        *([where, ""] if where else []),
         "The paper's claims on this table:",
         *(c.line() for c in report["claims"]),
         "",

@@ -5,6 +5,8 @@ started from, on the world's test prompts, judged by the gold labeler (paper 4.1
     win_rate_ceiling the win rate the world's best correct answers get against SFT: about the
                     most a policy can reach on these prompts (where SFT is already right, a
                     right answer only ties)
+    win_breakdown   where the win rate comes from: answers made right, made wrong, and other
+                    wins, ties and losses, overall and per family (rlhf.breakdown)
     likert          gold Likert mean of policy and SFT
     rm_score        the RM's mean score of policy and SFT responses (what PPO optimised)
     perplexity      held-out pretraining perplexity of policy and SFT (the alignment tax, 4.2)
@@ -18,6 +20,7 @@ import math
 import random
 from typing import Any
 
+from rlhf.breakdown import win_breakdown
 from rlhf.config import LabConfig
 from rlhf.evaluate import heldout_loss, win_outcomes, with_ci
 from rlhf.generation import generate
@@ -40,11 +43,12 @@ def final_report(
     out: dict[str, Any] = {"sft_run": str(sft_run.dir), "rm_run": str(rm_run.dir)}
     out["value_init"] = m.value_init
     out["reward"] = p.reward  # rm, or gold: the oracle arm (the rm_score rows are gold's then)
-    responses, quality, likert, scores = {}, {}, {}, {}
+    responses, quality, likert, scores, judgements = {}, {}, {}, {}, {}
     for name, model in (("policy", policy), ("sft", m.ref)):
         g = generate(model, m.tokenizer, texts, max_new_tokens=p.max_new_tokens, greedy=True)
         responses[name] = g.texts
         judged = [world.gold.score(q, t) for q, t in zip(prompts, g.texts, strict=True)]
+        judgements[name] = judged
         quality[name] = [j.quality for j in judged]
         likert[name] = [float(j.likert) for j in judged]
         scores[name] = m.reward.score(texts, g.texts).tolist()
@@ -58,6 +62,7 @@ def final_report(
     for q, w in zip(prompts, wins, strict=True):
         by_family.setdefault(q.family, []).append(w)
     out["win_rate_by_family"] = {f: sum(v) / len(v) for f, v in sorted(by_family.items())}
+    out["win_breakdown"] = win_breakdown(prompts, judgements["policy"], judgements["sft"])
     # The ceiling: the best of 8 of the world's correct answers per prompt (their wording
     # varies, and gold gives tidy, full-sentence answers a little more) against SFT's.
     rng = random.Random(cfg.seed)
@@ -92,6 +97,16 @@ def final_report(
     return out
 
 
+def _breakdown_lines(b: dict[str, Any] | None) -> list[str]:
+    if not b:  # runs before rlhf.breakdown have none
+        return []
+    c = b["all"]
+    return [
+        f"  answers                {c['fixed']:.0f} made right, {c['broken']:.0f} made wrong; "
+        f"otherwise {c['better']:.0f} better, {c['worse']:.0f} worse, {c['tie']:.0f} ties"
+    ]
+
+
 def summary(report: dict[str, Any]) -> str:
     """The figures issue 4 asks for, a line each (printed by `rlhf ppo`)."""
 
@@ -105,6 +120,7 @@ def summary(report: dict[str, Any]) -> str:
     lines = [
         f"win rate vs SFT (gold)   {ci(report['win_rate_vs_sft'], pct=True)} on {report['n_prompts']} test prompts (target >= 60%)",
         f"  ceiling                {report['win_rate_ceiling']:.1%}: the world's best correct answers vs SFT",
+        *_breakdown_lines(report.get("win_breakdown")),
         f"gold Likert              policy {ci(report['likert/policy'])}   SFT {ci(report['likert/sft'])}",
         f"{reward:25}policy {ci(report['rm_score/policy'])}   SFT {ci(report['rm_score/sft'])}",
         f"held-out perplexity      policy {report['perplexity/policy']:.3f}   SFT {report['perplexity/sft']:.3f}",

@@ -7,10 +7,11 @@ reward-model runs, RM accuracy. Every figure has its 95% bootstrap interval and 
                   held-out pretraining perplexity (blocks resampled) and fact-cloze accuracy
     rm runs       pairwise accuracy on the held-out comparisons, by labeler group
 
-`evaluate_runs` returns {label: {metric: {"mean", "lo", "hi", "n"}}} and each PPO run's
-over-optimisation probe; `results_table` turns the figures into one DataFrame (a row per
-run); `write_results` saves results.json, results.md and overoptimisation.html (RM score and
-gold quality of a fixed batch against KL, over training: Gao et al. 2022's picture).
+`evaluate_runs` returns {label: {metric: {"mean", "lo", "hi", "n"}}}, each PPO run's
+over-optimisation probe and where each win rate comes from (rlhf.breakdown); `results_table`
+turns the figures into one DataFrame (a row per run); `write_results` saves results.json,
+results.md and overoptimisation.html (RM score and gold quality of a fixed batch against KL,
+over training: Gao et al. 2022's picture).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from rlhf.breakdown import breakdown_table, family_table, win_breakdown
 from rlhf.config import LabConfig
 from rlhf.errors import RunError
 from rlhf.evaluate import (
@@ -115,8 +117,10 @@ def evaluate_runs(
 
     The win-rate baseline is the SFT run among `run_dirs`, else the newest finished SFT run of
     this config; without one there is no win rate. Also kept: each policy's gold quality per
-    test prompt ("per_prompt"), each run's training wall time ("wall_time_s") and, when a
-    PPO-ptx row and others are there, how each compares with it ("versus", `versus_reference`)."""
+    test prompt ("per_prompt"), where each trained policy's win rate comes from
+    ("win_breakdown", `rlhf.breakdown.win_breakdown`), each run's training wall time
+    ("wall_time_s") and, when a PPO-ptx row and others are there, how each compares with it
+    ("versus", `versus_reference`)."""
     from rlhf.world import build_world
 
     runs = [Run.open(d) for d in run_dirs]
@@ -144,6 +148,7 @@ def evaluate_runs(
     if sft is not None:
         model, tok = load_policy(sft.model_dir)
         baseline = _answers(model, tok, world, prompts, cfg)[1]
+    breakdowns: dict[str, Any] = {}  # label -> rlhf.breakdown.win_breakdown against SFT
 
     rows: dict[str, dict[str, Any]] = {}
     where: dict[str, str] = {}
@@ -162,6 +167,8 @@ def evaluate_runs(
         model, tok = load_policy(run.model_dir)
         texts, judged = _answers(model, tok, world, prompts, cfg)
         quality[label] = [j.quality for j in judged]
+        if baseline is not None and run.stage not in ("pretrain", "sft"):
+            breakdowns[label] = win_breakdown(prompts, judged, baseline)
         m = policy_metrics(prompts, texts, judged, baseline, n, seed)
         block = cfg.pretrain.block_size
         m["perplexity"] = perplexity_ci(model, tok, world.heldout_documents(), block, n, seed)
@@ -183,6 +190,7 @@ def evaluate_runs(
         "wall_time_s": wall,
         "n_test_prompts": len(prompts),
         "overoptimisation": curves,
+        "win_breakdown": breakdowns,
         "per_prompt": {
             "prompt_id": [p.id for p in prompts],
             "baseline": [j.quality for j in baseline] if baseline is not None else None,
@@ -351,6 +359,34 @@ def versus_markdown(results: dict[str, Any]) -> str:
     )
 
 
+def win_breakdowns(results: dict[str, Any]) -> dict[str, Any]:
+    """{label: rlhf.breakdown.win_breakdown} in the table's row order (results.json keeps keys
+    sorted); {} for results written before the breakdown existed."""
+    b = results.get("win_breakdown") or {}
+    return {label: b[label] for label in results.get("labels") or list(b) if label in b}
+
+
+def breakdown_markdown(results: dict[str, Any]) -> str:
+    """The "Where the win rate comes from" section of results.md ("" without a breakdown)."""
+    b = win_breakdowns(results)
+    if not b:
+        return ""
+    return "\n".join(
+        [
+            "## Where the win rate comes from",
+            "",
+            "Each test prompt's outcome against SFT's answer, split by whether the gold labeler's",
+            "verdict on correctness changed (rlhf/breakdown.py).",
+            "",
+            markdown(breakdown_table(b)),
+            "",
+            "Per task family (answers made right / made wrong, win rate):",
+            "",
+            markdown(family_table(b)).replace("| run |", "| family |", 1),
+        ]
+    )
+
+
 def _cell(ci: dict[str, float] | None) -> str:
     if not ci or not ci.get("n"):
         return ""
@@ -379,6 +415,8 @@ def write_results(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[
     text = markdown(results_table(results)) + "\n\nRuns:\n\n" + runs + "\n"
     if versus := versus_markdown(results):
         text += "\n" + versus + "\n"
+    if where := breakdown_markdown(results):
+        text += "\n" + where + "\n"
     tmp = md.with_name(f".{md.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, md)  # atomic, as write_json
@@ -402,6 +440,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 __all__ = [
+    "breakdown_markdown",
     "evaluate_runs",
     "markdown",
     "results_table",
@@ -409,5 +448,6 @@ __all__ = [
     "versus_markdown",
     "versus_reference",
     "versus_table",
+    "win_breakdowns",
     "write_results",
 ]

@@ -409,6 +409,37 @@ def metric_bars(
     return (bars + errors).properties(width=max(220, 90 * len(labels)), height=220)
 
 
+def breakdown_bars(frame: pd.DataFrame, title: str = "Where the win rate comes from") -> alt.Chart:
+    """A stacked bar per policy of its test prompts' outcomes against SFT, from
+    `rlhf.breakdown.breakdown_frame`: answers made right (dark green), other wins, ties (grey),
+    other losses and answers made wrong (dark red), left to right."""
+    _require(frame, ["run", "kind", "what", "count", "share"], "breakdown_bars")
+    from rlhf.breakdown import KINDS, WHAT
+
+    df = frame.assign(order=frame["kind"].map({k: i for i, k in enumerate(KINDS)}))
+    runs = list(dict.fromkeys(df["run"]))
+    return (
+        alt.Chart(df, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("share:Q", title="share of test prompts", axis=alt.Axis(format="%")),
+            y=alt.Y("run:N", title=None, sort=runs),
+            color=alt.Color(
+                "what:N",
+                title=None,
+                scale=alt.Scale(
+                    domain=[WHAT[k] for k in KINDS],
+                    range=["#1a7f37", "#8fd19e", "#d0d7de", "#f5a3a3", "#b42318"],
+                ),
+                legend=alt.Legend(orient="bottom", columns=3),
+            ),
+            order=alt.Order("order:Q"),
+            tooltip=["run", "what", "count", alt.Tooltip("share:Q", format=".1%")],
+        )
+        .properties(width=420, height=max(60, 28 * len(runs)))
+    )
+
+
 # ----------------------------------------------------------------------------- dashboard: rewards
 
 

@@ -13,6 +13,7 @@ from datasets import load_from_disk
 from streamlit.testing.v1 import AppTest
 
 from rlhf import dashboard
+from rlhf.catalog import results_of
 from rlhf.labeling import Sample, submission, submit
 from rlhf.store import Store
 from rlhf.world import load_world
@@ -244,6 +245,12 @@ def test_runs_lists_the_runs_beyond_the_paper_and_their_comparison_with_ppo_ptx(
     assert list(versus.index) == ["PPO-ptx", "PPO", "DPO", "GRPO", "PPO-ptx+LoRA"]
     assert versus.loc["DPO", "win rate minus PPO-ptx's"].endswith(" points")
     assert any(m.value.startswith("- PPO: win rate vs SFT") for m in at.markdown)
+    assert "Where the win rate comes from" in [h.value for h in at.subheader]
+    where = at.dataframe[3].value  # every trained policy against SFT, kind by kind
+    assert list(where.index) == ["PPO", "PPO-ptx", "DPO", "GRPO", "PPO-ptx+LoRA"]
+    n_test = results_of(micro_pipeline.workspace_dir)["n_test_prompts"]
+    assert set(where["prompts"]) == {n_test}
+    assert list(at.dataframe[4].value.columns) == list(where.index)  # per family
 
 
 def test_a_ppo_run_against_the_gold_labeler_is_its_own_kind(micro_pipeline, tmp_path, monkeypatch):

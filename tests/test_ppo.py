@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import micro_workspace
 
-from rlhf import packing, ppo
+from rlhf import packing, ppo, ppo_report
 from rlhf.config import load
 from rlhf.errors import RunError
 from rlhf.runs import Run, read_eval
@@ -64,6 +64,9 @@ def test_a_micro_run_logs_every_metric_samples_and_a_report(ready):
     assert 0.0 <= w["lo"] <= w["mean"] <= w["hi"] <= 1.0 and w["n"] == 16
     # The world's correct answers never lose to SFT's: at worst they tie.
     assert 0.5 <= report["win_rate_ceiling"] <= 1.0
+    where = report["win_breakdown"]["all"]  # where the win rate comes from: the same figure
+    assert where["n"] == 16 and where["win_rate"] == pytest.approx(w["mean"])
+    assert "made right" in ppo_report.summary(report)
     assert report["perplexity/policy"] > 1 and report["perplexity/sft"] > 1
     from rlhf.models import load_policy
 

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from rlhf import ppo
+from rlhf.breakdown import KINDS
 from rlhf.cli import main
 from rlhf.metrics import METRICS
 from rlhf.results import RM_METRICS, TAX
@@ -50,6 +51,14 @@ def test_eval_writes_a_table_with_every_figure_and_its_interval(runs, tmp_path, 
     md = (out / "results.md").read_text()
     assert md.splitlines()[0].startswith("| run | win_rate | likert")
     assert "| PPO | " in md and str(dirs[-1]) in md and "| PPO | " in printed
+    # Where PPO's win rate comes from: only trained policies, the same win rate, every prompt
+    where = data["win_breakdown"]
+    assert list(where) == ["PPO"]
+    assert where["PPO"]["all"]["win_rate"] == pytest.approx(data["rows"]["PPO"]["win_rate"]["mean"])
+    assert sum(where["PPO"]["all"][k] for k in KINDS) == n_test
+    assert (
+        "## Where the win rate comes from" in md and "## Where the win rate comes from" in printed
+    )
 
 
 def test_eval_rejects_a_directory_that_is_not_a_finished_run(runs, tmp_path, capsys):

@@ -13,12 +13,14 @@ from rlhf import config
 from rlhf.errors import RunError
 from rlhf.evaluate import bootstrap_ci, with_ci
 from rlhf.results import (
+    breakdown_markdown,
     evaluate_runs,
     label_of,
     versus_lines,
     versus_markdown,
     versus_reference,
     versus_table,
+    win_breakdowns,
     write_results,
 )
 from rlhf.runs import Run
@@ -176,3 +178,15 @@ def test_labels_of_runs_beyond_the_paper(tmp_path):
     runs = [Run.create(config.load("micro", workspace=str(tmp_path)), "sft").dir]
     with pytest.raises(RunError, match="2 labels for 1 runs"):
         evaluate_runs(config.load("micro", workspace=str(tmp_path)), runs, labels=["a", "b"])
+
+
+def test_the_win_breakdown_keeps_the_table_order_after_a_json_round_trip(tmp_path):
+    counts = {"fixed": 3, "better": 1, "tie": 4, "worse": 0, "broken": 2, "n": 10, "win_rate": 0.6}
+    res = {**results(), "win_breakdown": {k: {"all": counts} for k in ("PPO-ptx", "PPO", "DPO")}}
+    js, md = write_results(res, tmp_path)
+    again = json.loads(js.read_text())
+    assert list(again["win_breakdown"]) == ["DPO", "PPO", "PPO-ptx"]  # sorted by write_json
+    assert list(win_breakdowns(again)) == ["PPO-ptx", "PPO", "DPO"]  # the labels' order
+    text = md.read_text()
+    assert breakdown_markdown(again) in text and "| PPO-ptx | 10 | 3 | 1 | 4 | 0 | 2 | +1 |" in text
+    assert win_breakdowns(results()) == {} and breakdown_markdown(results()) == ""

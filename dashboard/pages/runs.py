@@ -7,9 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from rlhf import dashboard as dash
+from rlhf.breakdown import breakdown_frame, breakdown_table, family_table
 from rlhf.catalog import results_of, runs_frame
-from rlhf.results import results_table, versus_lines, versus_table
-from rlhf.viz import metric_bars
+from rlhf.results import results_table, versus_lines, versus_table, win_breakdowns
+from rlhf.viz import breakdown_bars, metric_bars
 
 st.title("Runs")
 runs = runs_frame(dash.workspace())
@@ -73,3 +74,15 @@ with right:
         st.altair_chart(metric_bars(results, ["likert"], "Gold Likert (1-7)"))
     except ValueError as e:
         st.caption(str(e))
+
+if where := win_breakdowns(results):  # results.json written before rlhf.breakdown: none
+    st.subheader("Where the win rate comes from")
+    st.caption(
+        "Each test prompt against SFT's answer: answers made right where SFT was wrong, other "
+        "wins (same correctness, better form), ties, other losses, answers made wrong where "
+        "SFT was right."
+    )
+    st.altair_chart(breakdown_bars(breakdown_frame(where)))
+    st.dataframe(breakdown_table(where), key="runs_breakdown")
+    with st.expander("Per task family"):
+        st.dataframe(family_table(where), key="runs_breakdown_family")

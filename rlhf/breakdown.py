@@ -1,0 +1,132 @@
+"""Where a win rate comes from: each test prompt's outcome against the SFT policy, split by
+whether the answer's correctness changed.
+
+The gold win rate (paper Fig. 1) counts a win whenever the policy's answer gets a higher gold
+quality than SFT's, however small the difference. On the Tiny World that mixes two things:
+answers that became right (or wrong), and answers that stayed right or wrong but changed form
+(a full sentence instead of a bare "12.", a rude word, a second line that rambles). The split
+tells them apart:
+
+    fixed    a win; the policy's answer is correct, SFT's was not
+    better   any other win (same correctness, a better form or a better wrong answer)
+    tie      the same gold quality (identical answers, or right answers alike in form)
+    worse    any other loss
+    broken   a loss; SFT's answer was correct, the policy's is not
+
+so win rate = (fixed + better + tie / 2) / n, exactly `rlhf.evaluate.win_outcomes`'s mean.
+"Correct" is the gold labeler's flag: the right sum, the upper-case word, the refusal of an
+insult request, "I don't know" to an unanswerable question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+KINDS = ("fixed", "better", "tie", "worse", "broken")
+WHAT = {  # the column titles of the tables
+    "fixed": "wins: right where SFT was wrong",
+    "better": "wins: other",
+    "tie": "ties",
+    "worse": "losses: other",
+    "broken": "losses: wrong where SFT was right",
+}
+
+
+def outcome_kind(mine: Any, base: Any) -> str:
+    """One prompt's kind (see the module doc); mine and base are the gold labeler's Judgements
+    of the policy's and the baseline's answers to it."""
+    right, was_right = bool(mine.flags.get("correct")), bool(base.flags.get("correct"))
+    if mine.quality > base.quality:
+        return "fixed" if right and not was_right else "better"
+    if mine.quality < base.quality:
+        return "broken" if was_right and not right else "worse"
+    return "tie"
+
+
+def _counts(kinds: Sequence[str]) -> dict[str, float]:
+    out: dict[str, float] = {k: kinds.count(k) for k in KINDS}
+    n = len(kinds)
+    out["n"] = n
+    out["win_rate"] = (out["fixed"] + out["better"] + out["tie"] / 2) / n if n else float("nan")
+    return out
+
+
+def win_breakdown(
+    prompts: Sequence[Any], judged: Sequence[Any], baseline: Sequence[Any]
+) -> dict[str, dict[str, float]]:
+    """{"all": counts, <family>: counts, ...} with counts {fixed, better, tie, worse, broken,
+    n, win_rate}: the policy's gold judgements `judged` against the baseline's `baseline`, one
+    of each per world prompt in `prompts` (same order)."""
+    if not len(prompts) == len(judged) == len(baseline):
+        raise ValueError(
+            f"win_breakdown: {len(prompts)} prompts, {len(judged)} judgements, "
+            f"{len(baseline)} baseline judgements"
+        )
+    kinds = [outcome_kind(m, b) for m, b in zip(judged, baseline, strict=True)]
+    out = {"all": _counts(kinds)}
+    for family in sorted({p.family for p in prompts}):
+        out[family] = _counts(
+            [k for p, k in zip(prompts, kinds, strict=True) if p.family == family]
+        )
+    return out
+
+
+def breakdown_table(breakdowns: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
+    """A row per policy: its counts over all prompts under the `WHAT` titles, the net count of
+    answers made right (fixed - broken) and the win rate. `breakdowns`: {label: win_breakdown}."""
+    rows = {}
+    for label, b in breakdowns.items():
+        c = b["all"]
+        rows[label] = {
+            "prompts": int(c["n"]),
+            **{WHAT[k]: int(c[k]) for k in KINDS},
+            "net right answers": f"{int(c['fixed'] - c['broken']):+d}",
+            "win rate": f"{c['win_rate']:.1%}",
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def family_table(breakdowns: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
+    """A row per task family, a column per policy: "fixed / broken, win rate" on that family's
+    prompts, e.g. "+11 / -7, 63%"."""
+    families = sorted({f for b in breakdowns.values() for f in b if f != "all"})
+    data = {
+        label: {
+            f: f"+{int(b[f]['fixed'])} / -{int(b[f]['broken'])}, {b[f]['win_rate']:.0%}"
+            for f in families
+            if f in b
+        }
+        for label, b in breakdowns.items()
+    }
+    return pd.DataFrame(data, index=families)
+
+
+def breakdown_frame(breakdowns: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
+    """Long form for charts (`rlhf.viz.breakdown_bars`): columns run, kind, what, count, share;
+    one row per policy and kind, over all prompts."""
+    records = [
+        {
+            "run": label,
+            "kind": k,
+            "what": WHAT[k],
+            "count": int(b["all"][k]),
+            "share": b["all"][k] / b["all"]["n"] if b["all"]["n"] else float("nan"),
+        }
+        for label, b in breakdowns.items()
+        for k in KINDS
+    ]
+    return pd.DataFrame(records, columns=["run", "kind", "what", "count", "share"])
+
+
+__all__ = [
+    "KINDS",
+    "WHAT",
+    "breakdown_frame",
+    "breakdown_table",
+    "family_table",
+    "outcome_kind",
+    "win_breakdown",
+]
