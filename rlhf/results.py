@@ -37,13 +37,14 @@ from rlhf.evaluate import (
     with_ci,
 )
 from rlhf.generation import generate
-from rlhf.metrics import policy_metrics
+from rlhf.metrics import METRICS, policy_metrics
 from rlhf.models import load_policy
 from rlhf.runs import Run, find_done, saved_config, write_json
 
 POLICY_STAGES = {"pretrain": "base", "sft": "SFT", "ppo": "PPO", "dpo": "DPO", "grpo": "GRPO"}
 TAX = ("perplexity", "fact_cloze")
 RM_METRICS = ("rm_accuracy/training_labelers", "rm_accuracy/heldout_labelers")
+COLUMNS = (*METRICS, *TAX, *RM_METRICS)  # the results table's column order
 
 
 def label_of(run: Run) -> str:
@@ -400,7 +401,11 @@ def results_table(results: dict[str, Any]) -> pd.DataFrame:
     does not apply (RM columns for policies, policy columns for reward models)."""
     rows = results["rows"]
     labels = results.get("labels") or list(rows)  # results.json keeps keys sorted: use labels
-    columns = list(dict.fromkeys(k for label in labels for k in rows[label]))
+    # The metrics in the paper's order (helpful, honest, harmless, tax, RM); any others after.
+    # Not the rows' own key order: results.json sorts keys, and the table read back from it
+    # would start with fact_cloze.
+    present = {k for label in labels for k in rows[label]}
+    columns = [k for k in COLUMNS if k in present] + sorted(present - set(COLUMNS))
     data = {label: {c: _cell(rows[label].get(c)) for c in columns} for label in labels}
     return pd.DataFrame.from_dict(data, orient="index", columns=columns)
 

@@ -16,6 +16,7 @@ from rlhf.results import (
     breakdown_markdown,
     evaluate_runs,
     label_of,
+    results_table,
     versus_lines,
     versus_markdown,
     versus_reference,
@@ -190,3 +191,14 @@ def test_the_win_breakdown_keeps_the_table_order_after_a_json_round_trip(tmp_pat
     text = md.read_text()
     assert breakdown_markdown(again) in text and "| PPO-ptx | 10 | 3 | 1 | 4 | 0 | 2 | +1 |" in text
     assert win_breakdowns(results()) == {} and breakdown_markdown(results()) == ""
+
+
+def test_the_results_table_keeps_the_paper_s_column_order_after_a_json_round_trip(tmp_path):
+    res = results()
+    res["rows"]["SFT"]["a_new_metric"] = ci(0.1, 0.0, 0.2)  # not one of the lab's: at the end
+    js, md = write_results(res, tmp_path)
+    again = json.loads(js.read_text())
+    assert list(again["rows"]["SFT"])[0] == "a_new_metric"  # write_json sorts keys
+    columns = ["win_rate", "likert", "fails_to_follow", "perplexity", "fact_cloze", "a_new_metric"]
+    assert list(results_table(again).columns) == columns
+    assert md.read_text().startswith("| run | " + " | ".join(columns) + " |")
