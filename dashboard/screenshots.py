@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-height",
         type=int,
-        default=1600,
+        default=2800,
         help="a page taller than --height is shot this tall at most (px)",
     )
     parser.add_argument(

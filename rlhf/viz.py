@@ -431,12 +431,14 @@ def breakdown_bars(frame: pd.DataFrame, title: str = "Where the win rate comes f
                     domain=[WHAT[k] for k in KINDS],
                     range=["#1a7f37", "#8fd19e", "#d0d7de", "#f5a3a3", "#b42318"],
                 ),
-                legend=alt.Legend(orient="bottom", columns=3),
+                legend=alt.Legend(orient="bottom", columns=2, labelLimit=320),
             ),
             order=alt.Order("order:Q"),
             tooltip=["run", "what", "count", alt.Tooltip("share:Q", format=".1%")],
         )
-        .properties(width=420, height=max(60, 28 * len(runs)))
+        # A height per bar, not in total: a fixed height would also hold the legend, and
+        # Streamlit squeezes the bars into what is left.
+        .properties(width=420, height=alt.Step(26))
     )
 
 

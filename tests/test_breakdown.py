@@ -108,6 +108,7 @@ def test_breakdown_bars_stack_the_kinds_in_order_with_their_shares():
     assert enc["x"]["field"] == "share" and enc["y"]["field"] == "run"
     assert enc["color"]["scale"]["domain"] == [WHAT[k] for k in KINDS]
     assert enc["order"]["field"] == "order"
+    assert spec["height"] == {"step": 26}  # a fixed height would be shared with the legend
     rows = spec["datasets"][spec["data"]["name"]]
     assert [r["order"] for r in rows if r["run"] == "PPO"] == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="breakdown_bars: no rows"):

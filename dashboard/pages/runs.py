@@ -82,7 +82,7 @@ if where := win_breakdowns(results):  # results.json written before rlhf.breakdo
         "wins (same correctness, better form), ties, other losses, answers made wrong where "
         "SFT was right."
     )
-    st.altair_chart(breakdown_bars(breakdown_frame(where)))
+    st.altair_chart(breakdown_bars(breakdown_frame(where), title="Test prompts by outcome"))
     st.dataframe(breakdown_table(where), key="runs_breakdown")
     with st.expander("Per task family"):
         st.dataframe(family_table(where), key="runs_breakdown_family")
