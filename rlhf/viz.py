@@ -431,7 +431,7 @@ def breakdown_bars(frame: pd.DataFrame, title: str = "Where the win rate comes f
                     domain=[WHAT[k] for k in KINDS],
                     range=["#1a7f37", "#8fd19e", "#d0d7de", "#f5a3a3", "#b42318"],
                 ),
-                legend=alt.Legend(orient="bottom", columns=2, labelLimit=320),
+                legend=BOTTOM,
             ),
             order=alt.Order("order:Q"),
             tooltip=["run", "what", "count", alt.Tooltip("share:Q", format=".1%")],
