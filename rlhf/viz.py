@@ -13,6 +13,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from rlhf.breakdown import KINDS, WHAT
+
 
 def metric_frame(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> pd.DataFrame:
     """Long table (step, metric, value) of the given metric names, one row per logged value."""
@@ -414,8 +416,6 @@ def breakdown_bars(frame: pd.DataFrame, title: str = "Where the win rate comes f
     `rlhf.breakdown.breakdown_frame`: answers made right (dark green), other wins, ties (grey),
     other losses and answers made wrong (dark red), left to right."""
     _require(frame, ["run", "kind", "what", "count", "share"], "breakdown_bars")
-    from rlhf.breakdown import KINDS, WHAT
-
     df = frame.assign(order=frame["kind"].map({k: i for i, k in enumerate(KINDS)}))
     runs = list(dict.fromkeys(df["run"]))
     return (
