@@ -79,8 +79,8 @@ if where := win_breakdowns(results):  # results.json written before rlhf.breakdo
     st.subheader("Where the win rate comes from")
     st.caption(
         "Each test prompt against SFT's answer: answers made right where SFT was wrong, other "
-        "wins (same correctness, better form), ties, other losses, answers made wrong where "
-        "SFT was right."
+        "wins (same correctness: a fuller right answer, a less wrong one), ties, other losses, "
+        "answers made wrong where SFT was right."
     )
     st.altair_chart(breakdown_bars(breakdown_frame(where), title="Test prompts by outcome"))
     st.dataframe(breakdown_table(where), key="runs_breakdown")
