@@ -283,8 +283,8 @@ class RMConfig:
         "the world's right answers above wrong ones 88% of the time, the paper's RM 59%: this "
         "lets the RM use that knowledge. Causal backbones with tied embeddings only. The tiny "
         "recipe sets 1 (71.3% / 69.6% held-out accuracy on its five sample sets per train "
-        "prompt, the paper's RM on them 68.4% / 66.8%). 0: the paper's RM (a scalar head at the last "
-        "token).",
+        "prompt, the paper's RM on them 68.4% / 66.8%). 0: the paper's RM (a scalar head at "
+        "the last token).",
     )
     ensemble: list[str] = doc(
         [],

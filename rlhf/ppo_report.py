@@ -58,11 +58,9 @@ def final_report(
         )
     wins = win_outcomes(quality["policy"], quality["sft"])
     out["win_rate_vs_sft"] = with_ci(wins, p.bootstrap, cfg.seed)
-    by_family: dict[str, list[float]] = {}
-    for q, w in zip(prompts, wins, strict=True):
-        by_family.setdefault(q.family, []).append(w)
-    out["win_rate_by_family"] = {f: sum(v) / len(v) for f, v in sorted(by_family.items())}
-    out["win_breakdown"] = win_breakdown(prompts, judgements["policy"], judgements["sft"])
+    where = win_breakdown(prompts, judgements["policy"], judgements["sft"])
+    out["win_breakdown"] = where
+    out["win_rate_by_family"] = {f: c["win_rate"] for f, c in where.items() if f != "all"}
     # The ceiling: the best of 8 of the world's correct answers per prompt (their wording
     # varies, and gold gives tidy, full-sentence answers a little more) against SFT's.
     rng = random.Random(cfg.seed)
