@@ -101,12 +101,13 @@ def last_checkpoint_step(ckpt_dir: Path) -> int:
 def train_resuming(trainer, run: Run) -> None:
     """Train, resuming from the newest checkpoint in the run's checkpoint/ if there is one.
 
-    Metrics logged after that checkpoint are dropped first: the resumed steps log them again."""
+    Metrics logged after that checkpoint (all of them, without one: a run killed before its
+    first) are dropped first: the resumed steps log them again."""
     use_progress_bar(trainer)
     ckpt = run.checkpoint_dir
     has_ckpt = ckpt.exists() and any(ckpt.glob("checkpoint-*"))
-    if has_ckpt and trainer.is_world_process_zero():
-        run.truncate_metrics(last_checkpoint_step(ckpt))
+    if trainer.is_world_process_zero():
+        run.truncate_metrics(last_checkpoint_step(ckpt))  # 0 without a checkpoint
     with _without_noise():
         trainer.train(resume_from_checkpoint=True if has_ckpt else None)
 

@@ -75,7 +75,7 @@ def runs_frame(workspace: str | Path) -> pd.DataFrame:
                 "kind": kind,
                 "recipe": Path(str(cfg.get("recipe", ""))).stem,
                 "seed": cfg.get("seed"),
-                "status": status.get("status", "unknown"),
+                "status": run.state,  # "stopped": marked running, its process gone
                 "started": status.get("started"),
                 "duration_s": status.get("wall_time_s"),
                 **key_metrics(run),

@@ -7,6 +7,7 @@ shows when there is nothing to show yet. Pages (dashboard/pages/*.py) hold layou
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -15,7 +16,15 @@ from typing import Any
 import streamlit as st
 
 from rlhf.config import load
-from rlhf.outputs import PAPER_KINDS, Judge, PolicyRun, policy_runs, reward_runs, world_of_run
+from rlhf.outputs import (
+    PAPER_KINDS,
+    Judge,
+    PolicyRun,
+    policy_runs,
+    ppo_runs,
+    reward_runs,
+    world_of_run,
+)
 from rlhf.runs import Run, read_eval, recorded_run
 
 # model directory -> times it was loaded in this process: the cache's own test reads it
@@ -76,6 +85,39 @@ def world_of(run_dir: str) -> Any:
 
 def policies() -> list[PolicyRun]:
     return policy_runs(workspace())
+
+
+LIVE_REFRESH_S = 3.0  # seconds between redraws of a page that follows a run still training
+
+
+def training_runs() -> list[PolicyRun]:
+    """rlhf.outputs.ppo_runs of the workspace: running, finished, then stopped or failed."""
+    return ppo_runs(workspace())
+
+
+def progress_line(p: PolicyRun) -> str:
+    """Where a PPO run that has not finished is: "PPO 20261126-124310: running, step 23 of 60
+    (1.6 s a step, about 1 min left)"; stopped (its process is gone) or failed, with the step
+    its checkpoint resumes from."""
+    g = p.run.progress()
+    where = f"step {g['step']} of {g['steps']}"
+    if g["state"] == "running":
+        if g["s_per_step"] is None:
+            return f"{p.short}: running, before its first step"
+        if g["step"] >= g["steps"]:
+            return f"{p.short}: running, {where}: training done, writing its report"
+        left = g["eta_s"]
+        eta = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
+        return f"{p.short}: running, {where} ({g['s_per_step']:.1f} s a step, about {eta} left)"
+    state = p.run.state
+    why = "its process is gone" if state == "stopped" else p.run.status.get("error", "")
+    saved = p.run.checkpoint_dir / "state.json"
+    back = (
+        f"resumes from step {json.loads(saved.read_text())['step']} with --run-dir"
+        if saved.exists()
+        else "no checkpoint to resume from"
+    )
+    return f"{p.short}: {state} at {where} ({why}; {back} {p.run.dir})"
 
 
 def policies_or_stop(what: str) -> list[PolicyRun]:

@@ -36,8 +36,9 @@ POLICY_STAGES = ("pretrain", "sft", "ppo", "dpo", "grpo")
 
 @dataclass
 class PolicyRun:
-    """A finished run whose model is a policy: its kind (base, SFT, PPO, PPO-ptx, DPO, GRPO,
-    PPO-ptx+LoRA, ...) and a label unique in the workspace ("DPO · dpo__tiny__0__20261126-…")."""
+    """A run whose model is a policy (finished, except in ppo_runs): its kind (base, SFT, PPO,
+    PPO-ptx, DPO, GRPO, PPO-ptx+LoRA, ...) and a label unique in the workspace
+    ("DPO · dpo__tiny__0__20261126-…")."""
 
     kind: str
     run: Run
@@ -67,6 +68,21 @@ def policy_runs(workspace: str | Path) -> list[PolicyRun]:
                 out.append(PolicyRun(label_of(run), run))
     order = {k: i for i, k in enumerate(POLICY_KINDS)}
     return sorted(out, key=lambda p: order.get(p.kind, len(order)))  # stable within a kind
+
+
+def ppo_runs(workspace: str | Path) -> list[PolicyRun]:
+    """Every PPO run with curves to show: the ones training now (newest first), the finished
+    ones (as policy_runs orders them), then the stopped or failed ones that logged a step (a
+    run stopped by a NaN keeps its curves up to it). Run.state tells them apart."""
+    live, ended = [], []
+    for run in reversed(list_runs(Path(workspace), "ppo")):
+        state = run.state
+        if state == "running":
+            live.append(PolicyRun(label_of(run), run))
+        elif not run.done and run.metrics():
+            ended.append(PolicyRun(label_of(run), run))
+    done = [p for p in policy_runs(workspace) if p.run.stage == "ppo"]
+    return live + done + ended
 
 
 def reward_runs(workspace: str | Path) -> list[Run]:

@@ -583,6 +583,10 @@ def _train(
         m.reward = GoldReward(world, p.gold_scale)
     if progress and dist.is_main():
         tqdm.write(f"value model from {VALUE_INIT[m.value_init]}", file=sys.stderr)
+        tqdm.write(
+            f"run {run.dir}: follow it live on the dashboard's KL drift page (rlhf dashboard)",
+            file=sys.stderr,
+        )
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     # Under accelerate launch each process rolls out its own prompts (rank_seed) and ppo_step
     # averages the gradients (rlhf.distributed): the models are placed on the device, not
@@ -603,9 +607,9 @@ def _train(
         state = load_checkpoint(run.checkpoint_dir, m, optimizer)
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         kl_ctl.value = float(state["kl_coef"])
-        if main:
-            run.truncate_metrics(step)
-            run.truncate_samples(step)
+    if main:  # drop what was logged after the checkpoint (all of it, killed before the first)
+        run.truncate_metrics(step)
+        run.truncate_samples(step)
 
     show = progress and main
     bar = tqdm(total=p.steps, initial=step, desc="ppo", disable=not show, dynamic_ncols=True)

@@ -151,7 +151,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
     if (run.checkpoint_dir / "trainer_state.pt").exists():
         state = load_checkpoint(run.checkpoint_dir, model, optimizer)
         step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
-        run.truncate_metrics(step)
+    run.truncate_metrics(step)  # what was logged after the checkpoint (all, without one)
 
     # 4. Train.
     model.train()

@@ -2,7 +2,8 @@
 
     <workspace>/runs/<stage>__<recipe>__<seed>__<YYYYmmdd-HHMMSS>/
         config.json     the resolved LabConfig (rlhf.config), plus the stage name
-        status.json     {"stage", "status": running|done|failed, "started", "finished", ...}
+        status.json     {"stage", "status": running|done|failed, "started", "finished",
+                         "pid", "host" (the process that runs it), ...}
         metrics.jsonl   one JSON object per logged step: {"step": int, "<namespace>/<name>": float}
         samples.jsonl   sample outputs (later stages)
         checkpoint/     the last resumable state (model + optimizer + step)
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,6 +152,36 @@ class Run:
     def done(self) -> bool:
         return self.status.get("status") == "done"
 
+    @property
+    def state(self) -> str:
+        """status.json's status, except that a run marked running whose process on this host
+        is gone (killed: SIGKILL, power loss, a closed notebook kernel) is "stopped"; such a
+        run resumes from its last checkpoint when its stage is run again."""
+        s = self.status
+        status = s.get("status", "unknown")
+        mine = s.get("host") == socket.gethostname() and "pid" in s
+        if status == "running" and mine and not _alive(int(s["pid"])):
+            return "stopped"
+        return status
+
+    def progress(self) -> dict[str, Any]:
+        """How far a stepped stage (PPO) is, from its config and metrics.jsonl: {"state",
+        "step" (the last logged), "steps" (ppo.steps), "s_per_step" (median time/rollout +
+        time/update over the last 10 logged steps; None before the first), "eta_s"}."""
+        rows = [r for r in self.metrics() if "time/rollout" in r]
+        steps = int(self.raw_config().get(self.stage, {}).get("steps", 0))
+        step = int(rows[-1]["step"]) if rows else 0
+        recent = [r["time/rollout"] + r.get("time/update", 0.0) for r in rows[-10:]]
+        per_step = statistics.median(recent) if recent else None
+        eta = per_step * max(steps - step, 0) if per_step is not None else None
+        return {
+            "state": self.state,
+            "step": step,
+            "steps": steps,
+            "s_per_step": per_step,
+            "eta_s": eta,
+        }
+
     # ------------------------------------------------------------------ writing
     def log(self, step: int, metrics: dict[str, float]) -> None:
         with open(self.dir / "metrics.jsonl", "a") as f:
@@ -172,6 +205,8 @@ class Run:
         self._truncate("samples.jsonl", self.samples(), step)
 
     def _truncate(self, name: str, rows: list[dict[str, Any]], step: int) -> None:
+        if not (self.dir / name).exists():
+            return
         rows = [r for r in rows if r.get("step", 0) <= step]
         tmp = self.dir / f".{name}.tmp"
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
@@ -182,12 +217,25 @@ class Run:
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         current.update({"stage": self.raw_config()["stage"], "status": status, **info})
         current.setdefault("started", now)
+        if status == "running":  # who runs it: Run.state tells a live run from a killed one
+            current.update(pid=os.getpid(), host=socket.gethostname())
         if status in ("done", "failed"):
             current["finished"] = now
         write_json(self.dir / "status.json", current)
 
     def write_eval(self, data: dict[str, Any]) -> None:
         write_json(self.dir / "eval.json", data)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def _read_jsonl(f: Path) -> list[dict[str, Any]]:

@@ -5,6 +5,9 @@ shows rollouts, Rank submits, undoes and exports, Runs lists every run)."""
 from __future__ import annotations
 
 import json
+import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,6 +138,58 @@ def test_kl_drift_shows_rollouts_of_a_chosen_step(micro_pipeline, monkeypatch):
     first = min(steps.options, key=int)
     steps.set_value(int(first)).run()
     no_exception(at)
+
+
+def test_kl_drift_follows_a_run_still_training(micro_pipeline, tmp_path, monkeypatch):
+    """A PPO run still training (this process, as the runs in a notebook) is listed first and
+    chosen, with how far it is; its curves grow as it logs steps. Once its process is gone
+    it reads stopped and is listed after the finished runs."""
+    from rlhf.runs import Run, list_runs, write_json
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    finished = list_runs(cfg.workspace_dir, "ppo")[0]
+    logged = finished.metrics()
+    same = finished.config
+    same.workspace = str(cfg.workspace_dir)  # the copy's (the config names the original)
+    run = Run.create(same, "ppo")  # records this process as the one running it
+    at = page("kl_drift", cfg.workspace_dir, monkeypatch)
+    no_exception(at)
+    assert at.multiselect(key="kl_runs").value[0].endswith(run.dir.name)
+    assert any(c.value.endswith(": running, before its first step") for c in at.caption)
+    for row in logged[:2]:
+        run.log(row["step"], row)
+    at = page("kl_drift", cfg.workspace_dir, monkeypatch)
+    no_exception(at)
+    runs = at.multiselect(key="kl_runs")
+    assert runs.options[0].endswith(run.dir.name) and runs.value[0] == runs.options[0]
+    steps = cfg.ppo.steps
+    per_step = statistics.median(r["time/rollout"] + r["time/update"] for r in logged[:2])
+    assert [c.value for c in at.caption if "running, step 2 of" in c.value] == [
+        f"PPO {run.dir.name.rsplit('__', 1)[-1]}: running, step 2 of {steps} "
+        f"({per_step:.1f} s a step, about {per_step * (steps - 2):.0f} s left)"
+    ]
+    [curves] = [f for f in chart_frames(at) if "metric" in f.columns]
+    assert curves[curves["run"].str.endswith(run.dir.name.rsplit("__", 1)[-1])]["step"].max() == 2
+
+    run.log(logged[2]["step"], logged[2])
+    at.run()
+    assert any("running, step 3 of" in c.value for c in at.caption)
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a process that has ended: the run's recorded process is gone
+    write_json(run.dir / "status.json", {**run.status, "pid": child.pid})
+    at = page("kl_drift", cfg.workspace_dir, monkeypatch)
+    no_exception(at)
+    options = at.multiselect(key="kl_runs").options
+    assert options[-1].endswith(run.dir.name) and run.dir.name not in " ".join(options[:-1])
+    at.multiselect(key="kl_runs").set_value([options[-1]]).run()
+    assert [c.value for c in at.caption if "stopped" in c.value] == [
+        f"PPO {run.dir.name.rsplit('__', 1)[-1]}: stopped at step 3 of {steps} (its process "
+        f"is gone; no checkpoint to resume from {run.dir})"
+    ]
+    runs_page = page("runs", cfg.workspace_dir, monkeypatch)
+    table = runs_page.dataframe[0].value
+    assert table.loc[table["run"] == run.dir.name, "status"].tolist() == ["stopped"]
 
 
 def test_rank_validates_submits_undoes_and_exports(micro_pipeline, tmp_path, monkeypatch):

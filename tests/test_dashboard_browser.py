@@ -111,3 +111,42 @@ def test_rank_page_saves_a_hand_ranking_from_the_browser(micro_pipeline, tmp_pat
     assert saved.prompt_id == shown_id and "-train-" in saved.prompt_id
     assert saved.prompt == shown_prompt
     assert [r or "(empty)" for r in saved.responses] == shown_responses
+
+
+def test_kl_drift_follows_a_ppo_run_while_it_trains(micro_pipeline, tmp_path):
+    """The KL drift page redraws a running run's curves as it logs steps, with no click (its
+    fragment reruns every LIVE_REFRESH_S seconds), and stops once the run is done. The run is
+    "trained" by this test process, which the run's status.json names as its own."""
+    import shutil
+
+    from rlhf.runs import Run, list_runs
+
+    require_chromium()
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    finished = list_runs(cfg.workspace_dir, "ppo")[0]
+    logged = finished.metrics()
+    same = finished.config
+    same.workspace = str(cfg.workspace_dir)
+    run = Run.create(same, "ppo")
+    for row in logged[:2]:
+        run.log(row["step"], row)
+    steps = same.ppo.steps
+    with (
+        dashboard_server(cfg.workspace_dir) as server,
+        chromium_page() as page,
+        explained(page, server, tmp_path / "failure.png"),
+    ):
+        open_app(page, server.url)
+        click_nav(page, "KL drift")
+        expect(page.get_by_text(f"running, step 2 of {steps}")).to_be_visible(
+            timeout=FIRST_RUN_TIMEOUT_MS
+        )
+        run.log(logged[2]["step"], logged[2])  # the next step, while the page is open
+        expect(page.get_by_text(f"running, step 3 of {steps}")).to_be_visible()
+        for row in logged[3:]:
+            run.log(row["step"], row)
+        shutil.copytree(finished.model_dir, run.model_dir)  # the run ends
+        run.set_status("done")
+        expect(page.get_by_text("running, step")).to_have_count(0)
+        wait_until_idle(page)
+        assert exceptions(page) == []

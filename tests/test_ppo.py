@@ -172,6 +172,33 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_the_same_steps(ready, mon
     assert [s["step"] for s in resumed.samples()] == [s["step"] for s in straight.samples()]
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_over_without_stale_lines(
+    ready, monkeypatch, tmp_path
+):
+    """Resumed with nothing to resume from, the run redoes steps 1.. in its directory: what the
+    killed process logged goes, so no step is logged twice."""
+    original = ppo.ppo_step
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # before the first checkpoint (step 2)
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "ppo_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ppo.train(micro(ready), run_dir=tmp_path / "killed", progress=False)
+    monkeypatch.setattr(ppo, "ppo_step", original)
+    run = Run.open(tmp_path / "killed")
+    assert not run.checkpoint_dir.exists() and [r["step"] for r in run.metrics()] == [1]
+    assert {s["step"] for s in run.samples()} == {1}
+    resumed = ppo.train(micro(ready), run_dir=tmp_path / "killed", progress=False)
+    assert [r["step"] for r in resumed.metrics()] == [1, 2, 3, 4]
+    steps = [s["step"] for s in resumed.samples()]
+    assert sorted(set(steps)) == [1, 2, 4] and len(steps) == 3 * steps.count(1)
+
+
 def test_a_nan_kl_stops_the_run_and_keeps_the_last_good_checkpoint(ready, monkeypatch, tmp_path):
     original = ppo.kl_shaped_rewards
     calls = {"n": 0}

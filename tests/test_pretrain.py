@@ -154,27 +154,32 @@ def test_run_files_and_report(tmp_path, use_fake_world):
     assert train_fake(cfg, run.dir).dir == run.dir
 
 
-def test_resume_reproduces_an_uninterrupted_run(tmp_path, use_fake_world, monkeypatch):
+@pytest.mark.parametrize("killed_in, checkpoint", [(5, 3), (3, None)])
+def test_resume_reproduces_an_uninterrupted_run(
+    tmp_path, use_fake_world, monkeypatch, killed_in, checkpoint
+):
     cfg = tiny_cfg(tmp_path)
     full = train_fake(cfg, tmp_path / "full")
 
-    # Kill the second run inside step 5: after the checkpoint at step 3 and the log of step 4.
+    # Kill the second run inside step 5 (after the checkpoint at step 3 and the log of step 4),
+    # or inside step 3 (before the first checkpoint: it starts over in the same directory).
     import rlhf.pretrain
 
     real_lr_at = rlhf.pretrain.lr_at
 
-    def crash_in_step_5(step, *a):
-        if step == 4:
+    def crash(step, *a):
+        if step == killed_in - 1:  # lr_at counts steps from 0
             raise KeyboardInterrupt("simulated kill")
         return real_lr_at(step, *a)
 
-    monkeypatch.setattr(rlhf.pretrain, "lr_at", crash_in_step_5)
+    monkeypatch.setattr(rlhf.pretrain, "lr_at", crash)
     with pytest.raises(KeyboardInterrupt):
         train_fake(cfg, tmp_path / "resumed")
     run = Run.open(tmp_path / "resumed")
     assert run.status["status"] == "failed" and "simulated kill" in run.status["error"]
-    assert max(r["step"] for r in run.metrics()) == 4
-    assert json.loads((run.checkpoint_dir / "state.json").read_text())["step"] == 3
+    assert max(r["step"] for r in run.metrics()) == killed_in - 1
+    saved = run.checkpoint_dir / "state.json"
+    assert (json.loads(saved.read_text())["step"] if saved.exists() else None) == checkpoint
 
     monkeypatch.setattr(rlhf.pretrain, "lr_at", real_lr_at)
     resumed = train_fake(cfg, tmp_path / "resumed")

@@ -1,12 +1,15 @@
 """rlhf.runs: a run is a directory with fixed files, and bad directories fail with their path."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from rlhf import config
 from rlhf.errors import RunError
-from rlhf.runs import Run, find_done, latest_done, list_runs
+from rlhf.runs import Run, find_done, latest_done, list_runs, write_json
 from rlhf.world.build import WORLD_VERSION
 
 
@@ -89,6 +92,59 @@ def test_status_done_records_finish_and_extra_info(cfg):
     status = run.status
     assert run.done and status["steps"] == 30 and status["started"] == started
     assert "finished" in status and status["stage"] == "pretrain"
+
+
+def test_a_run_whose_process_was_killed_reads_stopped(cfg):
+    """status.json cannot change when its process is killed (SIGKILL): Run.state checks the
+    process it records, so the dashboard tells a run still training from a dead one."""
+    code = (
+        "import sys, time; from rlhf import config; from rlhf.runs import Run; "
+        "run = Run.create(config.load('micro', workspace=sys.argv[1]), 'ppo'); "
+        "print(run.dir, flush=True); time.sleep(120)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(cfg.workspace_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        run = Run.open(child.stdout.readline().strip())
+        assert run.status["pid"] == child.pid and run.state == "running"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert run.status["status"] == "running" and run.state == "stopped"
+    run.set_status("running")  # resumed here: this process runs it now
+    assert run.state == "running" and run.status["pid"] == os.getpid()
+    run.set_status("failed", error="RunError: x")
+    assert run.state == "failed"
+
+
+def test_a_run_of_another_host_or_without_a_pid_keeps_its_status(cfg):
+    run = Run.create(cfg, "ppo")
+    status = run.status
+    write_json(run.dir / "status.json", {**status, "host": "elsewhere", "pid": 2**22 + 1})
+    assert run.state == "running"  # cannot be checked from here
+    write_json(run.dir / "status.json", {"status": "running", "stage": "ppo"})  # an older run
+    assert run.state == "running"
+
+
+def test_progress_of_a_stepped_run(cfg):
+    cfg.ppo.steps = 50
+    run = Run.create(cfg, "ppo")
+    assert run.progress() == {
+        "state": "running",
+        "step": 0,
+        "steps": 50,
+        "s_per_step": None,
+        "eta_s": None,
+    }
+    for step in range(1, 13):
+        run.log(step, {"time/rollout": 1.0, "time/update": 0.5 + (step == 12)})
+    run.log(12, {"overopt/kl": 0.1})  # a probe line without the timings is not a step
+    got = run.progress()
+    assert got["step"] == 12 and got["steps"] == 50
+    assert got["s_per_step"] == 1.5  # the median of the last 10: one slow step does not count
+    assert got["eta_s"] == 1.5 * 38
 
 
 def test_metrics_log_read_and_truncate(cfg):

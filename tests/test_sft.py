@@ -76,6 +76,21 @@ def test_interrupted_sft_resumes_from_its_checkpoint(base, tmp_path, interrupt_a
     assert_resumed(sft.Run.open(tmp_path / "r"), every, cfg.sft.max_steps, resume)
 
 
+def test_sft_interrupted_before_its_first_checkpoint_starts_over_without_stale_lines(
+    base, tmp_path, interrupt_after
+):
+    cfg, _ = base
+    cfg = load("micro", workspace=cfg.workspace, sft__eval_prompts=2)
+    with interrupt_after(cfg.sft.log_every - 1):  # at the first log, before any checkpoint
+        sft.train(cfg, run_dir=tmp_path / "r", progress=False)
+    run = sft.Run.open(tmp_path / "r")
+    assert not any(run.checkpoint_dir.glob("checkpoint-*"))
+    assert [r["step"] for r in run.metrics() if "train/loss" in r] == [cfg.sft.log_every]
+    run = sft.train(cfg, run_dir=tmp_path / "r", progress=False)
+    steps = [r["step"] for r in run.metrics() if "train/loss" in r]
+    assert run.done and steps == sorted(set(steps)) and steps[0] == cfg.sft.log_every
+
+
 def test_training_noise_filter_drops_only_the_tied_head_and_mtime_warnings():
     import logging
 

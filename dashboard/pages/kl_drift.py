@@ -1,6 +1,7 @@
 """KL drift: PPO training curves of one or several runs overlaid, the reward-KL frontier, gold
 against proxy reward as KL grows (over-optimisation), and sample rollouts at chosen steps with
-each token shaded by its KL to the SFT reference."""
+each token shaded by its KL to the SFT reference. A run still training is listed first and
+its curves are redrawn as it logs steps."""
 
 import pandas as pd
 import streamlit as st
@@ -9,10 +10,10 @@ from rlhf import dashboard as dash
 from rlhf.viz import PPO_CURVES, ppo_curves, reward_vs_kl, token_kl_html
 
 st.title("KL drift")
-ppo = [p for p in dash.policies() if p.run.stage == "ppo"]  # PPO, PPO-ptx, with LoRA or not
+ppo = dash.training_runs()  # running first, then finished, then stopped or failed ones
 if not ppo:
     dash.nothing_yet(
-        "No finished PPO run in this workspace yet.",
+        "No PPO run in this workspace yet.",
         "rlhf ppo --recipe tiny                      # PPO\n"
         "rlhf ppo --recipe tiny --set ppo.ptx_coef=1  # PPO-ptx\n"
         "# or everything at once: make demo",
@@ -25,37 +26,57 @@ if not chosen:
     st.info("Choose one or more PPO runs.")
     st.stop()
 by_label = {p.label: p for p in ppo}
-metrics = {by_label[lab].short: by_label[lab].run.metrics() for lab in chosen}
+POINTS = {"overopt": "the probe batch", "objective": "each step's rollouts"}
+live = [lab for lab in chosen if by_label[lab].run.state == "running"]
 
-names = st.multiselect("Curves", list(PPO_CURVES), default=list(PPO_CURVES), key="kl_curves")
-try:
-    st.altair_chart(ppo_curves(metrics, names or PPO_CURVES))
-except ValueError as e:
-    st.caption(str(e))
 
-st.subheader("Reward against KL")
-st.caption(
-    "Each point is a logged step. On the probe batch (fixed prompts, `overopt`) the RM score "
-    "keeps rising with KL while the gold quality can stall or fall: over-optimisation "
-    "(Gao et al. 2022; paper 4.2)."
-)
-prefix = st.radio(
-    "Points from",
-    ["overopt", "objective"],
-    horizontal=True,
-    key="kl_prefix",
-    format_func=lambda p: {"overopt": "the probe batch", "objective": "each step's rollouts"}[p],
-)
-try:
-    st.altair_chart(reward_vs_kl(metrics, prefix))
-except ValueError as e:
-    st.caption(str(e))
+# The curves follow a run still training: this part redraws every LIVE_REFRESH_S seconds while
+# one is chosen, the rest of the page stays as it is.
+@st.fragment(run_every=dash.LIVE_REFRESH_S if live else None)
+def curves() -> None:
+    if any(by_label[lab].run.state != "running" for lab in live):
+        st.rerun()  # a followed run ended: list it as finished (or stopped), stop redrawing
+    for lab in chosen:
+        if not by_label[lab].run.done:
+            st.caption(dash.progress_line(by_label[lab]))
+    metrics = {by_label[lab].short: by_label[lab].run.metrics() for lab in chosen}
+    metrics = {short: rows for short, rows in metrics.items() if rows}  # not before a step
+    if not metrics:
+        st.caption("No step logged yet: the curves start with the first.")
+        return
+
+    names = st.multiselect("Curves", list(PPO_CURVES), default=list(PPO_CURVES), key="kl_curves")
+    try:
+        st.altair_chart(ppo_curves(metrics, names or PPO_CURVES))
+    except ValueError as e:
+        st.caption(str(e))
+
+    st.subheader("Reward against KL")
+    st.caption(
+        "Each point is a logged step. On the probe batch (fixed prompts, `overopt`) the RM score "
+        "keeps rising with KL while the gold quality can stall or fall: over-optimisation "
+        "(Gao et al. 2022; paper 4.2)."
+    )
+    prefix = st.radio(
+        "Points from",
+        list(POINTS),
+        horizontal=True,
+        key="kl_prefix",
+        format_func=POINTS.get,
+    )
+    try:
+        st.altair_chart(reward_vs_kl(metrics, prefix))
+    except ValueError as e:
+        st.caption(str(e))
+
+
+curves()
 
 st.subheader("Rollouts over training")
 lab = st.selectbox("Run", chosen, key="kl_sample_run")
 samples = by_label[lab].run.samples()
 if not samples:
-    st.caption("This run logged no samples (ppo.sample_every).")
+    st.caption("This run has logged no samples yet (ppo.sample_every).")
     st.stop()
 steps = sorted({s["step"] for s in samples})
 step = st.select_slider("Step", steps, value=steps[-1], key="kl_step")
