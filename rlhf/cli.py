@@ -191,15 +191,19 @@ def _train_stage(
 
     torch.set_num_threads(cfg.threads)
     before = {r.dir for r in list_runs(cfg.workspace_dir, stage)}
+    run_dir = args.run_dir
     try:
-        from rlhf.pipeline import finished_run
+        from rlhf.pipeline import finished_run, interrupted_run
 
         reuse, message = (
             (None, "") if (args.run_dir or args.new) else finished_run(module, cfg, stage)
         )
+        if reuse is None and not (args.run_dir or args.new):
+            run_dir, resuming = interrupted_run(cfg, stage)
+            message = resuming or message
         if message:
             print(message)
-        run = reuse or module.train(cfg, run_dir=args.run_dir)
+        run = reuse or module.train(cfg, run_dir=run_dir)
         from rlhf import distributed
 
         if not distributed.is_main():  # under accelerate launch the main process reports
@@ -215,7 +219,7 @@ def _train_stage(
     # Outside the except block the interrupted frames are freed (progress bars close) before
     # we tell how to resume.
     new = [r.dir for r in list_runs(cfg.workspace_dir, stage) if r.dir not in before]
-    run_dir = args.run_dir or (new[-1] if new else None)
+    run_dir = run_dir or (new[-1] if new else None)  # the one resumed, or the new one
     if run_dir is None:
         raise Interrupted(None)
     argv = args.argv if args.run_dir else [*args.argv, "--run-dir", str(run_dir)]
@@ -383,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
         stage = commands.add_parser(name, parents=[_common()], help=help_text)
         stage.add_argument("--run-dir", default=None, help="run directory (resumes if it exists)")
         stage.add_argument(
-            "--new", action="store_true", help="train even if a finished run has this config"
+            "--new",
+            action="store_true",
+            help="train a new run even if a finished or interrupted run has this config",
         )
         if name == "rm":
             stage.add_argument(

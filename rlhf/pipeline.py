@@ -7,8 +7,9 @@ the results table and the paper's claims checked against it (`make demo` runs it
 A stage is reused when a finished run has the same config (in the sections it is made from,
 rlhf.runs.MADE_FROM: `--set ppo.kl_coef=...` reuses pretraining, SFT and the RM) and is not
 stale (the RM: the store's comparisons changed; PPO, DPO, GRPO: it started from another SFT or
-RM run); an interrupted stage resumes from its checkpoint when the pipeline is run again. The
-extras are rows of the same results table, each compared with PPO-ptx
+RM run). An interrupted run of pretraining, SFT, PPO or GRPO resumes from its checkpoint when
+the pipeline is run again (rlhf.runs.latest_resumable says when that is safe); an interrupted
+RM or DPO run, which read the store, starts over. The extras are rows of the same results table, each compared with PPO-ptx
 (rlhf.results.versus_reference); the paper's claims (rlhf.claims) read only the base, SFT, PPO
 and PPO-ptx rows.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 from rlhf.config import LabConfig
 from rlhf.errors import ConfigError
-from rlhf.runs import Run, latest_done
+from rlhf.runs import Run, latest_done, latest_resumable
 
 DEFAULT_PTX_COEF = 1.0  # gamma of the PPO-ptx run when the config's ppo.ptx_coef is 0
 # pipeline.extras -> the results table's row
@@ -40,15 +41,29 @@ def finished_run(module: Any, cfg: LabConfig, stage: str) -> tuple[Run | None, s
     return None, ""
 
 
+def interrupted_run(cfg: LabConfig, stage: str) -> tuple[Path | None, str]:
+    """(the directory of an interrupted run of this config to resume, rlhf.runs.latest_resumable,
+    or None; what to tell the user)."""
+    run = latest_resumable(cfg, stage)
+    if run is None:
+        return None, ""
+    return run.dir, f"resuming interrupted run {run.dir} from its checkpoint"
+
+
 def stage_run(module_name: str, cfg: LabConfig, stage: str, progress: bool = True) -> Run:
-    """The stage's finished run, or a new one trained now; its summary printed either way."""
+    """The stage's finished run, or an interrupted one resumed, or a new one trained now; its
+    summary printed either way."""
     from rlhf.runs import read_eval
 
     module = importlib.import_module(f"rlhf.{module_name}")
     run, message = finished_run(module, cfg, stage)
+    run_dir = None
+    if run is None:
+        run_dir, resuming = interrupted_run(cfg, stage)
+        message = resuming or message
     if message:
         print(message)
-    run = run or module.train(cfg, progress=progress)
+    run = run or module.train(cfg, run_dir=run_dir, progress=progress)
     if hasattr(module, "summary") and (run.dir / "eval.json").exists():
         print(module.summary(read_eval(run)))
     print(run.dir)

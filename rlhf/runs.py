@@ -361,6 +361,47 @@ def latest_done(cfg: LabConfig, stage: str) -> Run | None:
     return None
 
 
+# The stages a stage's run starts from: a run of theirs finished after it started makes it
+# stale. The RM and DPO also read the lab store's comparisons, which an unfinished run has not
+# recorded yet (eval.json does, at the end): they are not resumed automatically.
+EARLIER = {
+    "pretrain": (),
+    "sft": ("pretrain",),
+    "ppo": ("pretrain", "sft", "rm"),
+    "grpo": ("pretrain", "sft", "rm"),
+}
+
+
+def latest_resumable(cfg: LabConfig, stage: str) -> Run | None:
+    """The newest run of `stage` with this config that was interrupted (Run.state failed or
+    stopped: Ctrl-C, a kill, a closed kernel) after saving a checkpoint, so that training it
+    again resumes there instead of starting over; None when there is none or it may be stale.
+
+    An unfinished run has no eval.json naming the runs it started from, so this is
+    conservative: it must have started after every finished run of an EARLIER stage in the
+    workspace had finished."""
+    if stage not in EARLIER or getattr(getattr(cfg, stage), "data", ""):
+        return None  # a data file (sft.data, ppo.data) may have changed since: start over
+    want = saved_config(cfg, stage)
+    runs = list_runs(cfg.workspace_dir)
+    for run in reversed([r for r in runs if r.stage == stage]):
+        if run.state not in ("failed", "stopped"):
+            continue
+        if set(config_diff(run.raw_config(), want, stage)) - NOT_IDENTITY:
+            continue
+        ckpt = run.checkpoint_dir
+        if not (ckpt.is_dir() and any(ckpt.iterdir())):
+            return None  # the newest interrupted one saved nothing: start over
+        started = (run.dir / "config.json").stat().st_mtime_ns
+        finished = [  # status.json is last written when a run finishes
+            (r.dir / "status.json").stat().st_mtime_ns
+            for r in runs
+            if r.stage in EARLIER[stage] and r.done
+        ]
+        return run if all(t < started for t in finished) else None
+    return None
+
+
 def find_done(cfg: LabConfig, stage: str, sections: tuple[str, ...]) -> Run | None:
     """The newest finished run of `stage` whose config agrees with `cfg` on `sections` (e.g. the
     pretrain run an SFT run builds on: same world, same pretrain settings)."""

@@ -284,3 +284,32 @@ def test_rm_command_after_sft_and_compare(tmp_path, capsys):
     assert cli.main([*ws, "ppo", "--recipe", "micro", "--set", "ppo.ptx_coef=1.0"]) == 0
     ptx = capsys.readouterr().out.strip().splitlines()[-1]
     assert ptx != out[-1]
+
+
+def test_a_stage_command_resumes_the_interrupted_run_of_its_config(
+    workspace, monkeypatch, capsys, threads
+):
+    """Run again after a Ctrl-C, `rlhf pretrain` (any stage rlhf.runs.latest_resumable covers)
+    resumes the interrupted run from its checkpoint; --new starts another; interrupted again,
+    it names the run it resumed."""
+    seen = []
+
+    def train(cfg, run_dir=None):
+        seen.append(run_dir)
+        run = Run.create_or_resume(cfg, "pretrain", run_dir)
+        run.checkpoint_dir.mkdir(exist_ok=True)
+        (run.checkpoint_dir / "state.json").write_text("{}")
+        run.set_status("failed", error="KeyboardInterrupt: ")  # as rlhf.runs.run_stage does
+        raise KeyboardInterrupt
+
+    fake_pretrain(monkeypatch, train)
+    argv = ["pretrain", "--recipe", "micro"]
+    assert cli.main(argv) == 130
+    interrupted = Path(capsys.readouterr().err.strip().split("--run-dir ")[-1])
+    assert cli.main(argv) == 130
+    out, err = capsys.readouterr()
+    assert seen[-1] == interrupted
+    assert f"resuming interrupted run {interrupted} from its checkpoint" in out
+    assert err.strip().endswith(f"--run-dir {interrupted}")
+    assert cli.main([*argv, "--new"]) == 130
+    assert seen[-1] is None

@@ -199,6 +199,47 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_without_stale_line
     assert sorted(set(steps)) == [1, 2, 4] and len(steps) == 3 * steps.count(1)
 
 
+def test_the_pipeline_resumes_an_interrupted_run_of_its_config(ready, monkeypatch, tmp_path):
+    """`rlhf pipeline` (and `rlhf ppo` without --run-dir) run again after a Ctrl-C resume the
+    interrupted run from its checkpoint in its own directory instead of starting a new one."""
+    from conftest import copy_workspace
+
+    from rlhf import pipeline
+    from rlhf.runs import list_runs
+
+    ws = copy_workspace(ready, tmp_path / "ws").workspace
+    cfg = load("micro", workspace=ws, **{"ppo.kl_coef": 0.25})  # no finished run has it
+    before = list_runs(cfg.workspace_dir, "ppo")
+    original = ppo.ppo_step
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # after the checkpoint at step 2 and one more step
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "ppo_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ppo.train(cfg, progress=False)
+    monkeypatch.setattr(ppo, "ppo_step", original)
+    [killed] = [r for r in list_runs(cfg.workspace_dir, "ppo") if r not in before]
+    assert killed.state == "failed"
+    other = load("micro", workspace=ws, **{"ppo.kl_coef": 0.5})
+    assert pipeline.interrupted_run(other, "ppo") == (None, "")  # another config: a new run
+    steps_taken = []
+
+    def count(*args, **kwargs):
+        steps_taken.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "ppo_step", count)
+    run = pipeline.stage_run("ppo", cfg, "ppo", progress=False)
+    assert run.dir == killed.dir and run.done and len(steps_taken) == 2  # 3 and 4
+    assert [r["step"] for r in run.metrics()] == [1, 2, 3, 4]
+    assert list_runs(cfg.workspace_dir, "ppo") == [*before, killed]
+
+
 def test_a_nan_kl_stops_the_run_and_keeps_the_last_good_checkpoint(ready, monkeypatch, tmp_path):
     original = ppo.kl_shaped_rewards
     calls = {"n": 0}

@@ -326,3 +326,45 @@ def test_a_later_stages_settings_do_not_make_an_earlier_stages_run_different(cfg
             else:
                 with pytest.raises(RunError, match="cannot resume with a different config"):
                     Run.create_or_resume(changed, stage, run.dir)
+
+
+def test_latest_resumable_is_an_interrupted_run_with_a_checkpoint_and_nothing_newer_upstream(
+    cfg,
+):
+    from rlhf.runs import latest_resumable
+
+    def at(run, file, t):  # set a file's mtime: the order of events, not the clock's speed
+        os.utime(run.dir / file, ns=(t, t))
+
+    upstream = {}
+    for i, stage in enumerate(("pretrain", "sft", "rm")):
+        upstream[stage] = Run.create(cfg, stage)
+        upstream[stage].set_status("done")
+        at(upstream[stage], "status.json", 1_000 + i)
+    run = Run.create(cfg, "ppo")
+    at(run, "config.json", 2_000)
+    assert latest_resumable(cfg, "ppo") is None  # running: this very process
+    run.set_status("failed", error="KeyboardInterrupt: ")
+    assert latest_resumable(cfg, "ppo") is None  # no checkpoint: nothing to resume from
+    run.checkpoint_dir.mkdir()
+    (run.checkpoint_dir / "state.json").write_text("{}")
+    assert latest_resumable(cfg, "ppo") == run
+    write_json(run.dir / "status.json", {**run.status, "status": "running", "pid": 2**22 + 1})
+    assert run.state == "stopped" and latest_resumable(cfg, "ppo") == run
+
+    other = config.load("micro", workspace=cfg.workspace, **{"ppo.kl_coef": 0.5})
+    assert latest_resumable(other, "ppo") is None
+    threads = config.load("micro", workspace=cfg.workspace, threads=2)
+    assert latest_resumable(threads, "ppo") == run  # threads are not part of a run's identity
+    at(upstream["rm"], "status.json", 3_000)  # an RM finished after the run started
+    assert latest_resumable(cfg, "ppo") is None
+    at(upstream["rm"], "status.json", 1_500)
+    assert latest_resumable(cfg, "ppo") == run
+    with_data = config.load("micro", workspace=cfg.workspace, **{"ppo.data": "p.jsonl"})
+    assert latest_resumable(with_data, "ppo") is None  # the file may have changed since
+
+    rm = Run.create(cfg, "rm")
+    rm.checkpoint_dir.mkdir()
+    (rm.checkpoint_dir / "checkpoint-2").mkdir()
+    rm.set_status("failed")
+    assert latest_resumable(cfg, "rm") is None  # the store may have changed: start over
