@@ -84,6 +84,41 @@ def interrupt_after(monkeypatch):
     return interrupting
 
 
+@contextmanager
+def ppo_killed_in_step(monkeypatch, n: int):
+    """`with ppo_killed_in_step(monkeypatch, n): ppo.train(...)` raises KeyboardInterrupt (a
+    user's Ctrl-C) at PPO's n-th call of ppo_step, expects it, and puts ppo_step back."""
+    from rlhf import ppo
+
+    original = ppo.ppo_step
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "ppo_step", crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(ppo, "ppo_step", original)
+
+
+def ppo_run_in_training(cfg):
+    """(a new PPO run in cfg's workspace with the config of its first finished one, that run):
+    the new run's status.json names this process as the one training it (Run.state running),
+    so a test logs the finished run's metric lines into it as if it were training."""
+    from rlhf.runs import Run, list_runs
+
+    finished = list_runs(cfg.workspace_dir, "ppo")[0]
+    same = finished.config
+    same.workspace = str(cfg.workspace_dir)  # the copy's (the config names the original)
+    return Run.create(same, "ppo"), finished
+
+
 def assert_resumed(run, checkpoint_step: int, max_steps: int, resume) -> None:
     """The interrupted `run` failed with a checkpoint at `checkpoint_step`; `resume()` finishes
     it at `max_steps` without logging a step twice."""

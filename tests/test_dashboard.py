@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_workspace
+from conftest import copy_workspace, ppo_run_in_training
 from datasets import load_from_disk
 from streamlit.testing.v1 import AppTest
 
@@ -144,14 +144,11 @@ def test_kl_drift_follows_a_run_still_training(micro_pipeline, tmp_path, monkeyp
     """A PPO run still training (this process, as the runs in a notebook) is listed first and
     chosen, with how far it is; its curves grow as it logs steps. Once its process is gone
     it reads stopped and is listed after the finished runs."""
-    from rlhf.runs import Run, list_runs, write_json
+    from rlhf.runs import write_json
 
     cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
-    finished = list_runs(cfg.workspace_dir, "ppo")[0]
+    run, finished = ppo_run_in_training(cfg)
     logged = finished.metrics()
-    same = finished.config
-    same.workspace = str(cfg.workspace_dir)  # the copy's (the config names the original)
-    run = Run.create(same, "ppo")  # records this process as the one running it
     at = page("kl_drift", cfg.workspace_dir, monkeypatch)
     no_exception(at)
     assert at.multiselect(key="kl_runs").value[0].endswith(run.dir.name)

@@ -19,7 +19,7 @@ from browser import (
     require_chromium,
     wait_until_idle,
 )
-from conftest import copy_workspace
+from conftest import copy_workspace, ppo_run_in_training
 from playwright.sync_api import expect
 
 from rlhf.store import Store
@@ -119,18 +119,13 @@ def test_kl_drift_follows_a_ppo_run_while_it_trains(micro_pipeline, tmp_path):
     "trained" by this test process, which the run's status.json names as its own."""
     import shutil
 
-    from rlhf.runs import Run, list_runs
-
     require_chromium()
     cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
-    finished = list_runs(cfg.workspace_dir, "ppo")[0]
+    run, finished = ppo_run_in_training(cfg)
     logged = finished.metrics()
-    same = finished.config
-    same.workspace = str(cfg.workspace_dir)
-    run = Run.create(same, "ppo")
     for row in logged[:2]:
         run.log(row["step"], row)
-    steps = same.ppo.steps
+    steps = cfg.ppo.steps
     with (
         dashboard_server(cfg.workspace_dir) as server,
         chromium_page() as page,

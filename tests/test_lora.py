@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_resumed
+from conftest import assert_resumed, ppo_killed_in_step
 
 from rlhf import ppo, sft
 from rlhf.config import LORA_KEYS, load
@@ -120,20 +120,9 @@ def test_a_ppo_run_with_lora_saves_a_plain_policy_that_differs_from_sft(ready, l
 def test_a_killed_lora_run_resumes_from_its_checkpoint_with_the_same_steps(
     ready, lora_run, monkeypatch, tmp_path
 ):
-    original = ppo.ppo_step
-    calls = {"n": 0}
-
-    def crash(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # after the checkpoint at step 2 and one more step
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
     cfg = micro(ready, **sections("ppo"))
-    monkeypatch.setattr(ppo, "ppo_step", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with ppo_killed_in_step(monkeypatch, 4):  # after the checkpoint at step 2 and one more step
         ppo.train(cfg, run_dir=tmp_path / "killed", progress=False)
-    monkeypatch.setattr(ppo, "ppo_step", original)
     assert Run.open(tmp_path / "killed").status["status"] == "failed"
     resumed = ppo.train(cfg, run_dir=tmp_path / "killed", progress=False)
     assert resumed.done

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import micro_workspace
+from conftest import copy_workspace, micro_workspace, ppo_killed_in_step
 
 from rlhf import packing, ppo, ppo_report
 from rlhf.config import load
@@ -146,19 +146,8 @@ def test_ptx_term_changes_the_update_only_when_its_coefficient_is_positive(ready
 
 def test_a_killed_run_resumes_from_its_checkpoint_with_the_same_steps(ready, monkeypatch, tmp_path):
     straight = ppo.train(micro(ready), run_dir=tmp_path / "straight", progress=False)
-    original = ppo.ppo_step
-    calls = {"n": 0}
-
-    def crash(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # after the checkpoint at step 2 and one more step
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(ppo, "ppo_step", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with ppo_killed_in_step(monkeypatch, 4):  # after the checkpoint at step 2 and one more step
         ppo.train(micro(ready), run_dir=tmp_path / "killed", progress=False)
-    monkeypatch.setattr(ppo, "ppo_step", original)
     run = Run.open(tmp_path / "killed")
     assert run.status["status"] == "failed"
     assert [r["step"] for r in run.metrics()] == [1, 2, 3]
@@ -177,19 +166,8 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_without_stale_line
 ):
     """Resumed with nothing to resume from, the run redoes steps 1.. in its directory: what the
     killed process logged goes, so no step is logged twice."""
-    original = ppo.ppo_step
-    calls = {"n": 0}
-
-    def crash(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:  # before the first checkpoint (step 2)
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(ppo, "ppo_step", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with ppo_killed_in_step(monkeypatch, 2):  # before the first checkpoint (step 2)
         ppo.train(micro(ready), run_dir=tmp_path / "killed", progress=False)
-    monkeypatch.setattr(ppo, "ppo_step", original)
     run = Run.open(tmp_path / "killed")
     assert not run.checkpoint_dir.exists() and [r["step"] for r in run.metrics()] == [1]
     assert {s["step"] for s in run.samples()} == {1}
@@ -202,32 +180,19 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_without_stale_line
 def test_the_pipeline_resumes_an_interrupted_run_of_its_config(ready, monkeypatch, tmp_path):
     """`rlhf pipeline` (and `rlhf ppo` without --run-dir) run again after a Ctrl-C resume the
     interrupted run from its checkpoint in its own directory instead of starting a new one."""
-    from conftest import copy_workspace
-
     from rlhf import pipeline
     from rlhf.runs import list_runs
 
     ws = copy_workspace(ready, tmp_path / "ws").workspace
     cfg = load("micro", workspace=ws, **{"ppo.kl_coef": 0.25})  # no finished run has it
     before = list_runs(cfg.workspace_dir, "ppo")
-    original = ppo.ppo_step
-    calls = {"n": 0}
-
-    def crash(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # after the checkpoint at step 2 and one more step
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(ppo, "ppo_step", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with ppo_killed_in_step(monkeypatch, 4):  # after the checkpoint at step 2 and one more step
         ppo.train(cfg, progress=False)
-    monkeypatch.setattr(ppo, "ppo_step", original)
     [killed] = [r for r in list_runs(cfg.workspace_dir, "ppo") if r not in before]
     assert killed.state == "failed"
     other = load("micro", workspace=ws, **{"ppo.kl_coef": 0.5})
     assert pipeline.interrupted_run(other, "ppo") == (None, "")  # another config: a new run
-    steps_taken = []
+    steps_taken, original = [], ppo.ppo_step
 
     def count(*args, **kwargs):
         steps_taken.append(1)
