@@ -3,7 +3,7 @@
     <workspace>/runs/<stage>__<recipe>__<seed>__<YYYYmmdd-HHMMSS>/
         config.json     the resolved LabConfig (rlhf.config), plus the stage name
         status.json     {"stage", "status": running|done|failed, "started", "finished",
-                         "pid", "host" (the process that runs it), ...}
+                         "pid", "pid_started", "host" (the process that runs it), ...}
         metrics.jsonl   one JSON object per logged step: {"step": int, "<namespace>/<name>": float}
         samples.jsonl   sample outputs (later stages)
         checkpoint/     the last resumable state (model + optimizer + step)
@@ -160,7 +160,7 @@ class Run:
         s = self.status
         status = s.get("status", "unknown")
         mine = s.get("host") == socket.gethostname() and "pid" in s
-        if status == "running" and mine and not _alive(int(s["pid"])):
+        if status == "running" and mine and not _alive(int(s["pid"]), s.get("pid_started")):
             return "stopped"
         return status
 
@@ -218,7 +218,8 @@ class Run:
         current.update({"stage": self.raw_config()["stage"], "status": status, **info})
         current.setdefault("started", now)
         if status == "running":  # who runs it: Run.state tells a live run from a killed one
-            current.update(pid=os.getpid(), host=socket.gethostname())
+            pid = os.getpid()
+            current.update(pid=pid, pid_started=_started(pid), host=socket.gethostname())
         if status in ("done", "failed"):
             current["finished"] = now
         write_json(self.dir / "status.json", current)
@@ -227,15 +228,37 @@ class Run:
         write_json(self.dir / "eval.json", data)
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` exists on this machine (signal 0 checks without sending)."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first, its start time at
+    index 19), or None where there is no /proc (not Linux) or no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[-1].split()
+
+
+def _started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot), to tell it from a later process
+    that was given the same pid; None without /proc."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def _alive(pid: int, started: str | None = None) -> bool:
+    """Whether process `pid` (started at `started`, if known) still runs on this machine: it
+    exists (signal 0 checks without sending), is not a zombie waiting to be reaped, and is
+    not another process that got its pid since."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, under another user
+        pass
+    fields = _proc_stat(pid)
+    if fields is None:  # no /proc: signal 0 is all we know
         return True
-    return True
+    return fields[0] != "Z" and (started is None or _started(pid) == started)
 
 
 def _read_jsonl(f: Path) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -108,6 +109,11 @@ def test_a_run_whose_process_was_killed_reads_stopped(cfg):
     try:
         run = Run.open(child.stdout.readline().strip())
         assert run.status["pid"] == child.pid and run.state == "running"
+        child.kill()
+        while Path(f"/proc/{child.pid}/stat").exists():  # a zombie until its parent reaps it
+            if Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+                break
+        assert run.state == "stopped"  # killed, not yet reaped
     finally:
         child.kill()
         child.wait()
@@ -117,6 +123,13 @@ def test_a_run_whose_process_was_killed_reads_stopped(cfg):
     assert run.state == "running" and run.status["pid"] == os.getpid()
     run.set_status("failed", error="RunError: x")
     assert run.state == "failed"
+
+
+def test_a_process_that_took_the_pid_of_a_killed_run_is_not_taken_for_it(cfg):
+    run = Run.create(cfg, "ppo")
+    assert run.state == "running"
+    write_json(run.dir / "status.json", {**run.status, "pid_started": "1"})  # another start
+    assert run.state == "stopped"
 
 
 def test_a_run_of_another_host_or_without_a_pid_keeps_its_status(cfg):
