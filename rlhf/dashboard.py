@@ -97,8 +97,8 @@ def training_runs() -> list[PolicyRun]:
 
 def progress_line(p: PolicyRun) -> str:
     """Where a PPO run that has not finished is: "PPO 20261126-124310: running, step 23 of 60
-    (1.6 s a step, about 1 min left)"; stopped (its process is gone) or failed, with the step
-    its checkpoint resumes from."""
+    (1.6 s a step, about 1 min left)"; stopped (its process is gone) or failed (why), with the
+    step its checkpoint resumes from."""
     g = p.run.progress()
     where = f"step {g['step']} of {g['steps']}"
     if g["state"] == "running":
@@ -109,15 +109,17 @@ def progress_line(p: PolicyRun) -> str:
         left = g["eta_s"]
         eta = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
         return f"{p.short}: running, {where} ({g['s_per_step']:.1f} s a step, about {eta} left)"
-    state = p.run.state
-    why = "its process is gone" if state == "stopped" else p.run.status.get("error", "")
+    state, error = p.run.state, p.run.status.get("error", "")
+    why = "its process is gone" if state == "stopped" else error.removesuffix(": ")
+    why = "interrupted" if why == "KeyboardInterrupt" else why
     saved = p.run.checkpoint_dir / "state.json"
     back = (
-        f"resumes from step {json.loads(saved.read_text())['step']} with --run-dir"
+        f"resumable from step {json.loads(saved.read_text())['step']}: run its command again, "
+        f"or pass --run-dir {p.run.dir}"
         if saved.exists()
-        else "no checkpoint to resume from"
+        else f"no checkpoint to resume from: {p.run.dir}"
     )
-    return f"{p.short}: {state} at {where} ({why}; {back} {p.run.dir})"
+    return f"{p.short}: {state} at {where} ({why}; {back})"
 
 
 def policies_or_stop(what: str) -> list[PolicyRun]:

@@ -9,9 +9,9 @@ rlhf.runs.MADE_FROM: `--set ppo.kl_coef=...` reuses pretraining, SFT and the RM)
 stale (the RM: the store's comparisons changed; PPO, DPO, GRPO: it started from another SFT or
 RM run). An interrupted run of pretraining, SFT, PPO or GRPO resumes from its checkpoint when
 the pipeline is run again (rlhf.runs.latest_resumable says when that is safe); an interrupted
-RM or DPO run, which read the store, starts over. The extras are rows of the same results table, each compared with PPO-ptx
-(rlhf.results.versus_reference); the paper's claims (rlhf.claims) read only the base, SFT, PPO
-and PPO-ptx rows.
+RM or DPO run, which read the store, starts over. The extras are rows of the same results
+table, each compared with PPO-ptx (rlhf.results.versus_reference); the paper's claims
+(rlhf.claims) read only the base, SFT, PPO and PPO-ptx rows.
 """
 
 from __future__ import annotations

@@ -182,11 +182,40 @@ def test_kl_drift_follows_a_run_still_training(micro_pipeline, tmp_path, monkeyp
     at.multiselect(key="kl_runs").set_value([options[-1]]).run()
     assert [c.value for c in at.caption if "stopped" in c.value] == [
         f"PPO {run.dir.name.rsplit('__', 1)[-1]}: stopped at step 3 of {steps} (its process "
-        f"is gone; no checkpoint to resume from {run.dir})"
+        f"is gone; no checkpoint to resume from: {run.dir})"
     ]
     runs_page = page("runs", cfg.workspace_dir, monkeypatch)
     table = runs_page.dataframe[0].value
     assert table.loc[table["run"] == run.dir.name, "status"].tolist() == ["stopped"]
+
+
+def test_progress_line_says_where_a_run_is_and_how_it_resumes(tmp_path):
+    from rlhf.config import load
+    from rlhf.outputs import PolicyRun
+    from rlhf.runs import Run
+
+    cfg = load("micro", workspace=str(tmp_path), **{"ppo.steps": 100})
+    run = Run.create(cfg, "ppo")
+    p = PolicyRun("PPO", run)
+    stamp = run.dir.name.rsplit("__", 1)[-1]
+    for step in range(1, 4):
+        run.log(step, {"time/rollout": 1.5, "time/update": 0.5})
+    assert dashboard.progress_line(p) == (
+        f"PPO {stamp}: running, step 3 of 100 (2.0 s a step, about 3 min left)"
+    )
+    run.checkpoint_dir.mkdir()
+    (run.checkpoint_dir / "state.json").write_text('{"step": 2}')
+    run.set_status("failed", error="KeyboardInterrupt: ")
+    assert dashboard.progress_line(p) == (
+        f"PPO {stamp}: failed at step 3 of 100 (interrupted; resumable from step 2: run its "
+        f"command again, or pass --run-dir {run.dir})"
+    )
+    run.set_status("running")
+    for step in range(4, 101):
+        run.log(step, {"time/rollout": 1.5, "time/update": 0.5})
+    assert dashboard.progress_line(p) == (
+        f"PPO {stamp}: running, step 100 of 100: training done, writing its report"
+    )
 
 
 def test_rank_validates_submits_undoes_and_exports(micro_pipeline, tmp_path, monkeypatch):
