@@ -155,8 +155,9 @@ class Run:
     @property
     def state(self) -> str:
         """status.json's status, except that a run marked running whose process on this host
-        is gone (killed: SIGKILL, power loss, a closed notebook kernel) is "stopped"; such a
-        run resumes from its last checkpoint when its stage is run again."""
+        is gone (killed: SIGKILL, power loss, a closed notebook kernel) is "stopped". Like a
+        failed run, it resumes from its checkpoint with --run-dir, or when its command runs
+        again if latest_resumable finds it safe."""
         s = self.status
         status = s.get("status", "unknown")
         mine = s.get("host") == socket.gethostname() and "pid" in s
