@@ -7,8 +7,8 @@ short PPO run trains with them; its curves and win rate appear beside the runs m
 
 beta is `ppo.kl_coef` (the per-token KL penalty, paper section 3.5), gamma_ptx is
 `ppo.ptx_coef` (the pretraining-loss weight of PPO-ptx, appendix C.4). A run with the same
-settings as a finished one is reused (rlhf.pipeline.finished_run), so pressing Run twice
-trains once."""
+settings as a finished one is reused, and one stopped by an interrupted kernel resumes from
+its checkpoint (rlhf.pipeline.reuse_resume_or_train), so pressing Run twice trains once."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from IPython.display import HTML, display
 
 from rlhf import config, ppo, viz
 from rlhf.errors import LabError
-from rlhf.pipeline import finished_run
+from rlhf.pipeline import reuse_resume_or_train
 from rlhf.runs import Run, read_eval
 
 
@@ -76,10 +76,7 @@ class PPOControls:
             with self.output:
                 try:
                     cfg = config.load(self.recipe, self.overrides_now(), workspace=self.workspace)
-                    run, message = finished_run(ppo, cfg, "ppo")
-                    if message:
-                        print(message)
-                    run = run or ppo.train(cfg, progress=self.progress)
+                    run = reuse_resume_or_train(ppo, cfg, "ppo", self.progress)
                 except LabError as e:
                     print(f"error: {e}")
                     return None

@@ -50,12 +50,9 @@ def interrupted_run(cfg: LabConfig, stage: str) -> tuple[Path | None, str]:
     return run.dir, f"resuming interrupted run {run.dir} from its checkpoint"
 
 
-def stage_run(module_name: str, cfg: LabConfig, stage: str, progress: bool = True) -> Run:
-    """The stage's finished run, or an interrupted one resumed, or a new one trained now; its
-    summary printed either way."""
-    from rlhf.runs import read_eval
-
-    module = importlib.import_module(f"rlhf.{module_name}")
+def reuse_resume_or_train(module: Any, cfg: LabConfig, stage: str, progress: bool = True) -> Run:
+    """The finished run of this config (finished_run), else the interrupted one resumed
+    (interrupted_run), else a new run trained now; it says which it reused or resumed."""
     run, message = finished_run(module, cfg, stage)
     run_dir = None
     if run is None:
@@ -63,7 +60,15 @@ def stage_run(module_name: str, cfg: LabConfig, stage: str, progress: bool = Tru
         message = resuming or message
     if message:
         print(message)
-    run = run or module.train(cfg, run_dir=run_dir, progress=progress)
+    return run or module.train(cfg, run_dir=run_dir, progress=progress)
+
+
+def stage_run(module_name: str, cfg: LabConfig, stage: str, progress: bool = True) -> Run:
+    """reuse_resume_or_train for `rlhf.<module_name>`, then its summary and run directory."""
+    from rlhf.runs import read_eval
+
+    module = importlib.import_module(f"rlhf.{module_name}")
+    run = reuse_resume_or_train(module, cfg, stage, progress)
     if hasattr(module, "summary") and (run.dir / "eval.json").exists():
         print(module.summary(read_eval(run)))
     print(run.dir)

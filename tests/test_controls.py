@@ -38,3 +38,21 @@ def test_an_error_is_shown_and_the_button_stays_usable(rm_ready, capsys):
     assert controls.launch() is None
     assert "error: ppo.reward='judge'" in capsys.readouterr().out
     assert not controls.runs and not controls.run_button.disabled
+
+
+def test_a_run_stopped_by_a_kernel_interrupt_resumes_on_the_next_press(
+    rm_ready, capsys, monkeypatch
+):
+    from conftest import ppo_killed_in_step
+
+    controls = PPOControls("micro", workspace=rm_ready.workspace, steps=4, progress=False)
+    controls.beta.value = 0.07  # a setting no other test trains
+    before = list_runs(rm_ready.workspace_dir, "ppo")
+    with ppo_killed_in_step(monkeypatch, 4):  # after the checkpoint at step 2
+        controls.launch()
+    [stopped] = [r for r in list_runs(rm_ready.workspace_dir, "ppo") if r not in before]
+    assert not controls.run_button.disabled and stopped.state == "failed"
+    capsys.readouterr()
+    run = controls.launch()
+    assert run == stopped and run.done and [r["step"] for r in run.metrics()] == [1, 2, 3, 4]
+    assert f"resuming interrupted run {stopped.dir}" in capsys.readouterr().out
