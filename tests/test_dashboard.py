@@ -189,6 +189,38 @@ def test_kl_drift_follows_a_run_still_training(micro_pipeline, tmp_path, monkeyp
     assert table.loc[table["run"] == run.dir.name, "status"].tolist() == ["stopped"]
 
 
+def test_kl_drift_rollouts_follow_the_newest_step_unless_an_earlier_one_is_picked(
+    micro_pipeline, tmp_path, monkeypatch
+):
+    import json
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    run, finished = ppo_run_in_training(cfg)
+    by_step = {}
+    for row in finished.samples():
+        by_step.setdefault(row["step"], []).append(row)
+
+    def log_samples(step):
+        with open(run.dir / "samples.jsonl", "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in by_step[step])
+
+    at = page("kl_drift", cfg.workspace_dir, monkeypatch)
+    assert any("no samples yet" in c.value for c in at.caption)
+    first, second, third = sorted(by_step)
+    log_samples(first)
+    at.run()
+    assert at.select_slider(key="kl_step").value == first
+    log_samples(second)
+    at.run()  # as the fragment's timer does
+    no_exception(at)
+    assert at.select_slider(key="kl_step").value == second  # followed
+    at.select_slider(key="kl_step").set_value(first).run()
+    log_samples(third)
+    at.run()
+    slider = at.select_slider(key="kl_step")
+    assert slider.value == first and list(slider.options) == [str(s) for s in by_step]
+
+
 def test_progress_line_says_where_a_run_is_and_how_it_resumes(tmp_path):
     from rlhf.config import load
     from rlhf.outputs import PolicyRun

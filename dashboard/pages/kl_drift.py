@@ -1,7 +1,7 @@
 """KL drift: PPO training curves of one or several runs overlaid, the reward-KL frontier, gold
 against proxy reward as KL grows (over-optimisation), and sample rollouts at chosen steps with
-each token shaded by its KL to the SFT reference. A run still training is listed first and
-its curves are redrawn as it logs steps."""
+each token shaded by its KL to the SFT reference. A run still training is listed first, and
+its curves and newest rollouts are redrawn as it logs steps."""
 
 import pandas as pd
 import streamlit as st
@@ -73,28 +73,43 @@ def curves() -> None:
 curves()
 
 st.subheader("Rollouts over training")
-lab = st.selectbox("Run", chosen, key="kl_sample_run")
-samples = by_label[lab].run.samples()
-if not samples:
-    st.caption("This run has logged no samples yet (ppo.sample_every).")
-    st.stop()
-steps = sorted({s["step"] for s in samples})
-step = st.select_slider("Step", steps, value=steps[-1], key="kl_step")
-rows = [s for s in samples if s["step"] == step]
-table = pd.DataFrame(
-    [
-        {
-            "prompt": r["prompt"],
-            "response": r["response"],
-            "RM score": r.get("score"),
-            "gold Likert": r.get("gold_likert"),
-            "KL": sum(r.get("kl", [])),
-        }
-        for r in rows
-    ]
-)
-st.dataframe(table, hide_index=True, key="kl_samples_table")
-scale = st.slider("|KL| of full colour", 0.1, 5.0, 2.0, 0.1, key="kl_scale")
-for r in rows:
-    st.markdown(f"`{r['prompt_id']}` {r['prompt'].splitlines()[0]}")
-    st.html(token_kl_html(r["tokens"], r["kl"], scale))
+
+
+# Redrawn with the curves while a chosen run trains: its newest logged rollouts appear as they
+# are written, and the step slider follows them unless an earlier step was picked.
+@st.fragment(run_every=dash.LIVE_REFRESH_S if live else None)
+def rollouts() -> None:
+    lab = st.selectbox("Run", chosen, key="kl_sample_run")
+    samples = by_label[lab].run.samples()
+    if not samples:
+        st.caption("This run has logged no samples yet (ppo.sample_every).")
+        return
+    steps = sorted({s["step"] for s in samples})
+    newest = st.session_state.get("kl_step_newest", {})
+    if st.session_state.get("kl_step") in (None, newest.get(lab)) or (
+        st.session_state["kl_step"] not in steps
+    ):
+        st.session_state["kl_step"] = steps[-1]  # at the newest step (or none yet): follow it
+    st.session_state["kl_step_newest"] = {**newest, lab: steps[-1]}
+    step = st.select_slider("Step", steps, key="kl_step")
+    rows = [s for s in samples if s["step"] == step]
+    table = pd.DataFrame(
+        [
+            {
+                "prompt": r["prompt"],
+                "response": r["response"],
+                "RM score": r.get("score"),
+                "gold Likert": r.get("gold_likert"),
+                "KL": sum(r.get("kl", [])),
+            }
+            for r in rows
+        ]
+    )
+    st.dataframe(table, hide_index=True, key="kl_samples_table")
+    scale = st.slider("|KL| of full colour", 0.1, 5.0, 2.0, 0.1, key="kl_scale")
+    for r in rows:
+        st.markdown(f"`{r['prompt_id']}` {r['prompt'].splitlines()[0]}")
+        st.html(token_kl_html(r["tokens"], r["kl"], scale))
+
+
+rollouts()
