@@ -277,5 +277,18 @@ def explained(page: Page, server: DashboardServer, screenshot: Path) -> Iterator
         ) from e
 
 
+@contextmanager
+def app_in_chromium(workspace: Path, failure_png: Path) -> Iterator[Page]:
+    """`rlhf dashboard` on `workspace` with its home page open in chromium; a failure inside
+    the block is explained (screenshot to `failure_png`, exception boxes, server output)."""
+    with (
+        dashboard_server(workspace) as server,
+        chromium_page() as page,
+        explained(page, server, failure_png),
+    ):
+        open_app(page, server.url)
+        yield page
+
+
 def is_png(path: Path) -> bool:
     return path.stat().st_size > 8 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,6 +8,7 @@ import re
 import pytest
 from browser import (
     FIRST_RUN_TIMEOUT_MS,
+    app_in_chromium,
     chromium_page,
     click_nav,
     dashboard_server,
@@ -51,12 +52,7 @@ def test_rank_page_saves_a_hand_ranking_from_the_browser(micro_pipeline, tmp_pat
     require_chromium()
     cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
     labeler = "browser-ann"
-    with (
-        dashboard_server(cfg.workspace_dir) as server,
-        chromium_page() as page,
-        explained(page, server, tmp_path / "failure.png"),
-    ):
-        open_app(page, server.url)
+    with app_in_chromium(cfg.workspace_dir, tmp_path / "failure.png") as page:
         click_nav(page, "Rank")
         expect(page.get_by_role("heading", name="Rank samples")).to_be_visible()
 
@@ -126,12 +122,7 @@ def test_kl_drift_follows_a_ppo_run_while_it_trains(micro_pipeline, tmp_path):
     for row in logged[:2]:
         run.log(row["step"], row)
     steps = cfg.ppo.steps
-    with (
-        dashboard_server(cfg.workspace_dir) as server,
-        chromium_page() as page,
-        explained(page, server, tmp_path / "failure.png"),
-    ):
-        open_app(page, server.url)
+    with app_in_chromium(cfg.workspace_dir, tmp_path / "failure.png") as page:
         click_nav(page, "KL drift")
         expect(page.get_by_text(f"running, step 2 of {steps}")).to_be_visible(
             timeout=FIRST_RUN_TIMEOUT_MS
