@@ -193,14 +193,12 @@ def _train_stage(
     before = {r.dir for r in list_runs(cfg.workspace_dir, stage)}
     run_dir = args.run_dir
     try:
-        from rlhf.pipeline import finished_run, interrupted_run
+        from rlhf.pipeline import reuse_or_resume
 
-        reuse, message = (
-            (None, "") if (args.run_dir or args.new) else finished_run(module, cfg, stage)
-        )
-        if reuse is None and not (args.run_dir or args.new):
-            run_dir, resuming = interrupted_run(cfg, stage)
-            message = resuming or message
+        if not (args.run_dir or args.new):
+            reuse, run_dir, message = reuse_or_resume(module, cfg, stage)
+        else:
+            reuse, message = None, ""
         if message:
             print(message)
         run = reuse or module.train(cfg, run_dir=run_dir)

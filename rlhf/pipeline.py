@@ -50,14 +50,20 @@ def interrupted_run(cfg: LabConfig, stage: str) -> tuple[Path | None, str]:
     return run.dir, f"resuming interrupted run {run.dir} from its checkpoint"
 
 
-def reuse_resume_or_train(module: Any, cfg: LabConfig, stage: str, progress: bool = True) -> Run:
-    """The finished run of this config (finished_run), else the interrupted one resumed
-    (interrupted_run), else a new run trained now; it says which it reused or resumed."""
+def reuse_or_resume(module: Any, cfg: LabConfig, stage: str) -> tuple[Run | None, Path | None, str]:
+    """(the finished run of this config to reuse (finished_run) or None, else the directory of
+    the interrupted one to resume (interrupted_run) or None, what to tell the user)."""
     run, message = finished_run(module, cfg, stage)
-    run_dir = None
-    if run is None:
-        run_dir, resuming = interrupted_run(cfg, stage)
-        message = resuming or message
+    if run is not None:
+        return run, None, message
+    run_dir, resuming = interrupted_run(cfg, stage)
+    return None, run_dir, resuming or message
+
+
+def reuse_resume_or_train(module: Any, cfg: LabConfig, stage: str, progress: bool = True) -> Run:
+    """The run reuse_or_resume finds, reused or resumed, else a new run trained now; it says
+    which it reused or resumed."""
+    run, run_dir, message = reuse_or_resume(module, cfg, stage)
     if message:
         print(message)
     return run or module.train(cfg, run_dir=run_dir, progress=progress)
