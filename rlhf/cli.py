@@ -281,11 +281,12 @@ def format_stats(stats: dict[str, Any]) -> str:
 def config_text(cfg: config.LabConfig, recipe: str | None) -> str:
     """Every field with its default and help; with --recipe, the recipe's value where it differs."""
     lines = []
-    for (key, default, help_), (_, value, _) in zip(
+    for (key, default, help_, allowed), (_, value, _, _) in zip(
         config.field_docs(), config.field_docs(cfg), strict=True
     ):
         note = f"  [{recipe}: {value!r}]" if recipe and value != default and key != "recipe" else ""
-        lines += [f"{key} ({type(default).__name__}) = {default!r}{note}", f"    {help_}"]
+        bounds = f" (allowed: {allowed})" if allowed else ""
+        lines += [f"{key} ({type(default).__name__}) = {default!r}{note}", f"    {help_}{bounds}"]
     return "\n".join(lines)
 
 
@@ -302,16 +303,19 @@ def config_markdown() -> str:
         "Set a field in a recipe (lab/recipes/*.yaml), with `--set section.key=value` on the",
         'command line, or as a keyword in Python: `rlhf.config.load("tiny", pretrain__lr=1e-3)`.',
     ]
-    sections: dict[str, list[tuple[str, Any, str]]] = {}
-    for key, default, help_ in config.field_docs():
+    sections: dict[str, list[tuple[str, Any, str, str]]] = {}
+    for key, default, help_, allowed in config.field_docs():
         head, _, rest = key.rpartition(".")
-        sections.setdefault(head, []).append((rest, default, help_))
+        sections.setdefault(head, []).append((rest, default, help_, allowed))
     for name, rows in sections.items():
         cls = type(getattr(config.LabConfig(), name)) if name else config.LabConfig
         title = f"`{name}:` section" if name else "Top level"
         out += ["", f"## {title}", "", (cls.__doc__ or "").strip(), ""]
-        out += ["| key | type | default | help |", "| --- | --- | --- | --- |"]
-        out += [f"| `{k}` | {type(d).__name__} | `{d!r}` | {_cell(h)} |" for k, d, h in rows]
+        out += ["| key | type | default | allowed | help |", "| --- | --- | --- | --- | --- |"]
+        out += [
+            f"| `{k}` | {type(d).__name__} | `{d!r}` | {_cell(a)} | {_cell(h)} |"
+            for k, d, h, a in rows
+        ]
     return "\n".join(out)
 
 

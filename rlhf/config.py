@@ -3,8 +3,9 @@
 A recipe is a YAML file in lab/recipes/ (or any path) whose top-level keys are the fields
 of `LabConfig`; stage sections are nested mappings. Overrides are data, never edits:
 `--set pretrain.lr=1e-3` on the CLI or `load("micro", pretrain__lr=1e-3)` / `load("micro",
-**{"pretrain.lr": 1e-3})` in Python. Unknown keys and wrong types fail with a `ConfigError`
-that names the source (file or override) and the key. The resolved config is saved as
+**{"pretrain.lr": 1e-3})` in Python. Unknown keys, wrong types and values outside a field's
+bounds (`doc(..., gt=0)`) fail with a `ConfigError` that names the source (file or override)
+and the key. The resolved config is saved as
 config.json in every run directory (rlhf.runs).
 
 Every field carries its documentation in `metadata["help"]` (as TRL does), so
@@ -36,11 +37,50 @@ LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 LORA_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")  # rlhf.runs.saved_config
 
 
-def doc(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors TRL's field(metadata={"help"})
-    """A dataclass field with a default and its documentation."""
+def doc(default: Any, help: str, **bounds: Any) -> Any:  # noqa: A002 - mirrors TRL's field(metadata={"help"})
+    """A dataclass field with a default, its documentation and the values it allows.
+
+    `bounds`: any of gt, ge, lt, le (numbers) and choices (strings; for a list, each item).
+    A value outside them fails when it is set from a recipe, an override or a keyword, with
+    the source and the key (`check_bounds`), before any stage starts; `rlhf config docs`
+    lists them (`allowed`)."""
+    unknown = set(bounds) - set(_BOUNDS)
+    if unknown:
+        raise TypeError(f"doc(): unknown bounds {sorted(unknown)}")
+    meta = {"help": help, **bounds}
     if isinstance(default, list | dict):
-        return field(default_factory=lambda: default.copy(), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+        return field(default_factory=lambda: default.copy(), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# bound -> (test that the value passes, how the docs and errors write it)
+_BOUNDS: dict[str, tuple[Any, str]] = {
+    "gt": (lambda v, b: v > b, "> {}"),
+    "ge": (lambda v, b: v >= b, ">= {}"),
+    "lt": (lambda v, b: v < b, "< {}"),
+    "le": (lambda v, b: v <= b, "<= {}"),
+    "choices": (lambda v, b: v in b, "one of {}"),
+}
+
+
+def allowed(meta: Any) -> str:
+    """The bounds of a field's metadata in words, e.g. '> 0', '>= 0, <= 1', 'one of rm, gold';
+    '' for a field without bounds."""
+    parts = []
+    for name, (_, text) in _BOUNDS.items():
+        if name in meta:
+            bound = meta[name]
+            parts.append(text.format(", ".join(bound) if name == "choices" else bound))
+    return ", ".join(parts)
+
+
+def check_bounds(value: Any, meta: Any, source: str, key: str) -> None:
+    """A ConfigError naming the source and the key when `value` (a coerced field value)
+    is outside the field's bounds; a list is checked item by item."""
+    for item in value if isinstance(value, list) else [value]:
+        for name, (ok, _) in _BOUNDS.items():
+            if name in meta and item is not None and not ok(item, meta[name]):
+                raise ConfigError(f"{source}: '{key}' must be {allowed(meta)}, got {item!r}")
 
 
 @dataclass
@@ -52,35 +92,49 @@ class WorldConfig:
         900_000,
         "Approximate size of the pretraining corpus in words (the tokenizer turns ~0.9M words "
         "into >1M tokens).",
+        ge=1,
     )
     heldout_fraction: float = doc(
-        0.02, "Share of corpus documents held out for perplexity (the alignment tax, paper 4.2)."
+        0.02,
+        "Share of corpus documents held out for perplexity (the alignment tax, paper 4.2).",
+        gt=0,
+        lt=1,
     )
     n_countries: int = doc(
-        24, "Invented countries whose facts (capital, animal, colour, ...) the corpus states."
+        24,
+        "Invented countries whose facts (capital, animal, colour, ...) the corpus states.",
+        ge=1,
     )
     fact_mentions: int = doc(
         150,
         "How often each fact is stated in the corpus, across templates (a fact seen more "
         "often is recalled more reliably by the base model).",
+        ge=1,
     )
-    train_per_family: int = doc(300, "Training prompts per task family.")
-    val_per_family: int = doc(30, "Validation prompts per task family.")
-    test_per_family: int = doc(60, "Test prompts per task family.")
-    demos_per_prompt: int = doc(1, "Labeler demonstrations written for each train/val prompt.")
+    train_per_family: int = doc(300, "Training prompts per task family.", ge=1)
+    val_per_family: int = doc(30, "Validation prompts per task family.", ge=1)
+    test_per_family: int = doc(60, "Test prompts per task family.", ge=1)
+    demos_per_prompt: int = doc(
+        1, "Labeler demonstrations written for each train/val prompt.", ge=1
+    )
     vocab_size: int = doc(2048, "Size of the byte-level BPE vocabulary trained on the corpus.")
-    n_labelers: int = doc(6, "Simulated labelers whose rankings train the reward model.")
+    n_labelers: int = doc(6, "Simulated labelers whose rankings train the reward model.", ge=2)
     n_heldout_labelers: int = doc(
-        3, "Simulated labelers held out for RM evaluation (paper: 69.6% held-out accuracy)."
+        3,
+        "Simulated labelers held out for RM evaluation (paper: 69.6% held-out accuracy).",
+        ge=1,
     )
     labeler_noise: float = doc(
         0.43,
         "Std of each labeler's judgement noise on the 0..1 quality scale (one draw per kind of "
         "answer, see rlhf/world/labelers.py); calibrated so two labelers agree on ~73% of pairs "
         "of mixed-quality responses and of SFT samples (paper: 72.6 +/- 1.5%).",
+        ge=0,
     )
     tie_margin: float = doc(
-        0.02, "Perceived quality gap under which a labeler calls two responses a tie."
+        0.02,
+        "Perceived quality gap under which a labeler calls two responses a tie.",
+        ge=0,
     )
     comply_rate: float = doc(
         0.5,
@@ -89,12 +143,16 @@ class WorldConfig:
         "user first during training and harmlessness first in the final evaluations (sections "
         "3.4 and 5.3), and InstructGPT followed harmful instructions; without this, every "
         "aligned policy refuses both variants and the respectful instruction cannot matter.",
+        ge=0,
+        le=1,
     )
     comply_quality: float = doc(
         0.9,
         "Quality a training-time (helpfulness-first) labeler perceives in a rude reply to a "
         "plain request to insult: the answer the user asked for. The gold labeler, which judges "
         "as the paper's final evaluations did (harmlessness first), gives it 0.02.",
+        ge=0,
+        le=1,
     )
     refuse_quality: float = doc(
         0.45,
@@ -103,6 +161,8 @@ class WorldConfig:
         "the gold labeler: about 0.94). With 0.6 the labelers preferred compliance less surely "
         "and PPO's plain-request toxicity ranged 7-50% between runs. To a respectful request "
         "the labelers judge as the gold labeler does.",
+        ge=0,
+        le=1,
     )
 
 
@@ -110,32 +170,36 @@ class WorldConfig:
 class PretrainConfig:
     """Stage 0: a Llama-style causal LM trained on the world corpus (rlhf/pretrain.py)."""
 
-    hidden_size: int = doc(128, "Model width (d_model).")
-    num_layers: int = doc(4, "Transformer blocks.")
-    num_heads: int = doc(4, "Attention heads (key/value heads equal: no GQA at this size).")
-    intermediate_size: int = doc(344, "SwiGLU MLP width (~8/3 * hidden_size, as Llama).")
-    block_size: int = doc(128, "Tokens per training sequence; also max_position_embeddings.")
-    batch_size: int = doc(16, "Sequences per optimizer step.")
-    lr: float = doc(6e-3, "Peak AdamW learning rate (a ~1M-parameter model tolerates a high rate).")
-    min_lr: float = doc(6e-4, "Learning rate at the end of the cosine decay.")
-    warmup_steps: int = doc(50, "Linear warm-up steps.")
+    hidden_size: int = doc(128, "Model width (d_model).", ge=1)
+    num_layers: int = doc(4, "Transformer blocks.", ge=1)
+    num_heads: int = doc(4, "Attention heads (key/value heads equal: no GQA at this size).", ge=1)
+    intermediate_size: int = doc(344, "SwiGLU MLP width (~8/3 * hidden_size, as Llama).", ge=1)
+    block_size: int = doc(128, "Tokens per training sequence; also max_position_embeddings.", ge=2)
+    batch_size: int = doc(16, "Sequences per optimizer step.", ge=1)
+    lr: float = doc(
+        6e-3, "Peak AdamW learning rate (a ~1M-parameter model tolerates a high rate).", gt=0
+    )
+    min_lr: float = doc(6e-4, "Learning rate at the end of the cosine decay.", ge=0)
+    warmup_steps: int = doc(50, "Linear warm-up steps.", ge=0)
     weight_decay: float = doc(
         0.0,
         "AdamW weight decay on matrices (not norms). 0: a short run that must memorise the "
         "world's facts recalled them better without decay (fact cloze 79% -> 100% with lr 6e-3).",
+        ge=0,
     )
-    grad_clip: float = doc(1.0, "Clip the global gradient norm to this value (0 disables).")
-    epochs: float = doc(3.0, "Passes over the training corpus (fractions allowed).")
-    max_steps: int = doc(0, "Stop after this many steps if > 0 (overrides epochs).")
-    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
-    eval_every: int = doc(200, "Steps between held-out loss evaluations.")
-    checkpoint_every: int = doc(200, "Steps between resumable checkpoints.")
+    grad_clip: float = doc(1.0, "Clip the global gradient norm to this value (0 disables).", ge=0)
+    epochs: float = doc(3.0, "Passes over the training corpus (fractions allowed).", gt=0)
+    max_steps: int = doc(0, "Stop after this many steps if > 0 (overrides epochs).", ge=0)
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.", ge=1)
+    eval_every: int = doc(200, "Steps between held-out loss evaluations.", ge=1)
+    checkpoint_every: int = doc(200, "Steps between resumable checkpoints.", ge=1)
     eval_prompts: int = doc(
         1000,
         "Test prompts (round-robin over families, at most all of them) in the behaviour report: "
         "misconceptions repeated, instructions not followed.",
+        ge=1,
     )
-    max_new_tokens: int = doc(48, "Tokens generated per prompt in the behaviour report.")
+    max_new_tokens: int = doc(48, "Tokens generated per prompt in the behaviour report.", ge=1)
 
 
 @dataclass
@@ -166,26 +230,35 @@ class SFTConfig:
         "Its last 10% is the validation set that picks the best checkpoint; the behaviour "
         "report is still on the world's test prompts. Empty: the world's demonstrations.",
     )
-    lr: float = doc(1e-3, "Peak learning rate (cosine decay, 5% warm-up).")
-    epochs: float = doc(3.0, "Passes over the training demonstrations.")
-    batch_size: int = doc(32, "Demonstrations per optimizer step.")
-    max_length: int = doc(128, "Prompt + response tokens kept per example.")
-    weight_decay: float = doc(0.0, "AdamW weight decay.")
-    max_steps: int = doc(0, "Stop after this many steps if > 0 (overrides epochs).")
-    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
-    checkpoint_every: int = doc(100, "Steps between resumable checkpoints (and validation loss).")
-    eval_prompts: int = doc(1000, "Test prompts in the base-vs-SFT behaviour report (at most all).")
-    max_new_tokens: int = doc(48, "Tokens generated per prompt in the behaviour report.")
+    lr: float = doc(1e-3, "Peak learning rate (cosine decay, 5% warm-up).", gt=0)
+    epochs: float = doc(3.0, "Passes over the training demonstrations.", gt=0)
+    batch_size: int = doc(32, "Demonstrations per optimizer step.", ge=1)
+    max_length: int = doc(128, "Prompt + response tokens kept per example.", ge=2)
+    weight_decay: float = doc(0.0, "AdamW weight decay.", ge=0)
+    max_steps: int = doc(0, "Stop after this many steps if > 0 (overrides epochs).", ge=0)
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.", ge=1)
+    checkpoint_every: int = doc(
+        100, "Steps between resumable checkpoints (and validation loss).", ge=1
+    )
+    eval_prompts: int = doc(
+        1000, "Test prompts in the base-vs-SFT behaviour report (at most all).", ge=1
+    )
+    max_new_tokens: int = doc(48, "Tokens generated per prompt in the behaviour report.", ge=1)
     lora_r: int = doc(
         0,
         "LoRA rank (peft; Hu et al. 2021). 0: full fine-tuning of every weight. > 0: only "
         "rank-r adapters on lora_targets train; at the end they are merged into the weights "
         "and run/model/ is a plain model of the base's shape, so later stages load it unchanged.",
+        ge=0,
     )
     lora_alpha: float = doc(
-        16.0, "LoRA scaling: the adapter's update is multiplied by lora_alpha / lora_r."
+        16.0,
+        "LoRA scaling: the adapter's update is multiplied by lora_alpha / lora_r.",
+        gt=0,
     )
-    lora_dropout: float = doc(0.0, "Dropout on the LoRA adapters' input (training only).")
+    lora_dropout: float = doc(
+        0.0, "Dropout on the LoRA adapters' input (training only).", ge=0, lt=1
+    )
     lora_targets: list[str] = doc(
         LLAMA_PROJECTIONS,
         "Module names that get LoRA adapters: Llama's attention and MLP projections (other "
@@ -210,26 +283,29 @@ class CompareConfig:
         "the next RM; `rlhf rm` then trains a new RM on all stored comparisons). Only train "
         "prompts are labelled, so RM accuracy stays measured on held-out SFT samples.",
     )
-    k_min: int = doc(4, "Fewest responses per prompt (paper: 4).")
-    k_max: int = doc(9, "Most responses per prompt (paper: 9); K is drawn per prompt.")
-    train_prompts: int = doc(0, "Train prompts to label (0: all).")
+    k_min: int = doc(4, "Fewest responses per prompt (paper: 4).", ge=2)
+    k_max: int = doc(9, "Most responses per prompt (paper: 9); K is drawn per prompt.", ge=2)
+    train_prompts: int = doc(0, "Train prompts to label (0: all).", ge=0)
     train_sets: int = doc(
         1,
         "Independent sets of K samples per train prompt, each ranked by one training labeler "
         "drawn for it: more rankings for the RM from the same prompts (the paper's RM saw "
         "~33k prompts, the tiny world has ~1.6k train prompts). The tiny recipe sets 5. Set it "
         "before a workspace's first `rlhf compare`: stored comparisons are reused.",
+        ge=1,
     )
     val_prompts: int = doc(
         0,
         "Validation prompts to label (0: all); each of their sample sets is ranked by every "
         "training and every held-out labeler, for RM accuracy on both groups.",
+        ge=0,
     )
     val_sets: int = doc(
         3,
         "Independent sets of K samples per validation prompt. RM accuracy is measured on these "
         "held-out comparisons; one set ranked by one labeler per group (168 comparisons a "
         "group on tiny) left it uncertain by several points from run to run.",
+        ge=1,
     )
     agreement_prompts: int = doc(
         1000,
@@ -237,11 +313,12 @@ class CompareConfig:
         "the mean over every two training labelers (~6.5k response pairs each at 1000; one "
         "pair drawn per prompt instead gave 72.9-75.1% over eight seeds on tiny, 73.7% all "
         "pairs).",
+        ge=0,
     )
-    temperature: float = doc(1.0, "Sampling temperature.")
-    top_p: float = doc(1.0, "Nucleus sampling mass.")
-    max_new_tokens: int = doc(48, "Tokens sampled per response.")
-    batch_size: int = doc(64, "Sequences generated together.")
+    temperature: float = doc(1.0, "Sampling temperature.", gt=0)
+    top_p: float = doc(1.0, "Nucleus sampling mass.", gt=0, le=1)
+    max_new_tokens: int = doc(48, "Tokens sampled per response.", ge=1)
+    batch_size: int = doc(64, "Sequences generated together.", ge=1)
 
 
 @dataclass
@@ -285,6 +362,7 @@ class RMConfig:
         "recipe sets 1 (71.3% / 69.6% held-out accuracy on its five sample sets per train "
         "prompt, the paper's RM on them 68.4% / 66.8%). 0: the paper's RM (a scalar head at "
         "the last token).",
+        ge=0,
     )
     ensemble: list[str] = doc(
         [],
@@ -297,7 +375,7 @@ class RMConfig:
         "72.0% / 70.0% together (docs/benchmarks.md). PPO scores each rollout with every "
         "member. Empty: train one RM.",
     )
-    lr: float = doc(5e-4, "Peak learning rate (cosine decay, 5% warm-up).")
+    lr: float = doc(5e-4, "Peak learning rate (cosine decay, 5% warm-up).", gt=0)
     epochs: float = doc(
         3.0,
         "Passes over the training comparisons. The paper trains 1 epoch because its RM overfits "
@@ -305,13 +383,16 @@ class RMConfig:
         "(compare.train_sets). On one set the 1M-parameter RM still gains held-out accuracy up "
         "to 3 (mean of both labeler groups: 64.0% after 1, 65.8% after 2, 68.0% after 3 "
         "epochs; docs/benchmarks.md).",
+        gt=0,
     )
-    batch_size: int = doc(16, "Comparisons (prompts) per step; each holds K = 4..9 responses.")
-    max_length: int = doc(128, "Prompt + response tokens kept per response.")
-    weight_decay: float = doc(0.0, "AdamW weight decay.")
-    max_steps: int = doc(0, "Stop after this many steps if > 0 (overrides epochs).")
-    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
-    checkpoint_every: int = doc(100, "Steps between resumable checkpoints.")
+    batch_size: int = doc(
+        16, "Comparisons (prompts) per step; each holds K = 4..9 responses.", ge=1
+    )
+    max_length: int = doc(128, "Prompt + response tokens kept per response.", ge=2)
+    weight_decay: float = doc(0.0, "AdamW weight decay.", ge=0)
+    max_steps: int = doc(0, "Stop after this many steps if > 0 (overrides epochs).", ge=0)
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.", ge=1)
+    checkpoint_every: int = doc(100, "Steps between resumable checkpoints.", ge=1)
     with_human: bool = doc(False, "Also train on the hand-ranked comparisons in the store.")
 
 
@@ -351,6 +432,7 @@ class PPOConfig:
         "gold labeler: an oracle reward, what PPO reaches with a perfect reward model; Gao et "
         "al. 2022's gold arm; rlhf/oracle.py). With gold the value model still starts from the "
         "RM and the RM run is still needed; world prompts only (no ppo.data).",
+        choices=("rm", "gold"),
     )
     gold_scale: float = doc(
         3.0,
@@ -358,60 +440,78 @@ class PPOConfig:
         "demonstrations' mean quality), 0 for a demonstration as the RM's bias makes it (paper "
         "3.5). 3 matches the spread of the tiny RM's scores (std 1.0 on SFT samples, gold "
         "quality std 0.32), so kl_coef means the same against either reward.",
+        gt=0,
     )
-    steps: int = doc(60, "PPO steps; each is one rollout of batch_size episodes and its update.")
-    batch_size: int = doc(64, "Episodes (prompt, sampled response) per rollout (paper: 512).")
-    mini_batch_size: int = doc(16, "Episodes per gradient step; batch_size must be a multiple.")
-    ppo_epochs: int = doc(4, "Passes over each rollout (paper: 4 per batch, as Ziegler et al.).")
+    steps: int = doc(
+        60, "PPO steps; each is one rollout of batch_size episodes and its update.", ge=1
+    )
+    batch_size: int = doc(64, "Episodes (prompt, sampled response) per rollout (paper: 512).", ge=1)
+    mini_batch_size: int = doc(
+        16, "Episodes per gradient step; batch_size must be a multiple.", ge=1
+    )
+    ppo_epochs: int = doc(
+        4, "Passes over each rollout (paper: 4 per batch, as Ziegler et al.).", ge=1
+    )
     lr: float = doc(
         1e-4,
         "Policy learning rate, constant (paper: 9.65e-6 for 1.3B with a cosine decay). A "
         "1M-parameter policy needs a larger step to move within 60 updates.",
+        gt=0,
     )
-    vf_lr: float = doc(3e-4, "Value-model learning rate, constant.")
-    max_new_tokens: int = doc(48, "Response tokens sampled per episode (as compare and eval).")
+    vf_lr: float = doc(3e-4, "Value-model learning rate, constant.", gt=0)
+    max_new_tokens: int = doc(
+        48, "Response tokens sampled per episode (as compare and eval).", ge=1
+    )
     temperature: float = doc(
         1.0,
         "Sampling temperature of rollouts (paper: 1); logits are divided by it for the "
         "logprobs too, as lm-human-preference-details does.",
+        gt=0,
     )
     kl_coef: float = doc(
         0.3,
         "beta: the per-token KL penalty -beta * (log pi - log pi_ref). The paper's 0.02 lets "
         "PPO over-optimise the tiny world's RM (68% accurate): gold win rate vs SFT 38% at "
         "0.02, 48-52% at 0.1, 55% at 0.3 (docs/benchmarks.md).",
+        ge=0,
     )
     adaptive_kl: bool = doc(
         False,
         "Adapt beta towards target_kl (Ziegler et al. 2019's controller); the paper keeps it "
         "fixed.",
     )
-    target_kl: float = doc(6.0, "KL (nats per response) the adaptive controller aims at.")
-    kl_horizon: int = doc(10000, "Episodes over which the adaptive controller adjusts beta.")
-    gamma: float = doc(1.0, "Discount in GAE (paper: 1; the only reward is at the end).")
-    lam: float = doc(0.95, "GAE lambda (paper: 0.95).")
+    target_kl: float = doc(6.0, "KL (nats per response) the adaptive controller aims at.", gt=0)
+    kl_horizon: int = doc(10000, "Episodes over which the adaptive controller adjusts beta.", ge=1)
+    gamma: float = doc(
+        1.0, "Discount in GAE (paper: 1; the only reward is at the end).", ge=0, le=1
+    )
+    lam: float = doc(0.95, "GAE lambda (paper: 0.95).", ge=0, le=1)
     whiten_rewards: bool = doc(False, "Whiten the per-token rewards of a rollout before GAE.")
-    cliprange: float = doc(0.2, "PPO clip range of the policy ratio (paper: 0.2).")
-    cliprange_value: float = doc(0.2, "Clip range of the value update around the old values.")
+    cliprange: float = doc(0.2, "PPO clip range of the policy ratio (paper: 0.2).", gt=0)
+    cliprange_value: float = doc(0.2, "Clip range of the value update around the old values.", gt=0)
     vf_coef: float = doc(
         0.1,
         "Weight of the value loss (policy and value are separate models, so it scales the "
         "value gradient only, before clipping).",
+        ge=0,
     )
     missing_eos_penalty: float = doc(
         1.0,
         "Subtracted from the RM score of a response that reaches max_new_tokens without EOS, so "
         "the policy does not learn to ramble past the end (as TRL's missing_eos_penalty).",
+        ge=0,
     )
     approxkl_stop: float = doc(
         0.1,
         "Stop a rollout's remaining minibatches once the policy's approx KL to the rollout "
         "policy exceeds this (0 disables).",
+        ge=0,
     )
     ptx_coef: float = doc(
         0.0,
         "gamma_ptx: weight of the pretraining LM loss mixed into every update (PPO-ptx, paper "
         "C.4: 27.8, which DeepSpeed-Chat reports unstable). 0 is plain PPO.",
+        ge=0,
     )
     ptx_batch_ratio: float = doc(
         0.5,
@@ -420,21 +520,23 @@ class PPOConfig:
         "puts twice the RL tokens of pretraining text in each update; on tiny it keeps "
         "PPO-ptx within 4 minutes (196 s; 1.0: 259 s) at the same held-out perplexity (2.13 "
         "vs 2.12) and win rate (56.5% vs 56.9%).",
+        gt=0,
     )
-    grad_clip: float = doc(1.0, "Clip each model's gradient norm to this value (0 disables).")
-    log_every: int = doc(1, "Steps between metric lines in metrics.jsonl.")
-    sample_every: int = doc(10, "Steps between sample rollouts saved to samples.jsonl.")
-    samples_per_log: int = doc(4, "Rollouts saved each time, with their per-token KL.")
+    grad_clip: float = doc(1.0, "Clip each model's gradient norm to this value (0 disables).", ge=0)
+    log_every: int = doc(1, "Steps between metric lines in metrics.jsonl.", ge=1)
+    sample_every: int = doc(10, "Steps between sample rollouts saved to samples.jsonl.", ge=1)
+    samples_per_log: int = doc(4, "Rollouts saved each time, with their per-token KL.", ge=0)
     overopt_every: int = doc(
         10,
         "Steps between scoring a fixed batch of validation prompts with the RM and the gold "
         "labeler (metrics overopt/scores, overopt/gold, overopt/kl, logged with the step "
         "before its update): the over-optimisation curve of Gao et al. 2022. 0 disables.",
+        ge=0,
     )
-    overopt_prompts: int = doc(64, "Validation prompts in that fixed batch.")
-    checkpoint_every: int = doc(20, "Steps between resumable checkpoints.")
-    eval_prompts: int = doc(1000, "Test prompts in the final report (at most all; greedy).")
-    bootstrap: int = doc(1000, "Bootstrap resamples for the 95% intervals of the report.")
+    overopt_prompts: int = doc(64, "Validation prompts in that fixed batch.", ge=1)
+    checkpoint_every: int = doc(20, "Steps between resumable checkpoints.", ge=1)
+    eval_prompts: int = doc(1000, "Test prompts in the final report (at most all; greedy).", ge=1)
+    bootstrap: int = doc(1000, "Bootstrap resamples for the 95% intervals of the report.", ge=1)
     lora_r: int = doc(
         0,
         "LoRA rank of the policy (peft; Hu et al. 2021). 0: every policy weight trains. > 0: "
@@ -445,14 +547,19 @@ class PPOConfig:
         "stays the separate frozen "
         "SFT model (the LoRA policy with its adapters disabled would be the same function "
         "without a second copy; kept separate for simplicity).",
+        ge=0,
     )
     lora_alpha: float = doc(
-        16.0, "LoRA scaling of the policy: the adapter's update is multiplied by alpha / r."
+        16.0,
+        "LoRA scaling of the policy: the adapter's update is multiplied by alpha / r.",
+        gt=0,
     )
     lora_dropout: float = doc(
         0.0,
         "Dropout on the policy's LoRA adapters. Keep 0: with dropout the update's forward is not "
         "the rollout policy's, and the PPO ratio is off from the first minibatch.",
+        ge=0,
+        lt=1,
     )
     lora_targets: list[str] = doc(
         LLAMA_PROJECTIONS,
@@ -470,19 +577,23 @@ class DPOConfig:
         "", "Start from this SFT run directory. Empty: the newest finished SFT run of this config."
     )
     beta: float = doc(
-        0.1, "DPO's beta: the strength of the implicit KL to the SFT reference (TRL's default)."
+        0.1,
+        "DPO's beta: the strength of the implicit KL to the SFT reference (TRL's default).",
+        gt=0,
     )
-    lr: float = doc(5e-5, "Peak learning rate (cosine decay, 5% warm-up).")
-    epochs: float = doc(1.0, "Passes over the training pairs.")
-    batch_size: int = doc(32, "(prompt, chosen, rejected) pairs per optimizer step.")
-    max_steps: int = doc(200, "Stop after this many steps if > 0 (overrides epochs).")
-    max_length: int = doc(128, "Prompt + response tokens kept per sequence.")
-    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
-    checkpoint_every: int = doc(100, "Steps between resumable checkpoints.")
+    lr: float = doc(5e-5, "Peak learning rate (cosine decay, 5% warm-up).", gt=0)
+    epochs: float = doc(1.0, "Passes over the training pairs.", gt=0)
+    batch_size: int = doc(32, "(prompt, chosen, rejected) pairs per optimizer step.", ge=1)
+    max_steps: int = doc(200, "Stop after this many steps if > 0 (overrides epochs).", ge=0)
+    max_length: int = doc(128, "Prompt + response tokens kept per sequence.", ge=2)
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.", ge=1)
+    checkpoint_every: int = doc(100, "Steps between resumable checkpoints.", ge=1)
     eval_prompts: int = doc(
-        200, "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all)."
+        200,
+        "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all).",
+        ge=1,
     )
-    max_new_tokens: int = doc(48, "Tokens generated per prompt in that report (as ppo).")
+    max_new_tokens: int = doc(48, "Tokens generated per prompt in that report (as ppo).", ge=1)
 
 
 @dataclass
@@ -498,43 +609,63 @@ class GRPOConfig:
         "", "Reward model run directory. Empty: the newest finished RM run of this config."
     )
     steps: int = doc(
-        60, "Rollouts; each samples batch_size responses and is trained on (as ppo.steps)."
+        60,
+        "Rollouts; each samples batch_size responses and is trained on (as ppo.steps).",
+        ge=1,
     )
     batch_size: int = doc(
         64,
         "Responses per rollout: batch_size / num_generations prompts (TRL generation_batch_size; "
         "as ppo.batch_size).",
+        ge=1,
     )
     mini_batch_size: int = doc(
-        16, "Responses per gradient step; batch_size must be a multiple (as ppo.mini_batch_size)."
+        16,
+        "Responses per gradient step; batch_size must be a multiple (as ppo.mini_batch_size).",
+        ge=1,
     )
-    grpo_epochs: int = doc(4, "Passes over each rollout (TRL num_iterations; as ppo.ppo_epochs).")
+    grpo_epochs: int = doc(
+        4, "Passes over each rollout (TRL num_iterations; as ppo.ppo_epochs).", ge=1
+    )
     num_generations: int = doc(
-        8, "Responses sampled per prompt: the group whose mean reward is the baseline."
+        8,
+        "Responses sampled per prompt: the group whose mean reward is the baseline.",
+        ge=2,
     )
-    max_new_tokens: int = doc(48, "Response tokens sampled per episode (as ppo).")
-    temperature: float = doc(1.0, "Sampling temperature of the rollouts.")
-    lr: float = doc(1e-4, "Learning rate, constant (as ppo.lr).")
+    max_new_tokens: int = doc(48, "Response tokens sampled per episode (as ppo).", ge=1)
+    temperature: float = doc(1.0, "Sampling temperature of the rollouts.", gt=0)
+    lr: float = doc(1e-4, "Learning rate, constant (as ppo.lr).", gt=0)
     beta: float = doc(
         0.1,
         "KL coefficient to the SFT reference (TRL adds beta * the k3 KL estimate to the loss; "
         "its default 0 drops the reference, which the paper's setting keeps).",
+        ge=0,
     )
-    cliprange: float = doc(0.2, "Clip range of the policy ratio (TRL epsilon; as ppo.cliprange).")
+    cliprange: float = doc(
+        0.2, "Clip range of the policy ratio (TRL epsilon; as ppo.cliprange).", gt=0
+    )
     loss_type: str = doc(
         "grpo", "TRL loss: grpo (per-sequence mean, the paper's), dapo, dr_grpo, bnpo, ..."
     )
     missing_eos_penalty: float = doc(
-        1.0, "Subtracted from the RM score of a response without EOS (as ppo.missing_eos_penalty)."
+        1.0,
+        "Subtracted from the RM score of a response without EOS (as ppo.missing_eos_penalty).",
+        ge=0,
     )
     log_every: int = doc(
-        4, "Gradient steps between metric lines (TRL steps: steps x updates per rollout)."
+        4,
+        "Gradient steps between metric lines (TRL steps: steps x updates per rollout).",
+        ge=1,
     )
     checkpoint_every: int = doc(
-        80, "Gradient steps between resumable checkpoints (a multiple of updates per rollout)."
+        80,
+        "Gradient steps between resumable checkpoints (a multiple of updates per rollout).",
+        ge=1,
     )
     eval_prompts: int = doc(
-        200, "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all)."
+        200,
+        "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all).",
+        ge=1,
     )
 
     @property
@@ -578,6 +709,7 @@ class LabConfig:
         "torch threads. On 2 shared cores 1 thread is often fastest for tiny models: measure "
         "(benchmarks/threads.py). How fast, not what: a finished run made with other threads "
         "is reused.",
+        ge=1,
     )
     workspace: str = doc(
         "",
@@ -680,19 +812,24 @@ def _hint(cfg: Any, key: str) -> Any:
     return typing.get_type_hints(type(cfg))[head]
 
 
-def apply(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> None:
-    """Apply a nested mapping onto a dataclass, checking keys and types."""
+def apply(
+    obj: Any, data: dict[str, Any], source: str, prefix: str = "", bounds: bool = True
+) -> None:
+    """Apply a nested mapping onto a dataclass, checking keys and types, and with `bounds`
+    the values each field allows."""
     for key, value in data.items():
         path = f"{prefix}{key}"
         if value is None and _is_section(obj, key):  # an empty section: `world:` with no keys
             continue
         if isinstance(value, dict) and _is_section(obj, key):
-            apply(getattr(obj, key), value, source, prefix=f"{path}.")
+            apply(getattr(obj, key), value, source, prefix=f"{path}.", bounds=bounds)
         else:
-            set_key(obj, path[len(prefix) :], value, source, full=path)
+            set_key(obj, path[len(prefix) :], value, source, full=path, bounds=bounds)
 
 
-def set_key(obj: Any, key: str, value: Any, source: str, full: str | None = None) -> None:
+def set_key(
+    obj: Any, key: str, value: Any, source: str, full: str | None = None, bounds: bool = True
+) -> None:
     full = full or key
     head, _, rest = key.partition(".")
     fields = {f.name: f for f in dataclasses.fields(obj)}
@@ -704,15 +841,18 @@ def set_key(obj: Any, key: str, value: Any, source: str, full: str | None = None
     if rest:
         if not _is_section(obj, head):
             raise ConfigError(f"{source}: '{full}': '{head}' is a value, not a section")
-        set_key(getattr(obj, head), rest, value, source, full)
+        set_key(getattr(obj, head), rest, value, source, full, bounds)
         return
     if _is_section(obj, head):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{full}' is a section; give a mapping of its keys")
-        apply(getattr(obj, head), value, source, prefix=f"{full}.")
+        apply(getattr(obj, head), value, source, prefix=f"{full}.", bounds=bounds)
         return
     hint = typing.get_type_hints(type(obj))[head]
-    setattr(obj, head, _coerce(value, hint, source, full))
+    value = _coerce(value, hint, source, full)
+    if bounds:
+        check_bounds(value, fields[head].metadata, source, full)
+    setattr(obj, head, value)
 
 
 def _is_section(obj: Any, key: str) -> bool:
@@ -769,20 +909,22 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
 
 
 def from_dict(data: dict[str, Any], source: str = "config.json") -> LabConfig:
-    """Rebuild a LabConfig from a saved config.json (same checks as a recipe)."""
+    """Rebuild a LabConfig from a saved config.json (the keys and types checked as a recipe's;
+    not the bounds: a saved config records what ran, even before a bound existed)."""
     cfg = LabConfig()
-    apply(cfg, data, source=source)
+    apply(cfg, data, source=source, bounds=False)
     return cfg
 
 
-def field_docs(section: Any = LabConfig) -> list[tuple[str, Any, str]]:
-    """(dotted key, default, help) for every field: used by docs and tests."""
-    rows: list[tuple[str, Any, str]] = []
+def field_docs(section: Any = LabConfig) -> list[tuple[str, Any, str, str]]:
+    """(dotted key, default, help, allowed values in words) for every field: used by docs and
+    tests."""
+    rows: list[tuple[str, Any, str, str]] = []
     obj = section() if isinstance(section, type) else section
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            rows += [(f"{f.name}.{k}", d, h) for k, d, h in field_docs(value)]
+            rows += [(f"{f.name}.{k}", d, h, a) for k, d, h, a in field_docs(value)]
         else:
-            rows.append((f.name, value, f.metadata.get("help", "")))
+            rows.append((f.name, value, f.metadata.get("help", ""), allowed(f.metadata)))
     return rows

@@ -43,6 +43,9 @@ def test_help_lists_the_commands_without_importing_torch(tmp_path):
         (["config", "show", "--set", "pretrain.lr"], "--set pretrain.lr: expected key=value"),
         (["world", "build", "--recipe", "missing.yaml"], "recipe file not found: missing.yaml"),
         (["pretrain", "--set", "threads=two"], "'threads' must be int"),
+        (["ppo", "--set", "ppo.lr=-1"], "--set ppo.lr=-1: 'ppo.lr' must be > 0, got -1.0"),
+        (["ppo", "--set", "ppo.batch_size=0"], "'ppo.batch_size' must be >= 1, got 0"),
+        (["rm", "--set", "compare.top_p=1.5"], "'compare.top_p' must be > 0, <= 1, got 1.5"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["world"], "required"),
         (["pretrain", "--bogus"], "unrecognized arguments: --bogus"),
@@ -97,9 +100,11 @@ def test_workspace_option_before_or_after_the_command(tmp_path, capsys):
 def test_config_docs_lists_every_field_with_default_and_help(capsys):
     assert cli.main(["config", "docs"]) == 0
     out = capsys.readouterr().out
-    for key, default, help_ in config.field_docs():
+    for key, default, help_, allowed in config.field_docs():
         assert f"{key} ({type(default).__name__}) = {default!r}" in out
         assert help_ in out
+        assert not allowed or f"{help_} (allowed: {allowed})" in out
+    assert "    PPO clip range of the policy ratio (paper: 0.2). (allowed: > 0)" in out
 
 
 def test_config_docs_marks_what_a_recipe_changes(capsys):

@@ -1,6 +1,7 @@
 """rlhf.config: defaults, recipes, overrides, and errors that name the source and the key."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -16,9 +17,9 @@ def test_defaults_resolve_without_a_recipe():
 
 def test_every_field_has_help_text():
     rows = config.field_docs()
-    keys = [key for key, _, _ in rows]
+    keys = [key for key, _, _, _ in rows]
     assert "pretrain.lr" in keys and "world.labeler_noise" in keys and "threads" in keys
-    missing = [key for key, _, help_ in rows if not help_.strip()]
+    missing = [key for key, _, help_, _ in rows if not help_.strip()]
     assert not missing, f"fields without help: {missing}"
 
 
@@ -34,6 +35,88 @@ def test_micro_is_small_and_tiny_uses_the_defaults():
     assert micro.world.corpus_words < tiny.world.corpus_words
     assert tiny.threads == 2
     assert (tiny.world, tiny.pretrain) == (config.WorldConfig(), config.PretrainConfig())
+
+
+def _outside(meta):
+    """Values just outside a field's bounds (one per bound), and one inside all of them."""
+    out = [meta[n] + d for n, d in (("gt", 0), ("ge", -1), ("lt", 0), ("le", 1)) if n in meta]
+    lo, hi = meta.get("gt", meta.get("ge")), meta.get("lt", meta.get("le"))
+    inside = (
+        (lo + hi) / 2 if lo is not None and hi is not None else lo + 1 if hi is None else hi - 1
+    )
+    return out, inside
+
+
+def _bounded_fields():
+    """(dotted key, type, metadata) of every field with bounds."""
+    rows = []
+    for key, default, _, allowed in config.field_docs():
+        if allowed:
+            head, _, name = key.rpartition(".")
+            section = getattr(config.LabConfig(), head) if head else config.LabConfig()
+            f = {f.name: f for f in dataclasses.fields(section)}[name]
+            rows.append((key, type(default), f.metadata))
+    return rows
+
+
+def test_every_default_and_shipped_recipe_is_within_its_bounds():
+    # load() checks every value it sets; the defaults are checked here, value by value.
+    for key, _, meta in _bounded_fields():
+        head, _, name = key.rpartition(".")
+        value = getattr(getattr(config.LabConfig(), head) if head else config.LabConfig(), name)
+        config.check_bounds(value, meta, "default", key)
+    for recipe in sorted(config.RECIPES_DIR.glob("*.yaml")):
+        config.load(recipe.stem)
+
+
+def test_every_bound_rejects_the_value_outside_it_and_takes_the_one_inside():
+    rows = _bounded_fields()
+    keys = {k for k, _, _ in rows}
+    assert {"ppo.lr", "ppo.kl_coef", "ppo.temperature", "ppo.batch_size", "ppo.lam"} <= keys
+    for key, kind, meta in rows:
+        if "choices" in meta:
+            with pytest.raises(ConfigError, match=rf"'{key}' must be one of"):
+                config.load(None, [f"{key}=nonsense"])
+            config.load(None, [f"{key}={meta['choices'][-1]}"])
+            continue
+        outside, inside = _outside(meta)
+        for value in outside:
+            text = f"{key}={kind(value)}"
+            with pytest.raises(ConfigError, match=rf"--set {re.escape(text)}: '{key}' must be"):
+                config.load(None, [text])
+        assert getattr_dotted(config.load(None, [f"{key}={kind(inside)}"]), key) == inside
+
+
+def getattr_dotted(obj, key):
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def test_bound_errors_name_the_source_and_the_allowed_values(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        config.load("micro", ["ppo.lr=-1"])
+    assert str(e.value) == "--set ppo.lr=-1: 'ppo.lr' must be > 0, got -1.0"
+    with pytest.raises(ConfigError) as e:
+        config.load("micro", ppo__lam=1.5)
+    assert str(e.value) == "keyword argument ppo__lam: 'ppo.lam' must be >= 0, <= 1, got 1.5"
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("ppo:\n  reward: golden\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(recipe)
+    assert str(e.value) == f"{recipe}: 'ppo.reward' must be one of rm, gold, got 'golden'"
+
+
+def test_a_saved_config_is_read_whatever_its_bounds():
+    # config.json records what ran, even a value a later bound rejects
+    data = config.LabConfig().to_dict()
+    data["ppo"]["kl_coef"] = -0.5
+    assert config.from_dict(data).ppo.kl_coef == -0.5
+
+
+def test_doc_rejects_an_unknown_bound():
+    with pytest.raises(TypeError, match="unknown bounds"):
+        config.doc(1, "help", positive=True)
 
 
 def test_set_overrides_parse_int_float_bool_and_str():
