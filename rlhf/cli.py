@@ -322,6 +322,13 @@ def config_markdown() -> str:
 # ---------------------------------------------------------------- parser and entry point
 
 
+def _port(text: str) -> int:
+    """argparse type of --port: a TCP port number."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
 def _common(recipe_default: str | None = "tiny") -> argparse.ArgumentParser:
     p = _Parser(add_help=False)
     p.add_argument(
@@ -507,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     docs.set_defaults(func=cmd_config_docs)
 
     dash = commands.add_parser("dashboard", parents=[_common()], help="the Streamlit dashboard")
-    dash.add_argument("--port", type=int, default=8501)
+    dash.add_argument("--port", type=_port, default=8501, help="1-65535 (default: 8501)")
     dash.add_argument("--host", default="127.0.0.1", help="bind address (default: local only)")
     dash.set_defaults(func=cmd_dashboard)
     return parser

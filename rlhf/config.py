@@ -103,7 +103,7 @@ class WorldConfig:
     n_countries: int = doc(
         24,
         "Invented countries whose facts (capital, animal, colour, ...) the corpus states.",
-        ge=1,
+        ge=2,
     )
     fact_mentions: int = doc(
         150,
@@ -117,7 +117,12 @@ class WorldConfig:
     demos_per_prompt: int = doc(
         1, "Labeler demonstrations written for each train/val prompt.", ge=1
     )
-    vocab_size: int = doc(2048, "Size of the byte-level BPE vocabulary trained on the corpus.")
+    vocab_size: int = doc(
+        2048,
+        "Size of the byte-level BPE vocabulary trained on the corpus (at least the 256 bytes "
+        "and the special tokens).",
+        ge=258,
+    )
     n_labelers: int = doc(6, "Simulated labelers whose rankings train the reward model.", ge=2)
     n_heldout_labelers: int = doc(
         3,

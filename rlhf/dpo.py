@@ -53,6 +53,7 @@ class LogDPO(LogToRun):
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the DPO run in `run_dir`."""
+    upstream(cfg, "sft", cfg.dpo.sft_run, "dpo.sft_run")  # missing: no run directory left behind
     return run_stage(cfg, "dpo", run_dir, lambda run: _train(cfg, run, progress))
 
 

@@ -53,6 +53,8 @@ class LogGRPO(LogToRun):
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the GRPO run in `run_dir`."""
     check(cfg)  # bad sizes leave no run directory behind
+    sft_run(cfg)  # nor does a missing SFT run,
+    rm_run(cfg)  # or RM run
     return run_stage(cfg, "grpo", run_dir, lambda run: _train(cfg, run, progress))
 
 

@@ -99,6 +99,7 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
             f"ppo.reward=gold: the prompts of ppo.data ({cfg.ppo.data}) have no gold answer; "
             "use ppo.reward=rm with them"
         )
+    source_runs(cfg)  # found first: a missing SFT or RM run leaves no run directory behind
     data = None
     if cfg.ppo.data:  # read first: bad data leaves no run directory behind
         digest = fingerprint(cfg.ppo.data)

@@ -82,8 +82,11 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
     rows, members = None, []
     if cfg.rm.ensemble:  # checked first: a bad member leaves no run directory behind
         members = ensemble.member_runs(cfg)
-    elif cfg.rm.data:  # read first: bad data leaves no run directory behind
-        rows = training_comparisons(cfg)[0]
+    else:
+        if cfg.rm.data:  # read first: bad data leaves no run directory behind
+            rows = training_comparisons(cfg)[0]
+        if not cfg.rm.backbone or cfg.rm.sft_run:
+            sft_model_dir(cfg)  # nor does a missing SFT run
     return run_stage(cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, rows, members))
 
 

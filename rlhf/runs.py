@@ -445,9 +445,14 @@ def upstream(cfg: LabConfig, stage: str, explicit: str = "", setting: str = "") 
     """The finished `stage` run ("sft" or "rm") a later stage starts from: `explicit` (a run
     directory, the value of the config field `setting`, e.g. ppo.sft_run) if given, else the
     newest finished one of this config (agreeing on UPSTREAM[stage]); a RunError naming the
-    command that makes one."""
+    command that makes one. An explicit run must be finished, and for "rm" an RM run."""
     if explicit:
-        return Run.open(explicit)
+        run = Run.open(explicit)
+        if stage == "rm" and run.stage != "rm":
+            raise RunError(f"{run.dir}: {setting} needs an RM run; this is a '{run.stage}' run")
+        if not run.done:
+            raise RunError(f"{run.dir}: {setting} needs a finished run; this one is {run.state}")
+        return run
     run = find_done(cfg, stage, UPSTREAM[stage])
     if run is None:
         hint = f" (or set {setting})" if setting else ""

@@ -460,6 +460,8 @@ class Store:
             raise StoreError(f"unknown export format {format!r} (one of {', '.join(FORMATS)})")
         if layout not in LAYOUTS:
             raise StoreError(f"unknown export layout {layout!r} (one of {', '.join(LAYOUTS)})")
+        if layout == "jsonl" and Path(path).is_dir():
+            raise StoreError(f"{path}: is a folder; give a file path for the JSONL (or --hf)")
         rows: list[dict[str, Any]] = []
         for c in self.comparisons(source=source):
             if format == "kwise":

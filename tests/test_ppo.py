@@ -242,6 +242,19 @@ def test_missing_runs_give_the_command_to_run(tmp_path):
         ppo.source_runs(cfg)
 
 
+@pytest.mark.parametrize("stage", ["ppo", "grpo", "dpo", "reward"])
+def test_a_missing_upstream_run_leaves_no_run_directory(stage, tmp_path):
+    # each such failure used to leave a failed run on the Runs page
+    import importlib
+
+    cfg = load("micro", workspace=str(tmp_path / "empty"))
+    with pytest.raises(RunError, match="no finished SFT run"):
+        importlib.import_module(f"rlhf.{stage}").train(cfg, progress=False)
+    assert not (tmp_path / "empty" / "runs").exists() or not any(
+        (tmp_path / "empty" / "runs").iterdir()
+    )
+
+
 def _padded_reference(m, g, temperature):
     """Logprobs, entropies and values of the response tokens from one plain padded forward per
     model: (B, P + R) rows, left-padded prompts, attention mask, positions of real tokens."""

@@ -10,7 +10,7 @@ import pytest
 
 from rlhf import config
 from rlhf.errors import RunError
-from rlhf.runs import Run, find_done, latest_done, list_runs, write_json
+from rlhf.runs import Run, find_done, latest_done, list_runs, upstream, write_json
 from rlhf.world.build import WORLD_VERSION
 
 
@@ -381,3 +381,17 @@ def test_latest_resumable_is_an_interrupted_run_with_a_checkpoint_and_nothing_ne
     (rm.checkpoint_dir / "checkpoint-2").mkdir()
     rm.set_status("failed")
     assert latest_resumable(cfg, "rm") is None  # the store may have changed: start over
+
+
+def test_an_explicit_upstream_run_must_be_finished_and_an_rm_run_for_the_rm(cfg):
+    sft = Run.create(cfg, "sft")
+    with pytest.raises(RunError, match=r"ppo.sft_run needs a finished run; this one is running"):
+        upstream(cfg, "sft", str(sft.dir), "ppo.sft_run")
+    sft.set_status("done")
+    assert upstream(cfg, "sft", str(sft.dir), "ppo.sft_run").dir == sft.dir
+    with pytest.raises(RunError, match=r"ppo.rm_run needs an RM run; this is a 'sft' run"):
+        upstream(cfg, "rm", str(sft.dir), "ppo.rm_run")
+    rm = Run.create(cfg, "rm")
+    rm.set_status("failed", error="boom")
+    with pytest.raises(RunError, match=r"grpo.rm_run needs a finished run; this one is failed"):
+        upstream(cfg, "rm", str(rm.dir), "grpo.rm_run")

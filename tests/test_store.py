@@ -134,6 +134,15 @@ def test_export_unknown_format_fails(store, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_export_jsonl_to_a_folder_is_a_clear_error_and_leaves_it(store, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(StoreError, match=r"out: is a folder; give a file path"):
+        store.export(tmp_path / "out", "pairs")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]  # no temp file
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
 def mixed_store(store):
     """Two human and one simulated comparison, one with a tie: every export path has work."""
     store.add_comparisons([comp(0), comp(1, ranking=(1, 0, 1))])

@@ -87,3 +87,13 @@ def test_load_missing_dir_names_it(tmp_path):
 def test_too_small_vocab():
     with pytest.raises(ValueError, match="vocab_size"):
         train_tokenizer(corpus(), 100)
+
+
+def test_the_config_bound_of_vocab_size_is_the_tokenizers_minimum():
+    import dataclasses
+
+    from rlhf.config import WorldConfig
+    from rlhf.tokenizer import SPECIAL_TOKENS
+
+    (f,) = [f for f in dataclasses.fields(WorldConfig) if f.name == "vocab_size"]
+    assert f.metadata["ge"] == 256 + len(SPECIAL_TOKENS)
