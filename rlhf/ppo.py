@@ -99,13 +99,30 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
             f"ppo.reward=gold: the prompts of ppo.data ({cfg.ppo.data}) have no gold answer; "
             "use ppo.reward=rm with them"
         )
-    source_runs(cfg)  # found first: a missing SFT or RM run leaves no run directory behind
+    check_sizes(cfg)  # checked first: bad sizes leave no run directory behind
+    source_runs(cfg)  # nor does a missing SFT or RM run
     data = None
     if cfg.ppo.data:  # read first: bad data leaves no run directory behind
         digest = fingerprint(cfg.ppo.data)
         prompts = [DataPrompt(f"data-{i}", t) for i, t in enumerate(load_prompts(cfg.ppo.data))]
         data = (prompts, digest)
     return run_stage(cfg, "ppo", run_dir, lambda run: _train(cfg, run, progress, data))
+
+
+def check_sizes(cfg: LabConfig) -> None:
+    """A clear error for sizes that cannot split a rollout into minibatches (config.load checks
+    each field's own bounds; this is what no single field knows)."""
+    p = cfg.ppo
+    if p.ppo_epochs < 1 or p.mini_batch_size < 1 or p.steps < 1:
+        raise RunError(
+            "ppo.steps, ppo.ppo_epochs and ppo.mini_batch_size must be >= 1 "
+            f"(got {p.steps}, {p.ppo_epochs}, {p.mini_batch_size})"
+        )
+    if p.batch_size % p.mini_batch_size:
+        raise RunError(
+            f"ppo.batch_size={p.batch_size} is not a multiple of "
+            f"ppo.mini_batch_size={p.mini_batch_size}"
+        )
 
 
 # ----------------------------------------------------------------------------- models
@@ -564,16 +581,7 @@ def _train(
 
     p = cfg.ppo
     t_start = time.perf_counter()
-    if p.ppo_epochs < 1 or p.mini_batch_size < 1 or p.steps < 1:
-        raise RunError(
-            "ppo.steps, ppo.ppo_epochs and ppo.mini_batch_size must be >= 1 "
-            f"(got {p.steps}, {p.ppo_epochs}, {p.mini_batch_size})"
-        )
-    if p.batch_size % p.mini_batch_size:
-        raise RunError(
-            f"ppo.batch_size={p.batch_size} is not a multiple of "
-            f"ppo.mini_batch_size={p.mini_batch_size}"
-        )
+    check_sizes(cfg)  # again: a resumed run's config.json was not read through config.load
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     with dist.main_first():  # built (or read) once, by the main process first

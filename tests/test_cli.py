@@ -51,6 +51,10 @@ def test_help_lists_the_commands_without_importing_torch(tmp_path):
         (["pretrain", "--bogus"], "unrecognized arguments: --bogus"),
         (["dashboard", "--port", "99999"], "'99999' is not a port number (1-65535)"),
         (["world", "build", "--set", "world.vocab_size=10"], "must be >= 258, got 10"),
+        (
+            ["world", "build", "--recipe", "micro", "--set", "world.n_labelers=10"],
+            "world.n_labelers=10 + world.n_heldout_labelers=3: the world has 11 labeler personas",
+        ),
     ],
 )
 def test_bad_input_is_one_line_error_with_exit_code_2(args, expected, tmp_path):

@@ -183,5 +183,9 @@ def test_more_train_sets_add_train_rankings_and_keep_the_val_comparisons(collect
     )
     assert again["reused"] and again["comparisons"] == report["comparisons"]
     assert "compare.train_sets is 4" in compare.summary(again)
+    with pytest.raises(ConfigError, match="'compare.train_sets' must be >= 1, got 0"):
+        load("micro", workspace=str(ws), **{"compare.train_sets": 0})
+    zero = load("micro", workspace=str(ws))
+    zero.compare.train_sets = 0  # a config built in code, past load's bounds
     with pytest.raises(ConfigError, match="train_sets=0"):
-        compare.collect(load("micro", workspace=str(ws), **{"compare.train_sets": 0}))
+        compare.collect(zero)

@@ -242,6 +242,19 @@ def test_missing_runs_give_the_command_to_run(tmp_path):
         ppo.source_runs(cfg)
 
 
+def test_sizes_that_split_no_rollout_fail_before_a_run_directory(tmp_path):
+    cfg = load("micro", workspace=str(tmp_path / "ws"), ppo__batch_size=6)  # minibatches of 4
+    with pytest.raises(
+        RunError, match="ppo.batch_size=6 is not a multiple of ppo.mini_batch_size=4"
+    ):
+        ppo.train(cfg, progress=False)
+    cfg = load("micro", workspace=str(tmp_path / "ws"))
+    cfg.ppo.ppo_epochs = 0  # a config built in code, past load's bounds
+    with pytest.raises(RunError, match=r"must be >= 1 \(got 4, 0, 4\)"):
+        ppo.train(cfg, progress=False)
+    assert not (tmp_path / "ws" / "runs").exists()
+
+
 @pytest.mark.parametrize("stage", ["ppo", "grpo", "dpo", "reward"])
 def test_a_missing_upstream_run_leaves_no_run_directory(stage, tmp_path):
     # each such failure used to leave a failed run on the Runs page

@@ -37,7 +37,13 @@ from rlhf.world.corpus import make_corpus
 from rlhf.world.entities import FACT_ATTRS, Entities, make_entities
 from rlhf.world.families import Family, Item, candidate_responses, make_families
 from rlhf.world.gold import GoldLabeler
-from rlhf.world.labelers import Labeler, is_plain_harmful, make_labelers, pairwise_agreement
+from rlhf.world.labelers import (
+    Labeler,
+    check_counts,
+    is_plain_harmful,
+    make_labelers,
+    pairwise_agreement,
+)
 from rlhf.world.types import ClozeItem, Demonstration, Prompt
 
 WORLD_VERSION = 5  # 4: labeler noise per kind of answer; 5: helpfulness-first training labelers
@@ -143,6 +149,7 @@ def build_world(cfg: LabConfig, force: bool = False, progress: bool = True) -> W
     if out.exists() and not force:
         return load_world(cfg)
     wc = cfg.world
+    check_counts(wc.n_labelers, wc.n_heldout_labelers)  # before the progress bar starts
     rng = random.Random(wc.seed)
     steps = tqdm(total=6, desc="world", disable=not progress)
 

@@ -29,6 +29,7 @@ import itertools
 import random
 from dataclasses import asdict, dataclass
 
+from rlhf.errors import ConfigError
 from rlhf.world.gold import GoldLabeler, words
 from rlhf.world.types import Judgement, Prompt
 
@@ -133,6 +134,15 @@ def _rng(*parts: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
 
 
+def check_counts(n_train: int, n_heldout: int) -> None:
+    """A ConfigError when the world has too few personas for the labelers asked for."""
+    if n_train + n_heldout > len(PERSONAS):
+        raise ConfigError(
+            f"world.n_labelers={n_train} + world.n_heldout_labelers={n_heldout}: the world has "
+            f"{len(PERSONAS)} labeler personas, so at most {len(PERSONAS)} in all"
+        )
+
+
 def make_labelers(
     n_train: int,
     n_heldout: int,
@@ -142,11 +152,8 @@ def make_labelers(
     comply_quality: float = 0.02,
     refuse_quality: float = 0.94,
 ) -> list[Labeler]:
+    check_counts(n_train, n_heldout)
     names = list(PERSONAS)
-    if n_train + n_heldout > len(names):
-        raise ValueError(
-            f"at most {len(names)} labelers (world.n_labelers + world.n_heldout_labelers)"
-        )
     out = []
     for i, name in enumerate(names[: n_train + n_heldout]):
         quirk, strength = PERSONAS[name]
