@@ -3,7 +3,10 @@ sliders' beta and gamma_ptx, reuses it when pressed again, and shows errors inst
 
 from __future__ import annotations
 
+import pytest
+
 from rlhf.controls import PPOControls
+from rlhf.errors import ConfigError
 from rlhf.runs import list_runs
 
 
@@ -31,13 +34,19 @@ def test_the_run_button_trains_with_the_sliders_values_then_reuses_the_run(rm_re
     assert not controls.run_button.disabled
 
 
-def test_an_error_is_shown_and_the_button_stays_usable(rm_ready, capsys):
+def test_an_error_is_shown_and_the_button_stays_usable(rm_ready, capsys, tmp_path):
+    missing = tmp_path / "missing.jsonl"  # an error only training finds, not config.load
     controls = PPOControls(
-        "micro", ["ppo.reward=judge"], workspace=rm_ready.workspace, steps=1, progress=False
+        "micro", [f"ppo.data={missing}"], workspace=rm_ready.workspace, steps=1, progress=False
     )
     assert controls.launch() is None
-    assert "error: ppo.reward='judge'" in capsys.readouterr().out
+    assert f"error: {missing}: no such file" in capsys.readouterr().out
     assert not controls.runs and not controls.run_button.disabled
+
+
+def test_a_bad_override_fails_when_the_controls_are_made(rm_ready):
+    with pytest.raises(ConfigError, match="'ppo.reward' must be one of rm, gold, got 'judge'"):
+        PPOControls("micro", ["ppo.reward=judge"], workspace=rm_ready.workspace)
 
 
 def test_a_run_stopped_by_a_kernel_interrupt_resumes_on_the_next_press(

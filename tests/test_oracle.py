@@ -7,7 +7,7 @@ import pytest
 
 from rlhf import ppo
 from rlhf.config import load
-from rlhf.errors import RunError
+from rlhf.errors import ConfigError, RunError
 from rlhf.oracle import GoldReward
 from rlhf.results import label_of
 from rlhf.runs import list_runs, read_eval, saved_config
@@ -56,8 +56,12 @@ def test_ppo_against_the_gold_labeler_is_rewarded_by_it(rm_ready, world):
 
 def test_bad_reward_settings_fail_before_a_run_directory_exists(rm_ready, tmp_path):
     before = [r.dir for r in list_runs(rm_ready.workspace_dir, "ppo")]
+    with pytest.raises(ConfigError, match="'ppo.reward' must be one of rm, gold, got 'judge'"):
+        load("micro", workspace=rm_ready.workspace, **{"ppo.reward": "judge"})
+    judge = load("micro", workspace=rm_ready.workspace)
+    judge.ppo.reward = "judge"  # a config built in code, past load's bounds
     with pytest.raises(RunError, match="ppo.reward='judge': expected one of rm, gold"):
-        ppo.train(load("micro", workspace=rm_ready.workspace, **{"ppo.reward": "judge"}))
+        ppo.train(judge)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "Tell me a joke."}\n')
     overrides = {"ppo.reward": "gold", "ppo.data": str(prompts)}
