@@ -85,8 +85,7 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
     else:
         if cfg.rm.data:  # read first: bad data leaves no run directory behind
             rows = training_comparisons(cfg)[0]
-        if not cfg.rm.backbone or cfg.rm.sft_run:
-            sft_model_dir(cfg)  # nor does a missing SFT run
+        backbone_dir(cfg)  # nor does a missing SFT run or an unfetched rm.backbone
     return run_stage(cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, rows, members))
 
 

@@ -222,6 +222,17 @@ def test_backbone_names_resolve_or_say_what_to_do(tmp_path, monkeypatch, bert_di
     assert M.resolve_reward_backbone(str(bert_dir)) == bert_dir
 
 
+def test_an_unfetched_backbone_fails_before_a_run_directory(tmp_path, monkeypatch):
+    from rlhf import reward
+    from rlhf.config import load
+
+    monkeypatch.setenv(M.MODEL_CACHE_ENV, str(tmp_path / "cache"))
+    cfg = load("micro", workspace=str(tmp_path / "ws"), rm__backbone="minilm")
+    with pytest.raises(RunError, match="minilm is not fetched yet"):
+        reward.train(cfg, progress=False)
+    assert not (tmp_path / "ws" / "runs").exists()
+
+
 def test_runs_without_a_backbone_keep_their_saved_config():
     """rm.backbone empty is left out of config.json, so RM and PPO runs made before the field
     existed still match their config and are reused."""
