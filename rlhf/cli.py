@@ -123,7 +123,12 @@ def cmd_eval(args: argparse.Namespace, cfg: config.LabConfig) -> int:
     from rlhf import results
 
     torch.set_num_threads(max(1, cfg.threads))
-    res = results.evaluate_runs(cfg, args.runs)
+    runs, seen = [], set()
+    for r in args.runs:  # a run named twice (a glob and a path, say) is one row, not two
+        if os.path.realpath(r) not in seen:
+            seen.add(os.path.realpath(r))
+            runs.append(r)
+    res = results.evaluate_runs(cfg, runs)
     json_path, md_path = results.write_results(res, args.out or cfg.workspace_dir / "results")
     print(results.markdown(results.results_table(res)))
     if versus := results.versus_markdown(res):
