@@ -53,8 +53,8 @@ class LogDPO(LogToRun):
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the DPO run in `run_dir`."""
-    upstream(cfg, "sft", cfg.dpo.sft_run, "dpo.sft_run")  # missing: no run directory left behind
-    return run_stage(cfg, "dpo", run_dir, lambda run: _train(cfg, run, progress))
+    start = upstream(cfg, "sft", cfg.dpo.sft_run, "dpo.sft_run")  # missing: no run dir left
+    return run_stage(cfg, "dpo", run_dir, lambda run: _train(cfg, run, progress, start))
 
 
 def stale(run: Run, cfg: LabConfig) -> str | None:
@@ -140,14 +140,14 @@ def versus_sft(
     }
 
 
-def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
+def _train(cfg: LabConfig, run: Run, progress: bool, start: Run) -> None:
+    """`start`: the SFT run it starts from (and its reference), resolved by train."""
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
     t_start = time.perf_counter()
     d = cfg.dpo
     world = build_world(cfg, progress=progress)
-    start = upstream(cfg, "sft", d.sft_run, "dpo.sft_run")
     model, tokenizer = load_policy(start.model_dir, padding_side="right")
     ref, _ = load_policy(start.model_dir)
     ensure_pad_token(tokenizer, model, ref)

@@ -53,9 +53,8 @@ class LogGRPO(LogToRun):
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the GRPO run in `run_dir`."""
     check(cfg)  # bad sizes leave no run directory behind
-    sft_run(cfg)  # nor does a missing SFT run,
-    rm_run(cfg)  # or RM run
-    return run_stage(cfg, "grpo", run_dir, lambda run: _train(cfg, run, progress))
+    sources = sft_run(cfg), rm_run(cfg)  # nor does a missing SFT or RM run
+    return run_stage(cfg, "grpo", run_dir, lambda run: _train(cfg, run, progress, sources))
 
 
 def stale(run: Run, cfg: LabConfig) -> str | None:
@@ -102,14 +101,15 @@ def rm_reward(rm: RewardModel, eos_id: int, missing_eos_penalty: float):
     return rm_score
 
 
-def _train(cfg: LabConfig, run: Run, progress: bool) -> None:
+def _train(cfg: LabConfig, run: Run, progress: bool, sources: tuple[Run, Run]) -> None:
+    """`sources`: the (SFT, RM) runs it starts from, resolved by train."""
     from trl import GRPOConfig as TRLGRPOConfig
     from trl import GRPOTrainer
 
     t_start = time.perf_counter()
     g = cfg.grpo
     world = build_world(cfg, progress=progress)
-    start, rm_source = sft_run(cfg), rm_run(cfg)
+    start, rm_source = sources
     model, tokenizer = load_policy(start.model_dir)  # pads left: TRL generates
     ensure_pad_token(tokenizer, model)
     rm = load_reward_model(rm_source.model_dir)

@@ -100,13 +100,13 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
             "use ppo.reward=rm with them"
         )
     check_sizes(cfg)  # checked first: bad sizes leave no run directory behind
-    source_runs(cfg)  # nor does a missing SFT or RM run
+    sources = source_runs(cfg)  # nor does a missing SFT or RM run
     data = None
     if cfg.ppo.data:  # read first: bad data leaves no run directory behind
         digest = fingerprint(cfg.ppo.data)
         prompts = [DataPrompt(f"data-{i}", t) for i, t in enumerate(load_prompts(cfg.ppo.data))]
         data = (prompts, digest)
-    return run_stage(cfg, "ppo", run_dir, lambda run: _train(cfg, run, progress, data))
+    return run_stage(cfg, "ppo", run_dir, lambda run: _train(cfg, run, progress, sources, data))
 
 
 def check_sizes(cfg: LabConfig) -> None:
@@ -574,19 +574,23 @@ def load_checkpoint(ckpt_dir: Path, m: Models, optimizer) -> dict[str, Any]:
 
 
 def _train(
-    cfg: LabConfig, run: Run, progress: bool, data: tuple[list[DataPrompt], str] | None = None
+    cfg: LabConfig,
+    run: Run,
+    progress: bool,
+    sources: tuple[Run, Run],
+    data: tuple[list[DataPrompt], str] | None = None,
 ) -> None:
-    """`data`: ppo.data's (prompts, sha256); else the rollouts sample the world's train prompts."""
+    """`sources`: the (SFT, RM) runs of source_runs. `data`: ppo.data's (prompts, sha256);
+    else the rollouts sample the world's train prompts."""
     from rlhf.world import build_world
 
     p = cfg.ppo
     t_start = time.perf_counter()
-    check_sizes(cfg)  # again: a resumed run's config.json was not read through config.load
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     with dist.main_first():  # built (or read) once, by the main process first
         world = build_world(cfg, progress=progress)
-    sft_run, rm_run = source_runs(cfg)
+    sft_run, rm_run = sources
     m = load_models(sft_run.model_dir, rm_run.model_dir, policy_lora(p), seed=cfg.seed)
     if p.reward == "gold":  # the oracle arm: the world's gold labeler instead of the RM
         m.reward = GoldReward(world, p.gold_scale)

@@ -82,11 +82,12 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
     rows, members = None, []
     if cfg.rm.ensemble:  # checked first: a bad member leaves no run directory behind
         members = ensemble.member_runs(cfg)
-    else:
-        if cfg.rm.data:  # read first: bad data leaves no run directory behind
-            rows = training_comparisons(cfg)[0]
-        backbone_dir(cfg)  # nor does a missing SFT run or an unfetched rm.backbone
-    return run_stage(cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, rows, members))
+    elif cfg.rm.data:  # read first: bad data leaves no run directory behind
+        rows = training_comparisons(cfg)[0]
+    dirs = backbone_dir(cfg)  # nor does a missing SFT run or an unfetched rm.backbone
+    return run_stage(
+        cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, dirs, rows, members)
+    )
 
 
 # ----------------------------------------------------------------------------- the model
@@ -572,16 +573,18 @@ def _train(
     cfg: LabConfig,
     run: Run,
     progress: bool,
+    dirs: tuple[Path, Path | None],
     rows: list[Comparison] | None = None,
     members: list[Run] | None = None,
 ) -> None:
-    """`rows`: rm.data's comparisons, already read; else the store's are used. `members`:
+    """`dirs`: backbone_dir's (the directory the RM starts from, the SFT model's or None).
+    `rows`: rm.data's comparisons, already read; else the store's are used. `members`:
     rm.ensemble's runs, already checked (ensemble.member_runs)."""
     t_start = time.perf_counter()
     r = cfg.rm
     with dist.main_first():  # built (or read) once, by the main process first
         world = build_world(cfg, progress=progress)
-    base_dir, sft_dir = backbone_dir(cfg)
+    base_dir, sft_dir = dirs
     rows, skipped = (rows, {}) if rows is not None else training_comparisons(cfg)
     heldout_ids = {lab.id for lab in world.heldout_labelers}
     data = split_file_comparisons(rows) if r.data else split_comparisons(rows, heldout_ids)
