@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import types
 import typing
 from dataclasses import dataclass, field
@@ -740,6 +741,14 @@ class LabConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def workspace_option(workspace: Path | str) -> str:
+    """ " --workspace DIR" for a command a user is told to run next, or "" for the default
+    workspace (a command in another shell would otherwise open the empty default one)."""
+    if Path(workspace).resolve() == (REPO_ROOT / "lab").resolve():
+        return ""
+    return f" --workspace {shlex.quote(str(workspace))}"
 
 
 # ---------------------------------------------------------------- loading and overrides

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import shlex
 from pathlib import Path
 from typing import Any
 
-from rlhf.config import LabConfig
+from rlhf.config import LabConfig, workspace_option
 from rlhf.errors import ConfigError
 from rlhf.runs import Run, latest_done, latest_resumable
 
@@ -148,7 +149,19 @@ def run(cfg: LabConfig, out: str | Path | None = None, progress: bool = True) ->
         "results": res,
         "claims": claims.check_claims(res),
         "paths": [str(p) for p in paths],
+        "workspace": str(cfg.workspace_dir),
     }
+
+
+def next_steps(workspace: Path | str) -> list[str]:
+    """How to open the notebooks and the dashboard on this workspace: `make` targets, since
+    `rlhf` is on the PATH only with .venv activated, naming a workspace other than the default."""
+    flag = workspace_option(workspace)
+    env = f" RLHF_WORKSPACE={shlex.quote(str(workspace))}" if flag else ""
+    return [
+        f"Notebooks: make notebook{env} (they reuse these runs)",
+        f"Dashboard: make dashboard{env} (or: rlhf dashboard{flag})  -> http://127.0.0.1:8501",
+    ]
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -166,7 +179,6 @@ def summary(report: dict[str, Any]) -> str:
         *(c.line() for c in report["claims"]),
         "",
         "Results: " + ", ".join(report["paths"]),
-        "Notebooks: make notebook (they reuse these runs)",
-        "Dashboard: rlhf dashboard  -> http://127.0.0.1:8501",
+        *next_steps(report["workspace"]),
     ]
     return "\n".join(lines)

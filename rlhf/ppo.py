@@ -54,7 +54,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from rlhf import distributed as dist
-from rlhf.config import LabConfig, PPOConfig
+from rlhf.config import LabConfig, PPOConfig, workspace_option
 from rlhf.data import data_changed, fingerprint, load_prompts
 from rlhf.errors import RunError
 from rlhf.evaluate import blocks
@@ -597,7 +597,8 @@ def _train(
     if progress and dist.is_main():
         tqdm.write(f"value model from {VALUE_INIT[m.value_init]}", file=sys.stderr)
         tqdm.write(
-            f"run {run.dir}: follow it live on the dashboard's KL drift page (rlhf dashboard)",
+            f"run {run.dir}: follow it live on the dashboard's KL drift page "
+            f"(rlhf dashboard{workspace_option(cfg.workspace_dir)})",
             file=sys.stderr,
         )
     accelerator = Accelerator(cpu=not torch.cuda.is_available())

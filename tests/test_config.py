@@ -257,3 +257,13 @@ def test_pipeline_extras_default_to_none_and_the_recipes_choose_theirs():
     assert (cfg.pipeline.extras, cfg.pipeline.lora_r) == (["lora"], 4)
     with pytest.raises(ConfigError, match="'pipeline.extras' must be list"):
         config.load("tiny", ["pipeline.extras=dpo"])
+
+
+def test_workspace_option_names_any_workspace_but_the_default(tmp_path):
+    """A command printed for the user to run next (the dashboard, after `make demo`) must
+    open the workspace just filled, not the empty default one."""
+    assert config.workspace_option(config.REPO_ROOT / "lab") == ""
+    assert config.workspace_option(config.REPO_ROOT / "lab" / ".." / "lab") == ""
+    assert config.workspace_option(tmp_path) == f" --workspace {tmp_path}"
+    spaced = tmp_path / "my runs"
+    assert config.workspace_option(spaced) == f" --workspace '{spaced}'"

@@ -111,7 +111,12 @@ def test_pipeline_on_micro_runs_every_stage_then_the_table_and_claims(tmp_path, 
     md = (tmp_path / "results" / "results.md").read_text()
     assert "| PPO-ptx+LoRA | " in md and "- GRPO: win rate vs SFT" in md
     assert "The paper's claims on this table:" in out and out.count("held] ") == 7
-    assert "rlhf dashboard" in out
+    # The last lines open this workspace, not the default one, without an activated venv.
+    assert out.rstrip().endswith(
+        f"Notebooks: make notebook RLHF_WORKSPACE={tmp_path} (they reuse these runs)\n"
+        f"Dashboard: make dashboard RLHF_WORKSPACE={tmp_path} "
+        f"(or: rlhf dashboard --workspace {tmp_path})  -> http://127.0.0.1:8501"
+    )
     # Again: every stage is reused, nothing retrains.
     assert main(["pipeline", *ws]) == 0
     again = capsys.readouterr().out
