@@ -31,7 +31,7 @@ from rlhf.runs import Run, read_eval, recorded_run
 LOADS: Counter[str] = Counter()
 
 RUN_FIRST = (
-    "make demo                                  # the whole tiny pipeline, ~11 minutes\n"
+    "make demo                                  # the whole tiny pipeline, 12-17 minutes\n"
     "# or stage by stage:\n"
     "rlhf world build --recipe tiny && rlhf pretrain --recipe tiny && rlhf sft --recipe tiny\n"
     "rlhf compare --recipe tiny && rlhf rm --recipe tiny && rlhf ppo --recipe tiny"
