@@ -595,8 +595,8 @@ class DPOConfig:
     log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.", ge=1)
     checkpoint_every: int = doc(100, "Steps between resumable checkpoints.", ge=1)
     eval_prompts: int = doc(
-        200,
-        "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all).",
+        1000,
+        "Test prompts in eval.json's win rate against SFT (at most all, as `rlhf eval`; greedy).",
         ge=1,
     )
     max_new_tokens: int = doc(48, "Tokens generated per prompt in that report (as ppo).", ge=1)
@@ -669,8 +669,8 @@ class GRPOConfig:
         ge=1,
     )
     eval_prompts: int = doc(
-        200,
-        "Test prompts in eval.json's win rate against SFT (greedy; `rlhf eval` uses all).",
+        1000,
+        "Test prompts in eval.json's win rate against SFT (at most all, as `rlhf eval`; greedy).",
         ge=1,
     )
 

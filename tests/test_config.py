@@ -267,3 +267,11 @@ def test_workspace_option_names_any_workspace_but_the_default(tmp_path):
     assert config.workspace_option(tmp_path) == f" --workspace {tmp_path}"
     spaced = tmp_path / "my runs"
     assert config.workspace_option(spaced) == f" --workspace '{spaced}'"
+
+
+def test_every_stage_reports_on_all_test_prompts_on_tiny():
+    """Each stage's own report judges the same test prompts as `rlhf eval` (all of them, 340
+    on tiny): DPO's and GRPO's read 200 and printed a win rate the results table did not."""
+    cfg = config.load("tiny")
+    counts = {s: getattr(cfg, s).eval_prompts for s in ("pretrain", "sft", "ppo", "dpo", "grpo")}
+    assert set(counts.values()) == {1000}, counts  # "at most all": more than any split holds
