@@ -121,6 +121,16 @@ def _generate_batch(
             logits[:, eos_id] = float("-inf")
         logp = torch.log_softmax(logits / temperature, dim=-1) if return_logprobs else None
         token = sample_next(logits, temperature, top_p, greedy, generator, logp)  # (B,)
+        drew_pad = (token == pad_id) & ~done
+        if bool(drew_pad.any()):
+            # Pad is no word of a response: the mask and the packed forwards find a response's
+            # tokens by it, so a pad inside one would cut it short. Those rows draw again
+            # without it: overall, the distribution with pad's mass spread over the rest.
+            # (A second draw only then, so the random stream is as before wherever pad is never
+            # drawn.) `logp` keeps the full softmax that PPO's forwards score tokens with.
+            again = logits[drew_pad]
+            again[:, pad_id] = float("-inf")
+            token[drew_pad] = sample_next(again, temperature, top_p, greedy, generator)
         token = token.masked_fill(done, pad_id)  # finished rows only emit padding
         if logp is not None:  # (B, V) log pi(. | x, y_<t) under logits / T
             logps.append(logp.gather(-1, token[:, None]).squeeze(-1).masked_fill(done, 0.0))
@@ -163,7 +173,8 @@ def generate(
 
     Prompts longer than the model's context minus max_new_tokens keep their last tokens.
     `logprobs` (return_logprobs=True) are those of the sampled tokens under the full softmax
-    of logits / temperature (top-p changes what is sampled, not the scored distribution).
+    of logits / temperature (top-p changes what is sampled, not the scored distribution, and
+    so does the pad token, which is never drawn: it would break a response's mask).
     `min_new_tokens` forbids EOS for that many steps (benchmarks that need full-length
     responses); the logprobs are then those of the distribution without EOS.
     """

@@ -199,8 +199,12 @@ def load_models(sft_dir: Path, rm_dir: Path, lora=None, seed: int = 0) -> Models
     for frozen in (ref, reward):  # the RM: its model, or an ensemble's members
         frozen.requires_grad_(False)
         frozen.eval()
-    policy.train()
-    value.train()
+    # Dropout off (eval mode; gradients still flow): the rollout samples and scores with it
+    # off (generate runs in eval mode), so the update's forwards must compute the same function
+    # or the ratio is not 1 before the first step (TRL disables dropout the same way). The tiny
+    # Llama has none; GPT-2 has 0.1.
+    policy.eval()
+    value.eval()
     return Models(policy, ref, value, reward, tokenizer, value_init)
 
 
@@ -601,7 +605,10 @@ def _train(
             f"(rlhf dashboard{workspace_option(cfg.workspace_dir)})",
             file=sys.stderr,
         )
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # On the CPU, as SFT and the RM (use_cpu=True): the rollout, the packed forwards, the
+    # reference, the RM and the pretraining blocks are built on the CPU, so a policy on a GPU
+    # would fail at the first step. Moving them is untested without a GPU.
+    accelerator = Accelerator(cpu=True)
     # Under accelerate launch each process rolls out its own prompts (rank_seed) and ppo_step
     # averages the gradients (rlhf.distributed): the models are placed on the device, not
     # wrapped in DDP, and only the main process writes the run's files.

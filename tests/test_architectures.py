@@ -189,6 +189,13 @@ def test_sft_rm_and_ppo_each_take_a_step_on_the_architecture(tmp_path, arch, wit
     from accelerate import Accelerator
 
     prompts = [r["prompt"] for r in rows[:4]]
+    # The update's forwards compute the function the rollout sampled from: with GPT-2's
+    # dropout (0.1) left on in them, the ratio was not 1 before any step (off by up to 0.09)
+    # and two value forwards of one rollout differed.
+    g = ppo.rollout_samples(m.policy, m.tokenizer, prompts, p, 0)
+    again, _ = ppo.forward_logprobs(m.policy, g, p.temperature)
+    torch.testing.assert_close(again, g.logprobs * g.response_mask, atol=1e-4, rtol=1e-4)
+    assert torch.equal(ppo.forward_values(m.value, g), ppo.forward_values(m.value, g))
     metrics, rollout = ppo.ppo_step(
         m,
         optimizer,

@@ -155,3 +155,48 @@ def test_min_new_tokens_holds_eos_back_then_lets_it_end(trained):
     assert not (held.response_ids[:, :8] == tok.eos_token_id).any()
     full = generate(model, tok, prompts, max_new_tokens=12, min_new_tokens=12, seed=1)
     assert (full.lengths == 12).all() and not full.ended.any()
+
+
+def test_the_pad_token_is_never_drawn_and_a_response_stays_unbroken(trained):
+    """Pad is an ordinary row of the LM head. Drawn inside a response it cut the response
+    mask there: the packed PPO forwards then scored the next tokens one column off and put the
+    reward on the wrong token. With pad made the likeliest token of every step, no response
+    holds it, greedy takes the runner-up, and the logprobs are still the full softmax's."""
+    model, tok = trained
+    pad = tok.pad_token_id
+    head = model.get_output_embeddings()
+
+    def favour_pad(_module, _inputs, logits):  # (..., V): pad far ahead of every other token
+        logits = logits.clone()
+        logits[..., pad] = logits.max(-1).values + 3.0
+        return logits
+
+    hook = head.register_forward_hook(favour_pad)
+    try:
+        out = generate(
+            model,
+            tok,
+            PROMPTS * 4,
+            max_new_tokens=8,
+            seed=0,
+            temperature=1.0,
+            return_logprobs=True,
+        )
+        greedy = generate(model, tok, PROMPTS, max_new_tokens=8, greedy=True)
+        ids = torch.cat([out.prompt_ids, out.response_ids], dim=1)  # (B, P + R)
+        mask = torch.cat([out.prompt_mask, out.response_mask], dim=1)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    finally:
+        hook.remove()
+    for row, m in zip(out.response_ids, out.response_mask, strict=True):
+        n = int(m.sum())
+        assert n > 0 and m[:n].all() and not m[n:].any()  # one unbroken run from column 0
+        assert not (row[:n] == pad).any()
+    assert greedy.texts == [" one two three", " hi there", " four"]  # the runner-up: as before
+    P = out.prompt_ids.shape[1]
+    logp = torch.log_softmax(logits[:, P - 1 : -1], dim=-1)  # (B, R, V), pad's mass included
+    ref = logp.gather(-1, out.response_ids[..., None]).squeeze(-1) * out.response_mask
+    torch.testing.assert_close(out.logprobs, ref, atol=1e-4, rtol=1e-4)
+    assert (out.logprobs[out.response_mask == 1] < -1.0).all()  # pad took most of the mass
