@@ -225,6 +225,31 @@ def test_a_nan_kl_stops_the_run_and_keeps_the_last_good_checkpoint(ready, monkey
     assert json.loads((run.checkpoint_dir / "state.json").read_text())["step"] == 2
 
 
+def test_weights_made_nan_by_an_update_stop_the_run_before_its_checkpoint(
+    ready, monkeypatch, tmp_path
+):
+    """The losses are computed before the update: a gradient that overflows leaves this step's
+    figures finite and the weights NaN. The run stops before saving them as a checkpoint."""
+    original, calls = ppo.ppo_step, {"n": 0}
+
+    def poisoned(m, *args, **kwargs):  # PPO step 4's update leaves a NaN weight behind
+        metrics, rollout = original(m, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            with torch.no_grad():
+                next(m.value.parameters()).fill_(float("nan"))
+        return metrics, rollout
+
+    monkeypatch.setattr(ppo, "ppo_step", poisoned)
+    cfg = micro(ready, ppo__checkpoint_every=2, ppo__steps=6)
+    with pytest.raises(RunError, match=r"PPO step 4: 1 weight tensors not finite.*\(step 2\)"):
+        ppo.train(cfg, run_dir=tmp_path / "nan-weights", progress=False)
+    import json
+
+    run = Run.open(tmp_path / "nan-weights")
+    assert json.loads((run.checkpoint_dir / "state.json").read_text())["step"] == 2
+
+
 def test_adaptive_kl_controller_moves_beta_towards_the_target():
     ctl = ppo.AdaptiveKL(0.1, target=6.0, horizon=100)
     ctl.update(kl=12.0, n_steps=10)  # error clipped to +0.2: beta * (1 + 0.2 * 10/100)
