@@ -674,7 +674,8 @@ def _train(
         metrics = dist.mean_over_processes(metrics | probe)  # the whole batch's figures
         check_finite(step + 1, metrics, run, (m.policy, m.value))
         if p.adaptive_kl:
-            kl_ctl.update(metrics["objective/kl"], p.batch_size)
+            # n_steps: every process's episodes (Ziegler's horizon counts the whole batch)
+            kl_ctl.update(metrics["objective/kl"], p.batch_size * accelerator.num_processes)
         step += 1
         bar.update(1)
         bar.set_postfix(

@@ -261,6 +261,18 @@ def test_adaptive_kl_controller_moves_beta_towards_the_target():
     assert ctl.value == pytest.approx(0.1 * 0.98)
 
 
+def test_an_adaptive_kl_run_moves_its_beta_each_step(ready, tmp_path):
+    """`ppo.adaptive_kl=true` end to end: each step's beta is the controller's update of the
+    last, by the step's KL and its episodes (those of every process: one here)."""
+    cfg = micro(ready, ppo__adaptive_kl=True, ppo__target_kl=0.01, ppo__kl_horizon=100)
+    rows = ppo.train(cfg, run_dir=tmp_path / "adaptive", progress=False).metrics()
+    ctl = ppo.AdaptiveKL(cfg.ppo.kl_coef, 0.01, 100)
+    for row in rows:
+        assert row["objective/kl_coef"] == pytest.approx(ctl.value)
+        ctl.update(row["objective/kl"], cfg.ppo.batch_size)
+    assert rows[-1]["objective/kl_coef"] != cfg.ppo.kl_coef
+
+
 def test_missing_runs_give_the_command_to_run(tmp_path):
     cfg = load("micro", workspace=str(tmp_path / "empty"))
     with pytest.raises(RunError, match="no finished SFT run.*rlhf sft --recipe micro"):
