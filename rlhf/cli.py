@@ -138,14 +138,21 @@ def cmd_eval(args: argparse.Namespace, cfg: config.LabConfig) -> int:
 
 
 def cmd_export_comparisons(args: argparse.Namespace, cfg: config.LabConfig) -> int:
+    from rlhf.errors import StoreError
     from rlhf.store import Store
 
-    with Store.open(cfg) as store:
+    db = cfg.workspace_dir / "lab.db"  # Store.open(cfg)'s file, without making its folder
+    if not db.exists():  # a typo in --workspace must not leave a new, empty store behind
+        raise StoreError(f"{db}: no lab store here yet (rlhf compare --recipe R makes one)")
+    with Store(db) as store:
         n = store.export(
             args.out, format=args.format, source=args.source, layout="hf" if args.hf else "jsonl"
         )
     where = f"the datasets folder {args.out}" if args.hf else args.out
-    print(f"{n:,} {args.format} rows written to {where}")
+    if args.out == "-":  # the rows went to standard output
+        print(f"{n:,} {args.format} rows written to standard output", file=sys.stderr)
+    else:
+        print(f"{n:,} {args.format} rows written to {where}")
     return 0
 
 

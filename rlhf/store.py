@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -460,6 +461,11 @@ class Store:
             raise StoreError(f"unknown export format {format!r} (one of {', '.join(FORMATS)})")
         if layout not in LAYOUTS:
             raise StoreError(f"unknown export layout {layout!r} (one of {', '.join(LAYOUTS)})")
+        stdout = str(path) == "-"
+        if stdout and layout == "hf":
+            raise StoreError("a datasets folder (--hf) needs a path, not - (standard output)")
+        if not stdout:
+            self._check_export_target(Path(path))
         if layout == "jsonl" and Path(path).is_dir():
             raise StoreError(f"{path}: is a folder; give a file path for the JSONL (or --hf)")
         rows: list[dict[str, Any]] = []
@@ -476,11 +482,36 @@ class Store:
                 )
             else:
                 rows += [{"prompt": c.prompt, "chosen": ch, "rejected": rj} for ch, rj in c.pairs()]
-        if layout == "hf":
+        if not rows and not stdout and (Path(path).exists() or Path(path).is_symlink()):
+            what = f"{source} comparisons" if source else "comparisons"
+            raise StoreError(f"no {what} to export; {path} was left as it was")
+        if stdout:
+            for row in rows:
+                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif layout == "hf":
             _write_hf(Path(path), rows, format)
         else:
             _write_jsonl(Path(path), rows)
         return len(rows)
+
+    def _check_export_target(self, target: Path) -> None:
+        """Refuse a path that an export, written beside it and renamed over it, would destroy
+        or cannot take: the store itself (or its journal), or a device (/dev/stdout: the rename
+        replaced the symlink with a file)."""
+        absolute = Path(os.path.abspath(target))
+        if absolute.parts[1:2] in (("dev",), ("proc",)) or (
+            target.exists() and not (target.is_file() or target.is_dir())
+        ):
+            raise StoreError(
+                f"{target}: not a regular file; give a file path, or - for standard output"
+            )
+        store = self.path.resolve()
+        if target.resolve() in {
+            store,
+            *(Path(f"{store}{s}") for s in ("-wal", "-shm", "-journal")),
+        }:
+            raise StoreError(f"{target}: is the lab store itself; give another path")
 
 
 class _Transaction:
@@ -533,6 +564,16 @@ class _Transaction:
             pass
 
 
+def _file_mode(path: Path) -> int:
+    """The mode a file written over `path` should have: the old file's, else what open()
+    would give a new one under the umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write JSONL to a temp file beside `path`, fsync, and rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -543,6 +584,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

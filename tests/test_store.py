@@ -2,6 +2,7 @@
 
 import json
 import multiprocessing
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -389,3 +390,53 @@ def test_other_sqlite_database_is_not_a_lab_store(tmp_path):
     conn.close()
     with pytest.raises(StoreError, match="not a lab store"):
         Store(path)
+
+
+def test_export_never_destroys_the_store_a_device_or_a_file_it_has_nothing_for(store, tmp_path):
+    """`--out lab.db` replaced the store with JSONL (every comparison lost) and said it wrote
+    the rows; `--out /dev/stdout` as root replaced the symlink with a file; an export of 0 rows
+    emptied the file it was pointed at. Each is refused, and nothing is touched."""
+    store.add_comparisons([comp(0)])
+    for target in (store.path, Path(f"{store.path}-wal"), tmp_path / "." / "lab.db"):
+        with pytest.raises(StoreError, match="is the lab store itself"):
+            store.export(target, "kwise")
+    assert len(store.comparisons()) == 1 and store.path.read_bytes()[:6] == b"SQLite"
+    with pytest.raises(StoreError, match=r"/dev/stdout: not a regular file; .* - for standard"):
+        store.export(Path("/dev/stdout"), "pairs")
+    assert Path("/dev/stdout").is_symlink()
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text('{"mine": 1}\n')
+    with pytest.raises(StoreError, match=r"no simulated comparisons to export; .*keep.jsonl was"):
+        store.export(keep, "kwise", source="simulated")
+    assert keep.read_text() == '{"mine": 1}\n'
+    assert store.export(tmp_path / "new.jsonl", "kwise", source="simulated") == 0  # a new file
+    assert (tmp_path / "new.jsonl").read_text() == ""
+
+
+def test_export_to_standard_output_and_with_the_umask(store, tmp_path, capsys):
+    store.add_comparisons([comp(0), comp(1)])
+    assert store.export("-", "kwise") == 2
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["prompt"] for r in rows] == ["Q: question 0\nA:", "Q: question 1\nA:"]
+    with pytest.raises(StoreError, match="needs a path, not -"):
+        store.export("-", "kwise", layout="hf")
+    out = tmp_path / "shared.jsonl"
+    old = os.umask(0o022)
+    try:
+        store.export(out, "kwise")
+        assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        out.chmod(0o640)
+        store.export(out, "pairs")
+        assert out.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+    finally:
+        os.umask(old)
+
+
+def test_cli_export_from_a_workspace_without_a_store_makes_none(tmp_path, capsys):
+    ws = tmp_path / "typo"
+    out = tmp_path / "keep.jsonl"
+    out.write_text("mine\n")
+    args = ["--workspace", str(ws), "export", "comparisons", "--recipe", "micro"]
+    assert main([*args, "--out", str(out)]) == 2
+    assert "no lab store here yet" in capsys.readouterr().err
+    assert not ws.exists() and out.read_text() == "mine\n"
