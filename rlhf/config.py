@@ -15,6 +15,7 @@ Every field carries its documentation in `metadata["help"]` (as TRL does), so
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import shlex
@@ -905,10 +906,14 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
         raise bad()
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            return float(value.strip())
-        raise bad()
+            number = float(value)
+        elif isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            number = float(value.strip())
+        else:
+            raise bad()
+        if not math.isfinite(number):  # 1e400 and .inf are inf: sft.lr=inf trained a NaN model
+            raise ConfigError(f"{source}: '{key}' must be a finite number, got {value!r}")
+        return number
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

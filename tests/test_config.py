@@ -275,3 +275,12 @@ def test_every_stage_reports_on_all_test_prompts_on_tiny():
     cfg = config.load("tiny")
     counts = {s: getattr(cfg, s).eval_prompts for s in ("pretrain", "sft", "ppo", "dpo", "grpo")}
     assert set(counts.values()) == {1000}, counts  # "at most all": more than any split holds
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "-inf", ".inf", "nan"])
+def test_a_float_must_be_finite(value):
+    """`--set sft.lr=1e400` (inf) passed `lr > 0` and trained a model of NaNs."""
+    with pytest.raises(ConfigError, match=r"--set sft.lr=.*'sft.lr' must be"):
+        config.load("micro", [f"sft.lr={value}"])
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        config.load("micro", sft__lr=float("inf"))
