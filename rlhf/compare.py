@@ -26,7 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from rlhf.config import LabConfig
+from rlhf.config import LabConfig, check_length
 from rlhf.errors import ConfigError, RunError
 from rlhf.generation import generate
 from rlhf.models import load_policy
@@ -87,6 +87,7 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
     summary is re-measured from them, `reused` is True), as a stage reuses a finished run;
     `force=True` samples and stores another set."""
     c = cfg.compare
+    check_length(cfg, "compare")
     if not 2 <= c.k_min <= c.k_max:
         raise ConfigError(
             f"compare.k_min={c.k_min}, compare.k_max={c.k_max}: need 2 <= k_min <= k_max"

@@ -810,6 +810,24 @@ def load(
     return cfg
 
 
+GENERATING = ("pretrain", "sft", "compare", "ppo", "dpo", "grpo")  # sections with max_new_tokens
+
+
+def check_length(cfg: LabConfig, section: str) -> None:
+    """The world's own model reads pretrain.block_size tokens: a stage that generates
+    max_new_tokens >= that has no room for its prompt, and failed only when it first generated
+    (SFT, DPO and GRPO after training). Checked as a stage starts (rlhf.runs.run_stage, compare),
+    before its run directory. A real model's context is known once it loads, and checked then."""
+    if section not in GENERATING or cfg.sft.base_model:
+        return
+    n, context = getattr(cfg, section).max_new_tokens, cfg.pretrain.block_size
+    if n >= context:
+        raise ConfigError(
+            f"'{section}.max_new_tokens' is {n}: it leaves no room for a prompt in the "
+            f"model's context of {context} tokens (pretrain.block_size); give fewer"
+        )
+
+
 def _yaml_problem(e: yaml.YAMLError) -> str:
     """One line: what is wrong and where (PyYAML's own message spans several lines)."""
     mark = getattr(e, "problem_mark", None)

@@ -26,7 +26,7 @@ from typing import Any
 from datasets import Dataset
 
 from rlhf.callbacks import LogToRun, cosine_schedule, train_resuming, trainer_args
-from rlhf.config import LabConfig
+from rlhf.config import LabConfig, check_length
 from rlhf.errors import RunError
 from rlhf.evaluate import win_outcomes, with_ci
 from rlhf.generation import generate
@@ -53,6 +53,7 @@ class LogDPO(LogToRun):
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the DPO run in `run_dir`."""
+    check_length(cfg, "dpo")  # checks first: a bad config leaves no run directory
     start = upstream(cfg, "sft", cfg.dpo.sft_run, "dpo.sft_run")  # missing: no run dir left
     return run_stage(cfg, "dpo", run_dir, lambda run: _train(cfg, run, progress, start))
 

@@ -27,7 +27,7 @@ from typing import Any
 from datasets import Dataset
 
 from rlhf.callbacks import LogToRun, train_resuming, trainer_args
-from rlhf.config import LabConfig
+from rlhf.config import LabConfig, check_length
 from rlhf.dpo import summary, versus_sft  # noqa: F401 - `rlhf grpo` prints summary
 from rlhf.errors import ConfigError, RunError
 from rlhf.models import ensure_pad_token, load_policy, save_model
@@ -53,6 +53,7 @@ class LogGRPO(LogToRun):
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the GRPO run in `run_dir`."""
     check(cfg)  # bad sizes leave no run directory behind
+    check_length(cfg, "grpo")
     sources = sft_run(cfg), rm_run(cfg)  # nor does a missing SFT or RM run
     return run_stage(cfg, "grpo", run_dir, lambda run: _train(cfg, run, progress, sources))
 

@@ -54,7 +54,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from rlhf import distributed as dist
-from rlhf.config import LabConfig, PPOConfig, workspace_option
+from rlhf.config import LabConfig, PPOConfig, check_length, workspace_option
 from rlhf.data import data_changed, fingerprint, load_prompts
 from rlhf.errors import RunError
 from rlhf.evaluate import blocks
@@ -100,6 +100,7 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
             "use ppo.reward=rm with them"
         )
     check_sizes(cfg)  # checked first: bad sizes leave no run directory behind
+    check_length(cfg, "ppo")
     sources = source_runs(cfg)  # nor does a missing SFT or RM run
     data = None
     if cfg.ppo.data:  # read first: bad data leaves no run directory behind

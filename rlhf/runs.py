@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import distributed as dist
-from rlhf.config import LORA_KEYS, LabConfig, from_dict
+from rlhf.config import LORA_KEYS, LabConfig, check_length, from_dict
 from rlhf.errors import ConfigError, RunError
 from rlhf.world.build import WORLD_VERSION
 
@@ -359,6 +359,7 @@ def run_stage(
 
     Under a launcher (rlhf.distributed) the main process creates the run and every process
     runs `body` in it; the others return once the main process has finished writing."""
+    check_length(cfg, stage)  # before the run directory: the length fails only in the report
     run = Run(dist.on_main(lambda: Run.create_or_resume(cfg, stage, run_dir).dir))
     if run.done:
         return run

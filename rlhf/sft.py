@@ -30,7 +30,7 @@ from datasets import Dataset
 
 from rlhf import distributed as dist
 from rlhf.callbacks import LogToRun, cosine_schedule, train_resuming, trainer_args
-from rlhf.config import LabConfig
+from rlhf.config import LabConfig, check_length
 from rlhf.data import data_changed, fingerprint, load_demonstrations
 from rlhf.errors import DataError, RunError
 from rlhf.evaluate import behaviour_report
@@ -49,6 +49,7 @@ from rlhf.world import build_world
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Fine-tune (or resume, or return if already done) the run in `run_dir` (new if None)."""
+    check_length(cfg, "sft")  # checks first: a bad config leaves no run directory
     data = None
     if cfg.sft.base_model:  # fetched (or failing: offline, not fetched) before any run exists
         base_model_dir(cfg)

@@ -284,3 +284,23 @@ def test_a_float_must_be_finite(value):
         config.load("micro", [f"sft.lr={value}"])
     with pytest.raises(ConfigError, match="must be a finite number"):
         config.load("micro", sft__lr=float("inf"))
+
+
+@pytest.mark.parametrize("section", config.GENERATING)
+def test_a_response_longer_than_the_models_context_fails_before_the_stage_starts(section, tmp_path):
+    """`--set sft.max_new_tokens=500` trained SFT to the end, then failed in its report with a
+    traceback and left a failed run; now each generating stage checks its length against the
+    world model's context before anything (the world, upstream runs, a run directory)."""
+    from rlhf import compare, dpo, grpo, ppo, pretrain, sft
+
+    block = config.load("micro").pretrain.block_size
+    cfg = config.load("micro", [f"{section}.max_new_tokens={block}"], workspace=str(tmp_path))
+    start = {"compare": compare.collect, "pretrain": pretrain.train, "sft": sft.train}
+    start |= {"ppo": ppo.train, "dpo": dpo.train, "grpo": grpo.train}
+    with pytest.raises(ConfigError, match=rf"'{section}.max_new_tokens' is {block}: .* {block} "):
+        start[section](cfg, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    config.check_length(config.load("micro", [f"{section}.max_new_tokens={block - 1}"]), section)
+    # A real model's context is its own: checked when it loads.
+    real = config.load("micro", [f"{section}.max_new_tokens=500", "sft.base_model=gpt2"])
+    config.check_length(real, section)
