@@ -53,8 +53,13 @@ class LogDPO(LogToRun):
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the DPO run in `run_dir`."""
+    from rlhf.reward import no_comparisons, training_comparisons
+
     check_length(cfg, "dpo")  # checks first: a bad config leaves no run directory
     start = upstream(cfg, "sft", cfg.dpo.sft_run, "dpo.sft_run")  # missing: no run dir left
+    rows, skipped = training_comparisons(cfg)  # none yet (no rlhf compare): no run dir left
+    if not rows:
+        raise RunError(no_comparisons(cfg, skipped))
     return run_stage(cfg, "dpo", run_dir, lambda run: _train(cfg, run, progress, start))
 
 

@@ -79,14 +79,26 @@ BIAS_FILE = "reward_bias.json"
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the reward model in `run_dir`."""
-    rows, members = None, []
+    members = []
     if cfg.rm.ensemble:  # checked first: a bad member leaves no run directory behind
         members = ensemble.member_runs(cfg)
-    elif cfg.rm.data:  # read first: bad data leaves no run directory behind
-        rows = training_comparisons(cfg)[0]
-    dirs = backbone_dir(cfg)  # nor does a missing SFT run or an unfetched rm.backbone
+    # Read before the run directory exists, so that none is left behind by a missing SFT run,
+    # an unfetched rm.backbone, bad rm.data, or no comparisons yet (no rlhf compare).
+    dirs = backbone_dir(cfg)
+    rows, skipped = training_comparisons(cfg)
+    if not rows:
+        raise RunError(no_comparisons(cfg, skipped))
     return run_stage(
-        cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, dirs, rows, members)
+        cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, dirs, rows, skipped, members)
+    )
+
+
+def no_comparisons(cfg: LabConfig, skipped: dict[str, int]) -> str:
+    ignored = ", ".join(f"{n} of a {why}" for why, n in skipped.items() if n)
+    return (
+        f"no training comparisons of this world in {cfg.workspace_dir / 'lab.db'}"
+        + (f" (ignored: {ignored})" if ignored else "")
+        + f"; run: rlhf compare --recipe {cfg.recipe}"
     )
 
 
@@ -574,27 +586,22 @@ def _train(
     run: Run,
     progress: bool,
     dirs: tuple[Path, Path | None],
-    rows: list[Comparison] | None = None,
+    rows: list[Comparison],
+    skipped: dict[str, int],
     members: list[Run] | None = None,
 ) -> None:
     """`dirs`: backbone_dir's (the directory the RM starts from, the SFT model's or None).
-    `rows`: rm.data's comparisons, already read; else the store's are used. `members`:
-    rm.ensemble's runs, already checked (ensemble.member_runs)."""
+    `rows`, `skipped`: training_comparisons' (rm.data's or the store's), already read.
+    `members`: rm.ensemble's runs, already checked (ensemble.member_runs)."""
     t_start = time.perf_counter()
     r = cfg.rm
     with dist.main_first():  # built (or read) once, by the main process first
         world = build_world(cfg, progress=progress)
     base_dir, sft_dir = dirs
-    rows, skipped = (rows, {}) if rows is not None else training_comparisons(cfg)
     heldout_ids = {lab.id for lab in world.heldout_labelers}
     data = split_file_comparisons(rows) if r.data else split_comparisons(rows, heldout_ids)
-    if not data["train"]:
-        ignored = ", ".join(f"{n} of a {why}" for why, n in skipped.items() if n)
-        raise RunError(
-            f"no training comparisons of this world in {cfg.workspace_dir / 'lab.db'}"
-            + (f" (ignored: {ignored})" if ignored else "")
-            + f"; run: rlhf compare --recipe {cfg.recipe}"
-        )
+    if not data["train"]:  # only held-out comparisons
+        raise RunError(no_comparisons(cfg, skipped))
 
     if r.ensemble:  # beyond the paper: nothing to train, the members' scale-matched mean
         if not dist.is_main():  # an accelerate launch: the main process alone combines

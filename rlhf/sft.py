@@ -51,12 +51,13 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
     """Fine-tune (or resume, or return if already done) the run in `run_dir` (new if None)."""
     check_length(cfg, "sft")  # checks first: a bad config leaves no run directory
     data = None
-    if cfg.sft.base_model:  # fetched (or failing: offline, not fetched) before any run exists
-        base_model_dir(cfg)
+    # The model to start from, before any run exists: a hub model fetched (or failing offline),
+    # sft.base_run checked, or the world's pretrain run found (none: the command that makes it).
+    base_dir = base_model_dir(cfg)
     if cfg.sft.data:  # read first: bad data leaves no run directory behind
         digest = fingerprint(cfg.sft.data)
         data = (*file_datasets(cfg.sft.data), digest)
-    return run_stage(cfg, "sft", run_dir, lambda run: _train(cfg, run, progress, data))
+    return run_stage(cfg, "sft", run_dir, lambda run: _train(cfg, run, progress, base_dir, data))
 
 
 def stale(run: Run, cfg: LabConfig) -> str | None:
@@ -108,9 +109,14 @@ def file_datasets(path: str) -> tuple[Dataset, Dataset]:
 
 
 def _train(
-    cfg: LabConfig, run: Run, progress: bool, data: tuple[Dataset, Dataset, str] | None = None
+    cfg: LabConfig,
+    run: Run,
+    progress: bool,
+    base_dir: Path,
+    data: tuple[Dataset, Dataset, str] | None = None,
 ) -> None:
-    """`data`: sft.data's (train, val, sha256), else the world's demonstrations are used."""
+    """`base_dir`: base_model_dir's. `data`: sft.data's (train, val, sha256), else the world's
+    demonstrations are used."""
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
@@ -118,7 +124,6 @@ def _train(
     s = cfg.sft
     with dist.main_first():  # built (or read) once, by the main process first
         world = build_world(cfg, progress=progress)
-    base_dir = base_model_dir(cfg)
     model, tokenizer = load_base(base_dir)
     train_ds, val_ds = (
         data[:2] if data else (demo_dataset(world, "train"), demo_dataset(world, "val"))

@@ -305,6 +305,23 @@ def test_a_missing_upstream_run_leaves_no_run_directory(stage, tmp_path):
     )
 
 
+@pytest.mark.parametrize("stage", ["reward", "dpo"])
+def test_no_comparisons_yet_leaves_no_run_directory(stage, ready, tmp_path):
+    """`rlhf rm` or `rlhf dpo` before `rlhf compare` left a failed run, which then broke
+    `rlhf eval --runs runs/*`."""
+    import importlib
+
+    from conftest import copy_workspace
+
+    cfg = copy_workspace(ready, tmp_path / "ws")
+    for f in cfg.workspace_dir.glob("lab.db*"):  # as before rlhf compare
+        f.unlink()
+    before = sorted(p.name for p in (cfg.workspace_dir / "runs").iterdir())
+    with pytest.raises(RunError, match=r"no training comparisons .*; run: rlhf compare --recipe"):
+        importlib.import_module(f"rlhf.{stage}").train(cfg, progress=False)
+    assert sorted(p.name for p in (cfg.workspace_dir / "runs").iterdir()) == before
+
+
 def _padded_reference(m, g, temperature):
     """Logprobs, entropies and values of the response tokens from one plain padded forward per
     model: (B, P + R) rows, left-padded prompts, attention mask, positions of real tokens."""

@@ -23,6 +23,11 @@ def base(tmp_path_factory):
 def test_sft_needs_a_pretrained_base(tmp_path):
     with pytest.raises(RunError, match="no finished pretrain run"):
         sft.train(load("micro", workspace=str(tmp_path)), progress=False)
+    assert not (tmp_path / "runs").exists()  # it left a failed SFT run per try
+    cfg = load("micro", [f"sft.base_run={tmp_path / 'nowhere'}"], workspace=str(tmp_path))
+    with pytest.raises(RunError, match="nowhere: no such run directory"):
+        sft.train(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_sft_end_to_end(base, capfd):
