@@ -33,6 +33,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -337,6 +338,18 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _out_dir(text: str) -> str:
+    """argparse type of eval's and pipeline's --out: a folder, or a path where one can be made.
+    A file there failed with a traceback when the results were written, after every stage."""
+    path = Path(text)
+    for at in (path, *path.parents):
+        if at.exists():
+            if not at.is_dir():
+                raise argparse.ArgumentTypeError(f"{at} is a file, not a folder for the results")
+            break
+    return text
+
+
 def _common(recipe_default: str | None = "tiny") -> argparse.ArgumentParser:
     p = _Parser(add_help=False)
     p.add_argument(
@@ -440,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_common()],
         help="every stage (reusing finished ones), then the results table and the paper's claims",
     )
-    pl.add_argument("--out", default=None, help="where results.json/.md go (<workspace>/results)")
+    pl.add_argument("--out", type=_out_dir, help="where results.json/.md go (<workspace>/results)")
     pl.add_argument(
         "--with",
         dest="extras",
@@ -458,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the results table: every policy (and RM) of the given runs on the test prompts",
     )
     ev.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="run directories")
-    ev.add_argument("--out", default=None, help="where results.json/.md go (<workspace>/results)")
+    ev.add_argument("--out", type=_out_dir, help="where results.json/.md go (<workspace>/results)")
     ev.set_defaults(func=cmd_eval)
 
     export = commands.add_parser("export", help="export lab data")

@@ -324,3 +324,18 @@ def test_a_stage_command_resumes_the_interrupted_run_of_its_config(
     assert err.strip().endswith(f"--run-dir {interrupted}")
     assert cli.main([*argv, "--new"]) == 130
     assert seen[-1] is None
+
+
+@pytest.mark.parametrize("command", ["eval", "pipeline"])
+def test_results_out_onto_a_file_fails_before_anything_runs(command, tmp_path):
+    """`--out` naming a file (or a folder under one) failed with a FileExistsError traceback
+    when the results were written: for the pipeline, after every stage had run."""
+    log = tmp_path / "pipe.log"
+    log.write_text("mine\n")
+    for out in (log, log / "results"):
+        args = ["--workspace", str(tmp_path / "ws"), command, "--recipe", "micro"]
+        args += ["--runs", str(tmp_path)] if command == "eval" else []
+        done = rlhf(*args, "--out", str(out), tmp_path=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert f"{log} is a file, not a folder for the results" in done.stderr
+    assert log.read_text() == "mine\n" and not (tmp_path / "ws").exists()
