@@ -8,6 +8,7 @@ load it anywhere, with or without this library.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -467,9 +468,13 @@ def fetch_minilm(download=None) -> tuple[Path, bool]:
 def hub_unreachable(model_id: str, e: Exception) -> RunError:
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     why = "HF_HUB_OFFLINE is set" if offline else f"no network? {type(e).__name__}"
+    # A typo of an offline model ("smollm", "MiniLM") is no hub id: say which was meant.
+    near = difflib.get_close_matches(model_id.lower(), [SMOLLM2, MINILM], n=1, cutoff=0.6)
     return RunError(
-        f"cannot fetch '{model_id}' from the Hugging Face hub ({why}); hub recipes need the "
-        f"internet; offline recipes: {', '.join(OFFLINE_RECIPES)}"
+        f"cannot fetch '{model_id}' from the Hugging Face hub ({why}); "
+        + (f"did you mean '{near[0]}'? " if near else "")
+        + f"offline models: {SMOLLM2}, {MINILM}; hub recipes need the internet; offline "
+        f"recipes: {', '.join(OFFLINE_RECIPES)}"
     )
 
 

@@ -221,6 +221,18 @@ def test_hub_model_offline_is_one_line_naming_the_offline_recipes(tmp_path):
     assert not (tmp_path / "runs").exists()  # the failed SFT left no run behind
 
 
+@pytest.mark.parametrize(("name", "meant"), [("smollm", "smollm2"), ("MiniLM", "minilm")])
+def test_a_typo_of_an_offline_model_says_which_was_meant(name, meant, tmp_path):
+    """It read as a network failure ("no network?") and named only the offline recipes."""
+    done = rlhf_cli(["models", "fetch", name], tmp_path, HF_HUB_OFFLINE="1",
+                    RLHF_MODEL_CACHE=str(tmp_path / "cache"))  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert f"did you mean '{meant}'? offline models: smollm2, minilm" in line
+    gpt2 = rlhf_cli(["models", "fetch", "gpt2"], tmp_path, HF_HUB_OFFLINE="1")
+    assert "did you mean" not in gpt2.stderr and "offline models: smollm2, minilm" in gpt2.stderr
+
+
 @pytest.mark.parametrize(
     "recipe", ["smollm2", "gpt2", "pythia-160m", "smollm2-hub", "qwen2.5-0.5b"]
 )
