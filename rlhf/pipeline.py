@@ -34,6 +34,11 @@ EXTRAS = {"dpo": "DPO", "grpo": "GRPO", "lora": "PPO-ptx+LoRA"}
 def finished_run(module: Any, cfg: LabConfig, stage: str) -> tuple[Run | None, str]:
     """(a finished run of `stage` to reuse or None, what to tell the user)."""
     reuse = latest_done(cfg, stage)
+    if reuse is not None and not reuse.model_dir.is_dir():  # deleted by hand: later stages fail
+        return (
+            None,
+            f"not reusing {reuse.dir}: finished, but its model/ is gone; training a new run",
+        )
     why = reuse is not None and hasattr(module, "stale") and module.stale(reuse, cfg)
     if why:  # same config, other data (the RM: the store's comparisons changed)
         return None, f"not reusing: {why}; training a new run"

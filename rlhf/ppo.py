@@ -347,7 +347,8 @@ def check_finite(
 ) -> None:
     """Stop the run, before this step's checkpoint, when a figure or a weight is not finite.
     The weights too: the losses are computed before the update, so a gradient that overflows
-    leaves finite losses this step and NaN weights for the next (~2 ms for tiny's two models)."""
+    leaves finite losses this step and NaN weights for the next (2.7 ms a step for tiny's two
+    models, against ~1 s a PPO step)."""
     bad = [
         f"{k} = {metrics[k]}"
         for k in ("objective/kl", "objective/scores", "loss/total")

@@ -172,6 +172,24 @@ def test_a_copy_of_a_finished_workspace_reuses_every_run_and_the_comparisons(
         assert store.count("simulated") == stored
 
 
+def test_a_finished_run_whose_model_is_gone_is_not_reused(micro_pipeline, tmp_path):
+    """It was: `rlhf sft` said "reusing finished run" and every later stage failed on the
+    missing model/."""
+    import shutil
+
+    from conftest import copy_workspace
+
+    from rlhf import pipeline, sft
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "copy")
+    run, message = pipeline.finished_run(sft, cfg, "sft")
+    assert run is not None and message.startswith("reusing finished run")
+    shutil.rmtree(run.model_dir)
+    again, message = pipeline.finished_run(sft, cfg, "sft")
+    assert again is None
+    assert message == f"not reusing {run.dir}: finished, but its model/ is gone; training a new run"
+
+
 def test_extra_rows_leave_the_claims_as_they_were():
     """DPO, GRPO and LoRA rows are compared with PPO-ptx, never read by the paper's claims:
     rows that would break every claim change no verdict."""
