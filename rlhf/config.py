@@ -652,7 +652,9 @@ class GRPOConfig:
         0.2, "Clip range of the policy ratio (TRL epsilon; as ppo.cliprange).", gt=0
     )
     loss_type: str = doc(
-        "grpo", "TRL loss: grpo (per-sequence mean, the paper's), dapo, dr_grpo, bnpo, ..."
+        "grpo",
+        "TRL loss: grpo (per-sequence mean, the paper's), dapo, dr_grpo, bnpo, cispo, sapo, vespo.",
+        choices=("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "vespo"),
     )
     missing_eos_penalty: float = doc(
         1.0,

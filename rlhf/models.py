@@ -43,16 +43,21 @@ def quiet_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def check_shape(pcfg: PretrainConfig) -> None:
+    """The attention heads split the hidden size evenly (checked before a run directory)."""
+    if pcfg.hidden_size % pcfg.num_heads:
+        raise ConfigError(
+            f"pretrain.hidden_size={pcfg.hidden_size} is not a multiple of "
+            f"pretrain.num_heads={pcfg.num_heads}"
+        )
+
+
 def llama_config(pcfg: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
     """The transformers config of the stage-0 model: Llama (RMSNorm, RoPE, SwiGLU), tied embeddings.
 
     Tied input/output embeddings save vocab * hidden parameters, a large share at this size
     (GPT-2 and SmolLM do the same)."""
-    if pcfg.hidden_size % pcfg.num_heads:
-        raise ValueError(
-            f"pretrain.hidden_size={pcfg.hidden_size} is not a multiple of "
-            f"pretrain.num_heads={pcfg.num_heads}"
-        )
+    check_shape(pcfg)
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=pcfg.hidden_size,

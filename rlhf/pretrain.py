@@ -30,13 +30,14 @@ from rlhf.config import LabConfig, PretrainConfig
 from rlhf.errors import RunError
 from rlhf.evaluate import behaviour_report, blocks, fact_cloze_accuracy, heldout_loss
 from rlhf.files import atomic_dir
-from rlhf.models import build_base_model, count_parameters, save_model
+from rlhf.models import build_base_model, check_shape, count_parameters, save_model
 from rlhf.runs import Run, run_stage
 from rlhf.tokenizer import encode_documents
 
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Pretrain (or resume, or return if already done) the run in `run_dir` (new dir if None)."""
+    check_shape(cfg.pretrain)  # a bad shape leaves no run directory behind
     return run_stage(cfg, "pretrain", run_dir, lambda run: _train(cfg, run, progress))
 
 

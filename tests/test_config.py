@@ -304,3 +304,20 @@ def test_a_response_longer_than_the_models_context_fails_before_the_stage_starts
     # A real model's context is its own: checked when it loads.
     real = config.load("micro", [f"{section}.max_new_tokens=500", "sft.base_model=gpt2"])
     config.check_length(real, section)
+
+
+def test_grpo_loss_type_is_one_trl_knows():
+    """`grpo.loss_type=bogus` failed inside TRL mid-run, with a traceback and a failed run."""
+    with pytest.raises(ConfigError, match=r"'grpo.loss_type' must be one of grpo, dapo"):
+        config.load("micro", ["grpo.loss_type=bogus"])
+    assert config.load("micro", ["grpo.loss_type=dr_grpo"]).grpo.loss_type == "dr_grpo"
+
+
+def test_heads_that_do_not_split_the_hidden_size_fail_before_a_run(tmp_path):
+    """It raised a ValueError traceback from inside the pretraining run, leaving it failed."""
+    from rlhf import pretrain
+
+    cfg = config.load("micro", ["pretrain.num_heads=3"], workspace=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"hidden_size=\d+ is not a multiple of .*num_heads=3"):
+        pretrain.train(cfg, progress=False)
+    assert list(tmp_path.iterdir()) == []
