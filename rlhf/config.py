@@ -784,13 +784,19 @@ def load(
     if recipe is not None:
         path = recipe_path(recipe)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (a recipe is UTF-8 YAML)") from None
+        except OSError as e:  # a folder named like a recipe, no permission
+            raise ConfigError(f"{path}: cannot read the recipe ({e.strerror})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of keys to values")
         apply(cfg, data, source=str(path))
-        cfg.recipe = path.stem if recipe_path(recipe).parent == RECIPES_DIR else str(path)
+        # A shipped recipe is its name however the path spells it (../recipes/micro.yaml):
+        # the name is part of every run's identity, and a path retrained every stage.
+        cfg.recipe = path.stem if path.resolve().parent == RECIPES_DIR.resolve() else str(path)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected key=value, e.g. --set pretrain.lr=1e-3")

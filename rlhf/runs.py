@@ -133,8 +133,19 @@ class Run:
 
     @property
     def status(self) -> dict[str, Any]:
+        """status.json; a file that is not a JSON object (truncated, edited by hand) reads as
+        status "unreadable", so the run is neither reused nor resumed and every command still
+        runs (it was a JSONDecodeError or AttributeError traceback in each)."""
         f = self.dir / "status.json"
-        return json.loads(f.read_text()) if f.exists() else {"status": "unknown"}
+        if not f.exists():
+            return {"status": "unknown"}
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            return {"status": "unreadable", "error": f"{f}: {e}"}
+        if not isinstance(data, dict) or not isinstance(data.get("status", ""), str):
+            return {"status": "unreadable", "error": f"{f}: not a status object"}
+        return data
 
     def metrics(self) -> list[dict[str, Any]]:
         """Every logged line of metrics.jsonl (a truncated last line from a kill is skipped)."""
@@ -160,8 +171,8 @@ class Run:
         again if latest_resumable finds it safe."""
         s = self.status
         status = s.get("status", "unknown")
-        mine = s.get("host") == socket.gethostname() and "pid" in s
-        if status == "running" and mine and not _alive(int(s["pid"]), s.get("pid_started")):
+        mine = s.get("host") == socket.gethostname() and isinstance(s.get("pid"), int)
+        if status == "running" and mine and not _alive(s["pid"], s.get("pid_started")):
             return "stopped"
         return status
 

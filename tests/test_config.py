@@ -321,3 +321,23 @@ def test_heads_that_do_not_split_the_hidden_size_fail_before_a_run(tmp_path):
     with pytest.raises(ConfigError, match=r"hidden_size=\d+ is not a multiple of .*num_heads=3"):
         pretrain.train(cfg, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shipped_recipe_given_as_a_path_is_its_name(tmp_path):
+    """`--recipe lab/recipes/../recipes/micro.yaml` made a recipe called by its path, so no
+    finished run was reused: every stage trained again."""
+    spelled = config.RECIPES_DIR / ".." / "recipes" / "micro.yaml"
+    assert config.load(spelled).recipe == "micro"
+    own = tmp_path / "micro.yaml"
+    own.write_text((config.RECIPES_DIR / "micro.yaml").read_text())
+    assert config.load(own).recipe == str(own)  # a user's file stays a path
+
+
+def test_a_recipe_that_is_no_text_file_is_one_line(tmp_path):
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=r"bin.yaml: not a text file"):
+        config.load(binary)
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"dir.yaml: cannot read the recipe"):
+        config.load(tmp_path / "dir.yaml")

@@ -395,3 +395,19 @@ def test_an_explicit_upstream_run_must_be_finished_and_an_rm_run_for_the_rm(cfg)
     rm.set_status("failed", error="boom")
     with pytest.raises(RunError, match=r"grpo.rm_run needs a finished run; this one is failed"):
         upstream(cfg, "rm", str(rm.dir), "grpo.rm_run")
+
+
+@pytest.mark.parametrize(
+    "text", ['{"status": "done", "st', "[]", '{"status": 3}', '{"status": "running", "pid": "abc"}']
+)
+def test_a_damaged_status_file_is_read_not_raised(cfg, text):
+    """A truncated or hand-edited status.json was a JSONDecodeError, AttributeError or
+    ValueError traceback from every command that listed runs (sft, ppo, eval, pipeline)."""
+    run = Run.create(cfg, "pretrain")
+    run.set_status("done")
+    (run.dir / "status.json").write_text(text)
+    assert run.state in ("unreadable", "running")  # "abc" is no pid of this host: not judged
+    assert not run.done and latest_done(cfg, "pretrain") is None
+    from rlhf.runs import latest_resumable
+
+    assert latest_resumable(cfg, "pretrain") is None
