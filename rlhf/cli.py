@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from rlhf import config
-from rlhf.errors import LabError
+from rlhf.errors import ConfigError, LabError
 
 
 class UsageError(LabError):
@@ -193,6 +193,8 @@ def _train_stage(
     from rlhf.runs import list_runs
 
     stage = stage or module_name
+    if args.new and args.run_dir:  # --new was ignored: a finished --run-dir was returned as is
+        raise ConfigError("--new trains another run, --run-dir resumes one: give one")
     if getattr(args, "data", None):  # --data PATH: sft.data, rm.data or ppo.data
         getattr(cfg, stage).data = os.path.abspath(args.data)
     module = importlib.import_module(f"rlhf.{module_name}")

@@ -239,7 +239,10 @@ def _response_text(messages: list[dict[str, str]], field: str) -> str:
 
 def _prompt(record: dict[str, Any], field: str = "prompt") -> str:
     value = _text_or_messages(record, field)
-    return value if isinstance(value, str) else render_prompt(value, field)
+    text = value if isinstance(value, str) else render_prompt(value, field)
+    if not text.strip():  # PPO rolled out from nothing, or (all empty) crashed in a reshape
+        raise _Bad(field, "empty prompt")
+    return text
 
 
 def _response(record: dict[str, Any], field: str) -> str:

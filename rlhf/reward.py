@@ -88,6 +88,12 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
     rows, skipped = training_comparisons(cfg)
     if not rows:
         raise RunError(no_comparisons(cfg, skipped))
+    if cfg.rm.with_human and not cfg.rm.data and not any(c.source == "human" for c in rows):
+        # it trained the same RM as without it, and said nothing
+        raise RunError(
+            f"rm.with_human: no hand rankings in {cfg.workspace_dir / 'lab.db'} yet (the "
+            "dashboard's Rank page saves them); train without --with-human"
+        )
     return run_stage(
         cfg, "rm", run_dir, lambda run: _train(cfg, run, progress, dirs, rows, skipped, members)
     )

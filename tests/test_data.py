@@ -357,6 +357,16 @@ GOOD = '{"prompt": "p", "chosen": "a", "rejected": "b"}'
         ),
         ([], load_comparisons, "prefs.jsonl: empty: no records"),
         (["", "  "], load_prompts, "prefs.jsonl: empty: no records"),
+        (  # PPO rolled out from nothing; all empty crashed in a reshape
+            ['{"prompt": "Q: hi"}', '{"prompt": " "}'],
+            load_prompts,
+            "prefs.jsonl: line 2: field 'prompt': empty prompt",
+        ),
+        (
+            ['{"prompt": "", "chosen": "a", "rejected": "b"}'],
+            load_comparisons,
+            "prefs.jsonl: line 1: field 'prompt': empty prompt",
+        ),
     ],
 )
 def test_errors_name_the_file_line_and_field(tmp_path, lines, load, expected):

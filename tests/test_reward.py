@@ -113,10 +113,13 @@ def test_human_comparisons_join_training_only_when_asked(ready, tmp_path):
         source="human",
         prompt_id=p.id,
     )
+    cfg = load("micro", workspace=ready.workspace, rm__with_human=True)
+    with pytest.raises(RunError, match="rm.with_human: no hand rankings in .* yet"):
+        reward.train(cfg, run_dir=tmp_path / "none", progress=False)  # the same RM as without
+    assert not (tmp_path / "none").exists()
     with Store.open(ready) as store:
         store.add_comparisons([human])
         rows = store.comparisons(source="simulated")
-    cfg = load("micro", workspace=ready.workspace, rm__with_human=True)
     run = reward.train(cfg, run_dir=tmp_path / "human", progress=False)
     report = read_eval(run)
     assert report["comparisons/train"] == 1 + len(
