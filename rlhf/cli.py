@@ -197,6 +197,9 @@ def _train_stage(
         raise ConfigError("--new trains another run, --run-dir resumes one: give one")
     if getattr(args, "data", None):  # --data PATH: sft.data, rm.data or ppo.data
         getattr(cfg, stage).data = os.path.abspath(args.data)
+    for section in ("sft", "rm", "ppo"):  # --set sft.data=rel/path names the run --data made
+        if getattr(cfg, section).data:
+            getattr(cfg, section).data = os.path.abspath(getattr(cfg, section).data)
     module = importlib.import_module(f"rlhf.{module_name}")
     import torch
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import statistics
 import time
@@ -468,11 +469,31 @@ def upstream(cfg: LabConfig, stage: str, explicit: str = "", setting: str = "") 
     run = find_done(cfg, stage, UPSTREAM[stage])
     if run is None:
         hint = f" (or set {setting})" if setting else ""
+        sets = recipe_changes(cfg, UPSTREAM[stage])
         raise RunError(
             f"no finished {'RM' if stage == 'rm' else 'SFT'} run for this config in "
-            f"{cfg.workspace_dir / 'runs'}; run: rlhf {stage} --recipe {cfg.recipe}{hint}"
+            f"{cfg.workspace_dir / 'runs'}; run: rlhf {stage} --recipe {cfg.recipe}{sets}{hint}"
         )
     return run
+
+
+def recipe_changes(cfg: LabConfig, sections: tuple[str, ...]) -> str:
+    """ " --set k=v ..." for each value of `sections` that differs from the recipe's: what a
+    command in a hint must repeat to make the run this config looks for (without them,
+    `rlhf sft --recipe R` reused the recipe's run and the same error came back)."""
+    from rlhf.config import load
+
+    try:
+        recipe = load(cfg.recipe).to_dict()
+    except ConfigError:  # a recipe file since moved: name no settings rather than wrong ones
+        return ""
+    now, out = cfg.to_dict(), []
+    for section in sections:
+        for key, value in now[section].items():
+            if value != recipe[section].get(key):
+                text = json.dumps(value) if isinstance(value, list | bool) else str(value)
+                out.append(f" --set {shlex.quote(f'{section}.{key}={text}')}")
+    return "".join(out)
 
 
 def moved_source(run: Run, sources: dict[str, Run]) -> str | None:

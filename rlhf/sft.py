@@ -43,7 +43,7 @@ from rlhf.models import (
     save_model,
 )
 from rlhf.pretrain import pick_eval_prompts
-from rlhf.runs import Run, find_done, read_eval, run_stage
+from rlhf.runs import Run, find_done, read_eval, recipe_changes, run_stage
 from rlhf.world import build_world
 
 
@@ -77,7 +77,8 @@ def base_model_dir(cfg: LabConfig) -> Path:
     if base is None:
         raise RunError(
             f"no finished pretrain run for this world in {cfg.workspace_dir / 'runs'}; "
-            f"run: rlhf pretrain --recipe {cfg.recipe} (or set sft.base_run)"
+            f"run: rlhf pretrain --recipe {cfg.recipe}"
+            f"{recipe_changes(cfg, ('world', 'pretrain'))} (or set sft.base_run)"
         )
     return base.model_dir
 

@@ -340,3 +340,11 @@ def test_results_out_onto_a_file_fails_before_anything_runs(command, tmp_path):
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert f"{log} is a file, not a folder for the results" in done.stderr
     assert log.read_text() == "mine\n" and not (tmp_path / "ws").exists()
+
+
+def test_a_data_path_set_by_hand_is_made_absolute_as_data_makes_it(tmp_path):
+    """`rlhf sft --data demos.jsonl` records an absolute path; `--set sft.data=demos.jsonl`
+    for a later stage kept it relative, never matched that run, and gave the same hint again."""
+    out = rlhf("ppo", "--recipe", "micro", "--set", "sft.data=demos.jsonl", tmp_path=tmp_path)
+    assert out.returncode == 2 and "no finished SFT run" in out.stderr
+    assert f"run: rlhf sft --recipe micro --set sft.data={ROOT / 'demos.jsonl'}" in out.stderr

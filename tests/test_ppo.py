@@ -322,6 +322,17 @@ def test_no_comparisons_yet_leaves_no_run_directory(stage, ready, tmp_path):
     assert sorted(p.name for p in (cfg.workspace_dir / "runs").iterdir()) == before
 
 
+def test_the_missing_run_hint_repeats_the_settings_that_run_needs(ready):
+    """`rlhf ppo --set sft.lr=2e-3` said "run: rlhf sft --recipe micro": that reuses the
+    recipe's SFT run, and the same error came back."""
+    cfg = micro(ready, sft__lr=2e-3, ppo__kl_coef=0.5, world__n_countries=5)
+    with pytest.raises(RunError) as e:
+        ppo.train(cfg, progress=False)
+    hint = str(e.value).split("; run: ")[1]
+    assert hint.startswith("rlhf sft --recipe micro --set world.n_countries=5 --set sft.lr=0.002")
+    assert "kl_coef" not in hint  # not the SFT run's
+
+
 def _padded_reference(m, g, temperature):
     """Logprobs, entropies and values of the response tokens from one plain padded forward per
     model: (B, P + R) rows, left-padded prompts, attention mask, positions of real tokens."""

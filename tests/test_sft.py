@@ -24,6 +24,11 @@ def test_sft_needs_a_pretrained_base(tmp_path):
     with pytest.raises(RunError, match="no finished pretrain run"):
         sft.train(load("micro", workspace=str(tmp_path)), progress=False)
     assert not (tmp_path / "runs").exists()  # it left a failed SFT run per try
+    changed = load("micro", ["pretrain.lr=0.01"], workspace=str(tmp_path))
+    with pytest.raises(
+        RunError, match=r"run: rlhf pretrain --recipe micro --set pretrain.lr=0.01 "
+    ):
+        sft.train(changed, progress=False)  # the hint repeats the setting the run must have
     cfg = load("micro", [f"sft.base_run={tmp_path / 'nowhere'}"], workspace=str(tmp_path))
     with pytest.raises(RunError, match="nowhere: no such run directory"):
         sft.train(cfg, progress=False)
