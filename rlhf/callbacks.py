@@ -8,6 +8,7 @@ ProgressBar  the Trainer's tqdm bar, with the latest loss as its postfix instead
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
+from rlhf.errors import RunError
 from rlhf.runs import Run
 
 
@@ -99,6 +101,26 @@ def last_checkpoint_step(ckpt_dir: Path) -> int:
     return max(steps, default=0)
 
 
+def check_resumable(ckpt: Path) -> None:
+    """A RunError naming the checkpoint when its state or weights cannot be read (a kill
+    mid-write on a filesystem without atomic renames, a file edited or truncated): the Trainer
+    failed with a SafetensorError or JSONDecodeError traceback on every retry, as the run's
+    command picks the same interrupted run each time. As PPO's and pretraining's own resume."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+        for weights in ckpt.glob("*.safetensors"):
+            with safe_open(str(weights), "pt") as f:
+                for name in f.keys():  # noqa: SIM118 (safe_open is no mapping)
+                    f.get_slice(name)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise RunError(
+            f"{ckpt}: cannot resume from this checkpoint ({type(e).__name__}: {e}); "
+            "delete it to restart the run from the one before (or from step 0)"
+        ) from None
+
+
 def train_resuming(trainer, run: Run) -> None:
     """Train, resuming from the newest checkpoint in the run's checkpoint/ if there is one.
 
@@ -107,6 +129,8 @@ def train_resuming(trainer, run: Run) -> None:
     use_progress_bar(trainer)
     ckpt = run.checkpoint_dir
     has_ckpt = ckpt.exists() and any(ckpt.glob("checkpoint-*"))
+    if has_ckpt:
+        check_resumable(ckpt / f"checkpoint-{last_checkpoint_step(ckpt)}")
     if trainer.is_world_process_zero():
         run.truncate_metrics(last_checkpoint_step(ckpt))  # 0 without a checkpoint
     with _without_noise():

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 from tqdm.auto import tqdm
@@ -578,7 +579,7 @@ def load_checkpoint(ckpt_dir: Path, m: Models, optimizer) -> dict[str, Any]:
         # weights_only: tensors and plain containers only, never arbitrary pickled objects.
         optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
         return json.loads((ckpt_dir / "state.json").read_text())
-    except (OSError, RuntimeError, ValueError, KeyError) as e:
+    except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as e:
         raise RunError(
             f"{ckpt_dir}: cannot resume from this checkpoint ({type(e).__name__}: {e}); "
             "delete it to restart the run from step 0"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 from tqdm.auto import tqdm
@@ -105,7 +106,7 @@ def load_checkpoint(
         # weights_only: tensors and plain containers only, never arbitrary pickled objects.
         optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
         state = torch.load(ckpt_dir / "trainer_state.pt", weights_only=True)
-    except (OSError, RuntimeError, ValueError, KeyError) as e:
+    except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as e:
         raise RunError(
             f"{ckpt_dir}: cannot resume from this checkpoint ({type(e).__name__}: {e}); "
             "delete it to restart the run from step 0"

@@ -161,6 +161,16 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_the_same_steps(ready, mon
     assert [s["step"] for s in resumed.samples()] == [s["step"] for s in straight.samples()]
 
 
+def test_a_truncated_checkpoint_is_one_line_naming_it(ready, monkeypatch, tmp_path):
+    """A SafetensorError is no OSError or ValueError: it was a traceback on every retry."""
+    with ppo_killed_in_step(monkeypatch, 4):
+        ppo.train(micro(ready), run_dir=tmp_path / "killed", progress=False)
+    weights = tmp_path / "killed" / "checkpoint" / "policy.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(RunError, match=r"checkpoint: cannot resume from this checkpoint \(Safe"):
+        ppo.train(micro(ready), run_dir=tmp_path / "killed", progress=False)
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_over_without_stale_lines(
     ready, monkeypatch, tmp_path
 ):

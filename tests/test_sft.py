@@ -86,6 +86,21 @@ def test_interrupted_sft_resumes_from_its_checkpoint(base, tmp_path, interrupt_a
     assert_resumed(sft.Run.open(tmp_path / "r"), every, cfg.sft.max_steps, resume)
 
 
+@pytest.mark.parametrize("damage", ["model.safetensors", "trainer_state.json"])
+def test_a_damaged_checkpoint_is_one_line_naming_it(base, tmp_path, interrupt_after, damage):
+    """A truncated checkpoint file was a SafetensorError or JSONDecodeError traceback on every
+    retry: the stage's command resumes the same interrupted run each time."""
+    cfg, _ = base
+    cfg = load("micro", workspace=cfg.workspace, sft__eval_prompts=2)
+    with interrupt_after(cfg.sft.checkpoint_every):
+        sft.train(cfg, run_dir=tmp_path / "r", progress=False)
+    ckpt = tmp_path / "r" / "checkpoint" / f"checkpoint-{cfg.sft.checkpoint_every}"
+    f = ckpt / damage
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(RunError, match=r"checkpoint-\d+: cannot resume from this checkpoint"):
+        sft.train(cfg, run_dir=tmp_path / "r", progress=False)
+
+
 def test_sft_interrupted_before_its_first_checkpoint_starts_over_without_stale_lines(
     base, tmp_path, interrupt_after
 ):
