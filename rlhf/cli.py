@@ -559,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             names = [x.strip() for x in args.extras.split(",") if x.strip()]
             extra["pipeline.extras"] = [] if names == ["none"] else names
         cfg = config.load(args.recipe, overrides, **extra)
+        if cfg.workspace_dir.exists() and not cfg.workspace_dir.is_dir():
+            raise ConfigError(f"workspace {cfg.workspace_dir}: a file, not a folder")
         return args.func(args, cfg)
     except LabError as e:
         message = " ".join(line.strip() for line in str(e).splitlines())
@@ -571,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except PermissionError as e:  # a read-only workspace, a folder of another user's
+        print(f"error: {e.filename}: permission denied ({e.strerror})", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `rlhf config docs | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -348,3 +348,22 @@ def test_a_data_path_set_by_hand_is_made_absolute_as_data_makes_it(tmp_path):
     out = rlhf("ppo", "--recipe", "micro", "--set", "sft.data=demos.jsonl", tmp_path=tmp_path)
     assert out.returncode == 2 and "no finished SFT run" in out.stderr
     assert f"run: rlhf sft --recipe micro --set sft.data={ROOT / 'demos.jsonl'}" in out.stderr
+
+
+def test_a_workspace_that_is_a_file_or_not_writable_is_one_line(tmp_path, monkeypatch, capsys):
+    """NotADirectoryError and PermissionError tracebacks (a log file given as --workspace, a
+    read-only copy of a workspace)."""
+    from rlhf import cli
+
+    log = tmp_path / "pipe.log"
+    log.write_text("mine\n")
+    assert cli.main(["--workspace", str(log), "sft", "--recipe", "micro"]) == 2
+    assert f"error: workspace {log}: a file, not a folder" in capsys.readouterr().err
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ws" / "runs"))
+
+    monkeypatch.setattr(cli.config, "load", denied)  # as root here, no folder is read-only
+    assert cli.main(["--workspace", str(tmp_path / "ws"), "sft", "--recipe", "micro"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / 'ws' / 'runs'}: permission denied (Permission denied)\n"
