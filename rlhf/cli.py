@@ -551,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv
+        if args.workspace is not None and not args.workspace.strip():  # "$UNSET_VARIABLE"
+            raise ConfigError("--workspace is empty (an unset shell variable?); give a folder")
         extra = {"workspace": args.workspace} if args.workspace else {}
         overrides = list(args.overrides)
         if getattr(args, "policy", None):

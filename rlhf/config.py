@@ -802,6 +802,8 @@ def load(
             raise ConfigError(f"--set {item}: expected key=value, e.g. --set pretrain.lr=1e-3")
         key, raw = item.split("=", 1)
         source = f"--set {item}"
+        if key.strip() == "recipe":  # it named runs ppo__tiny__... that held micro's settings
+            raise ConfigError(f"{source}: 'recipe' is the recipe resolved from; use --recipe")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:

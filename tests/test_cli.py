@@ -51,6 +51,8 @@ def test_help_lists_the_commands_without_importing_torch(tmp_path):
         (["pretrain", "--bogus"], "unrecognized arguments: --bogus"),
         (["dashboard", "--port", "99999"], "'99999' is not a port number (1-65535)"),
         (["ppo", "--new", "--run-dir", "r"], "--new trains another run, --run-dir resumes one"),
+        (["--workspace", "", "sft"], "--workspace is empty (an unset shell variable?)"),
+        (["ppo", "--set", "recipe=tiny"], "'recipe' is the recipe resolved from; use --recipe"),
         (["world", "build", "--set", "world.vocab_size=10"], "must be >= 258, got 10"),
         (
             ["world", "build", "--recipe", "micro", "--set", "world.n_labelers=10"],

@@ -128,7 +128,7 @@ def test_set_overrides_parse_int_float_bool_and_str():
             "pretrain.epochs=3",  # an int where a float is expected
             "world.labeler_noise=0.5",
             "workspace=/tmp/ws",
-            "recipe=123",  # a str field takes the text even if it looks like a number
+            "ppo.sft_run=123",  # a str field takes the text even if it looks like a number
         ],
     )
     assert cfg.seed == 7
@@ -136,7 +136,7 @@ def test_set_overrides_parse_int_float_bool_and_str():
     assert cfg.pretrain.epochs == 3.0 and isinstance(cfg.pretrain.epochs, float)
     assert cfg.world.labeler_noise == 0.5
     assert cfg.workspace == "/tmp/ws"
-    assert cfg.recipe == "123"
+    assert cfg.ppo.sft_run == "123"
 
 
 def test_bool_fields_take_only_bools():
