@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from rlhf import config
-from rlhf.errors import ConfigError, LabError
+from rlhf.errors import ConfigError, LabError, StoreError
 
 
 class UsageError(LabError):
@@ -139,7 +139,6 @@ def cmd_eval(args: argparse.Namespace, cfg: config.LabConfig) -> int:
 
 
 def cmd_export_comparisons(args: argparse.Namespace, cfg: config.LabConfig) -> int:
-    from rlhf.errors import StoreError
     from rlhf.store import Store
 
     db = cfg.workspace_dir / "lab.db"  # Store.open(cfg)'s file, without making its folder

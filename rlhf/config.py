@@ -827,7 +827,8 @@ def check_length(cfg: LabConfig, section: str) -> None:
     """The world's own model reads pretrain.block_size tokens: a stage that generates
     max_new_tokens >= that has no room for its prompt, and failed only when it first generated
     (SFT, DPO and GRPO after training). Checked as a stage starts (rlhf.runs.run_stage, compare),
-    before its run directory. A real model's context is known once it loads, and checked then."""
+    before its run directory. A real model's context is known only once it loads: for it
+    rlhf.generation's own check still fails when the stage first generates."""
     if section not in GENERATING or cfg.sft.base_model:
         return
     n, context = getattr(cfg, section).max_new_tokens, cfg.pretrain.block_size

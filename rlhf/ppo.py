@@ -617,9 +617,9 @@ def _train(
             f"(rlhf dashboard{workspace_option(cfg.workspace_dir)})",
             file=sys.stderr,
         )
-    # On the CPU, as SFT and the RM (use_cpu=True): the rollout, the packed forwards, the
-    # reference, the RM and the pretraining blocks are built on the CPU, so a policy on a GPU
-    # would fail at the first step. Moving them is untested without a GPU.
+    # On the CPU, even where SFT, the RM, DPO and GRPO use a GPU: the rollout, the packed
+    # forwards, the reference, the RM and the pretraining blocks are built on the CPU, so a
+    # policy on a GPU would fail at the first step. Moving them is untested without a GPU.
     accelerator = Accelerator(cpu=True)
     # Under accelerate launch each process rolls out its own prompts (rank_seed) and ppo_step
     # averages the gradients (rlhf.distributed): the models are placed on the device, not
