@@ -22,6 +22,7 @@ writes the run's files and evaluates (rlhf.distributed).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
     if cfg.sft.data:  # read first: bad data leaves no run directory behind
         digest = fingerprint(cfg.sft.data)
         data = (*file_datasets(cfg.sft.data), digest)
+        check_prompt_lengths(cfg.sft.data, data[0], base_dir, cfg.sft.max_length)
     return run_stage(cfg, "sft", run_dir, lambda run: _train(cfg, run, progress, base_dir, data))
 
 
@@ -107,6 +109,28 @@ def file_datasets(path: str) -> tuple[Dataset, Dataset]:
     rows = [{"prompt": p, "completion": c} for p, c in pairs]
     n_val = max(1, len(rows) // 10)
     return Dataset.from_list(rows[:-n_val]), Dataset.from_list(rows[-n_val:])
+
+
+def check_prompt_lengths(path: str, train: Dataset, base_dir: Path, max_length: int) -> None:
+    """TRL drops a demonstration whose prompt fills sft.max_length (no completion token is
+    left to train on): say how many, and stop when none would remain (that was a ValueError
+    traceback from the data loader, num_samples=0, after the run had started)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in train["prompt"]]
+    long = sum(n >= max_length for n in lengths)
+    if long == len(lengths):
+        raise DataError(
+            f"{path}: every training prompt is {max_length} tokens or longer (sft.max_length): "
+            "no completion token is left to train on; raise sft.max_length or shorten them"
+        )
+    if long:
+        print(
+            f"note: {long} of {len(lengths)} training demonstrations of {path} have prompts of "
+            f"sft.max_length={max_length} tokens or more; they are dropped",
+            file=sys.stderr,
+        )
 
 
 def _train(

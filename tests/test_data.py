@@ -510,3 +510,30 @@ def test_bad_data_is_one_line_and_leaves_no_run(micro, tmp_path, capsys):
         f"error: {bad}: line 1: field 'completion': expected text or a list of messages, got int"
     ]
     assert [r.dir for r in list_runs(cfg.workspace_dir)] == before
+
+
+def test_demonstrations_whose_prompts_fill_the_context_are_counted_or_refused(
+    micro, tmp_path, capsys
+):
+    """TRL drops them silently; with none left it was a num_samples=0 traceback after the run
+    had started. Every prompt too long: an error before any run; some: a note with the count."""
+    from rlhf import sft
+    from rlhf.config import load
+    from rlhf.errors import DataError
+    from rlhf.runs import list_runs
+
+    cfg, _ = micro
+    long = "Q: " + " ".join(["word"] * 2000) + "\nA:"
+    rows = [{"prompt": long, "completion": " yes."}] * 8
+    path = write_jsonl(tmp_path / "long", rows)
+    before = [r.dir for r in list_runs(cfg.workspace_dir)]
+    with pytest.raises(DataError, match=r"long.jsonl: every training prompt is \d+ tokens or"):
+        sft.train(load("micro", [f"sft.data={path}"], workspace=cfg.workspace), progress=False)
+    assert [r.dir for r in list_runs(cfg.workspace_dir)] == before
+
+    base = sft.base_model_dir(cfg)
+    short = [{"prompt": "Q: hi\nA:", "completion": " hello."}] * 8
+    train = sft.Dataset.from_list(rows[:3] + short)
+    sft.check_prompt_lengths("mixed.jsonl", train, base, cfg.sft.max_length)
+    err = capsys.readouterr().err
+    assert "note: 3 of 11 training demonstrations of mixed.jsonl have prompts of" in err
