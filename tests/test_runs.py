@@ -398,16 +398,22 @@ def test_an_explicit_upstream_run_must_be_finished_and_an_rm_run_for_the_rm(cfg)
 
 
 @pytest.mark.parametrize(
-    "text", ['{"status": "done", "st', "[]", '{"status": 3}', '{"status": "running", "pid": "abc"}']
+    ("text", "state"),
+    [
+        ('{"status": "done", "st', "unreadable"),  # truncated
+        ("[]", "unreadable"),
+        ('{"status": 3}', "unreadable"),
+        ('{"status": "running", "pid": "abc"}', "running"),  # no pid of this host: not judged
+    ],
 )
-def test_a_damaged_status_file_is_read_not_raised(cfg, text):
+def test_a_damaged_status_file_is_read_not_raised(cfg, text, state):
     """A truncated or hand-edited status.json was a JSONDecodeError, AttributeError or
     ValueError traceback from every command that listed runs (sft, ppo, eval, pipeline)."""
+    from rlhf.runs import latest_resumable
+
     run = Run.create(cfg, "pretrain")
     run.set_status("done")
     (run.dir / "status.json").write_text(text)
-    assert run.state in ("unreadable", "running")  # "abc" is no pid of this host: not judged
+    assert run.state == state
     assert not run.done and latest_done(cfg, "pretrain") is None
-    from rlhf.runs import latest_resumable
-
     assert latest_resumable(cfg, "pretrain") is None
