@@ -25,13 +25,12 @@ from rlhf.errors import RunError
 from rlhf.generation import Generation, generate
 from rlhf.ppo import forward_logprobs, pack
 from rlhf.results import label_of
-from rlhf.runs import Run, list_runs, read_eval, same_run
+from rlhf.runs import POLICY_STAGES, Run, list_runs, read_eval, same_run
 
 PAPER_KINDS = ("base", "SFT", "PPO", "PPO-ptx")  # the paper's policies: the default selections
 # Beyond the paper (rlhf.results.label_of): listed after the paper's kinds, in this order.
 EXTRA_KINDS = ("DPO", "GRPO", "PPO-ptx+LoRA", "PPO+LoRA", "SFT+LoRA", "PPO+gold", "PPO-ptx+gold")
 POLICY_KINDS = PAPER_KINDS + EXTRA_KINDS
-POLICY_STAGES = ("pretrain", "sft", "ppo", "dpo", "grpo")
 
 
 @dataclass

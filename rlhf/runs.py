@@ -33,6 +33,8 @@ from rlhf.errors import ConfigError, RunError
 from rlhf.world.build import WORLD_VERSION
 
 STAGES = ("pretrain", "sft", "rm", "ppo", "dpo", "grpo")
+# The stages whose model is a policy: what a *.sft_run may name (compare.sft_run a PPO run, say).
+POLICY_STAGES = ("pretrain", "sft", "ppo", "dpo", "grpo")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -348,6 +350,13 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def _get(data: Any, dotted: str) -> Any:
+    """data["a"]["b"] for "a.b"; None where a level is missing or not a dict."""
+    for key in dotted.split("."):
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
 def list_runs(workspace: Path, stage: str | None = None) -> list[Run]:
     """Every run under <workspace>/runs, oldest first (skips directories that are not runs)."""
     runs: list[Run] = []
@@ -463,8 +472,24 @@ def upstream(cfg: LabConfig, stage: str, explicit: str = "", setting: str = "") 
         run = Run.open(explicit)
         if stage == "rm" and run.stage != "rm":
             raise RunError(f"{run.dir}: {setting} needs an RM run; this is a '{run.stage}' run")
+        if stage == "sft" and run.stage not in POLICY_STAGES:
+            raise RunError(
+                f"{run.dir}: {setting} needs a policy run (SFT, or a base, PPO, DPO or GRPO "
+                f"policy); this is a '{run.stage}' run"
+            )
         if not run.done:
             raise RunError(f"{run.dir}: {setting} needs a finished run; this one is {run.state}")
+        # Another world's policy or RM reads other prompts with another tokenizer: the stage
+        # would train on nonsense without an error (the RM of world seed 1 scoring answers to
+        # world seed 0's questions, say).
+        theirs = run.raw_config().get("world")
+        differ = sorted(_diff(theirs, saved_config(cfg, stage)["world"]))
+        if differ:
+            keys = ", ".join(f"world.{k}={_get(theirs, k)!r}" for k in differ)
+            raise RunError(
+                f"{run.dir}: {setting} is a run of another world than this config's (its "
+                f"{keys}); pick a run of this world, or give the same --set world.* values"
+            )
         return run
     run = find_done(cfg, stage, UPSTREAM[stage])
     if run is None:

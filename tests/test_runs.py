@@ -397,6 +397,38 @@ def test_an_explicit_upstream_run_must_be_finished_and_an_rm_run_for_the_rm(cfg)
         upstream(cfg, "rm", str(rm.dir), "grpo.rm_run")
 
 
+def test_an_explicit_policy_must_be_a_policy_of_this_world(cfg):
+    """An RM run as ppo.sft_run, or a run of another world (seed, version), was accepted: PPO
+    then loaded a reward model as its policy, or another world's model and tokenizer for this
+    world's prompts."""
+    rm = Run.create(cfg, "rm")
+    rm.set_status("done")
+    with pytest.raises(RunError, match=r"ppo.sft_run needs a policy run .*this is a 'rm' run"):
+        upstream(cfg, "sft", str(rm.dir), "ppo.sft_run")
+    for stage in ("pretrain", "sft", "ppo", "dpo", "grpo"):  # compare.sft_run: a PPO policy, say
+        policy = Run.create(cfg, stage)
+        policy.set_status("done")
+        assert upstream(cfg, "sft", str(policy.dir), "compare.sft_run").dir == policy.dir
+
+    seed = cfg.world.seed
+    other = config.load("micro", workspace=cfg.workspace, **{"world.seed": seed + 1})
+    theirs = Run.create(other, "sft")
+    theirs.set_status("done")
+    with pytest.raises(RunError, match=rf"another world .*world.seed={seed + 1}\b"):
+        upstream(cfg, "sft", str(theirs.dir), "dpo.sft_run")
+    their_rm = Run.create(other, "rm")
+    their_rm.set_status("done")
+    with pytest.raises(RunError, match=r"grpo.rm_run is a run of another world"):
+        upstream(cfg, "rm", str(their_rm.dir), "grpo.rm_run")
+    older = Run.create(cfg, "sft")
+    older.set_status("done")
+    data = json.loads((older.dir / "config.json").read_text())
+    data["world"]["version"] -= 1  # a run made before the world last changed
+    (older.dir / "config.json").write_text(json.dumps(data))
+    with pytest.raises(RunError, match=r"another world .*world.version="):
+        upstream(cfg, "sft", str(older.dir), "ppo.sft_run")
+
+
 @pytest.mark.parametrize(
     ("text", "state"),
     [
