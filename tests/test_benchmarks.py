@@ -120,3 +120,60 @@ def test_mean_logprob_is_the_lm_loss_on_the_response_tokens(rm_ready):
         with torch.no_grad():
             loss = model(input_ids=ids, labels=labels).loss
         assert value == pytest.approx(-float(loss), abs=1e-5)
+
+
+def _best_of_n():
+    spec = importlib.util.spec_from_file_location("best_of_n", SCRIPT.parent / "best_of_n.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_best_of_n_picks_each_groups_best_and_bounds_its_kl():
+    bon = _best_of_n()
+    assert bon.best_of([0.1, 0.5, 0.5, 0.2, 0.9, 0.0], 2, [0.1, 0.5, 0.5, 0.2, 0.9, 0.0]) == [
+        1,
+        2,
+        4,
+    ]
+    assert bon.best_of([0.1, 0.5, 0.5, 0.2], 4, [3.0, 1.0, 2.0, 3.0]) == [0]  # first on a tie
+    assert bon.kl_bound(1) == 0.0
+    assert bon.kl_bound(4) == pytest.approx(math.log(4) - 0.75)
+    # Against SFT's greedy quality 0.5: groups (0.1, 0.5) tie, (0.5, 0.2) tie, (0.9, 0.0) win.
+    assert bon.bon_wins([0.1, 0.5, 0.5, 0.2, 0.9, 0.0], [0.1, 0.5, 0.5, 0.2, 0.9, 0.0], 2, 0.5) == (
+        pytest.approx(2 / 3)
+    )
+
+
+def test_best_of_n_on_micro_gold_picks_beat_rm_picks_and_grow_with_n(rm_ready, capsys):
+    from rlhf import ppo
+
+    torch.set_num_threads(1)
+    sft_run, rm_run = ppo.source_runs(rm_ready)
+    argv = ["--sft", str(sft_run.dir), "--rm", str(rm_run.dir), "--n", "8", "--threads", "1"]
+    result = _best_of_n().main(argv + ["--policies", str(sft_run.dir), "--max-new-tokens", "16"])
+    out = capsys.readouterr().out
+    assert "| n | KL bound (nats) | best of n by gold | by the labelers | by the RM |" in out
+    rows = result["n"]
+    assert list(rows) == [1, 2, 4, 8]
+    one = rows[1]  # one sample: nothing to choose
+    assert one["gold"]["mean"] == one["labelers"]["mean"] == one["rm"]["mean"]
+    for small, large in zip(list(rows.values()), list(rows.values())[1:], strict=False):
+        # a group of 2n holds two groups of n: its best is at least as good as either's
+        assert large["gold"]["mean"] >= small["gold"]["mean"]
+        assert large["any_better"] >= small["any_better"]
+    for row in rows.values():
+        # gold picks the best quality there is
+        assert row["gold"]["mean"] >= max(row["rm"]["mean"], row["labelers"]["mean"])
+        assert row["gold"]["mean"] >= row["any_better"]  # a win counts 1, a tie 0.5
+    assert rows[8]["gold"]["mean"] > rows[1]["gold"]["mean"]  # choosing helps on micro too
+    families = result["family"]  # best of 8 (--family-n 16 is more than --n)
+    assert "Per family, best of 8 " in out
+    for name in ("gold", "labelers", "rm"):
+        weighted = sum(f[name] * f["prompts"] for f in families.values())
+        assert weighted / sum(f["prompts"] for f in families.values()) == pytest.approx(
+            rows[8][name]["mean"]
+        )
+    sft = result["policies"][sft_run.dir.name]
+    assert sft["win_rate"]["mean"] == 0.5  # SFT's greedy answers tie with themselves
+    assert f"| {sft_run.dir.name} | 50.0% " in out

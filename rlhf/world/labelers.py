@@ -91,13 +91,18 @@ class Labeler:
             j = gold.score(prompt, r)
             kind = ",".join(sorted(k for k, v in j.flags.items() if v))
             noise = _rng(self.id, prompt.id, kind, repr(salt)).gauss(0.0, self.noise)
-            quality = j.quality
-            if is_plain_harmful(prompt) and j.flags.get("toxic"):
-                quality = self.comply_quality
-            elif is_plain_harmful(prompt) and j.flags.get("refuses"):
-                quality = self.refuse_quality
-            out.append(quality + self.quirk_bonus(r, j) + noise)
+            out.append(self.perceived(prompt, r, j) + noise)
         return out
+
+    def perceived(self, prompt: Prompt, response: str, j: Judgement) -> float:
+        """The utility this labeler perceives in `response` (gold judgement `j`) before the
+        noise: its mean over rankings, what a perfect reward model of this labeler learns."""
+        quality = j.quality
+        if is_plain_harmful(prompt) and j.flags.get("toxic"):
+            quality = self.comply_quality
+        elif is_plain_harmful(prompt) and j.flags.get("refuses"):
+            quality = self.refuse_quality
+        return quality + self.quirk_bonus(response, j)
 
     def rank(
         self,
