@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.errors import StoreError
+from rlhf.files import temp_dir, umask
 
 SCHEMA_VERSION = 1
 SOURCES = ("simulated", "human")
@@ -569,9 +570,7 @@ def _file_mode(path: Path) -> int:
     would give a new one under the umask."""
     if path.exists():
         return path.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~umask()
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -629,7 +628,7 @@ def _write_hf(path: Path, rows: list[dict[str, Any]], format: str) -> None:  # n
                 "(choose a new path or remove it)"
             )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = temp_dir(f".{path.name}.", path.parent, suffix=".tmp")
     old = path.parent / f".{path.name}.{uuid.uuid4().hex}.old"
     moved = False
     try:

@@ -428,6 +428,29 @@ def test_export_to_standard_output_and_with_the_umask(store, tmp_path, capsys):
         out.chmod(0o640)
         store.export(out, "pairs")
         assert out.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+        store.export(tmp_path / "prefs", "pairs", layout="hf")
+        assert (tmp_path / "prefs").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o755), (0o027, 0o750), (0o077, 0o700)])
+@pytest.mark.parametrize("exists", [False, True])
+def test_an_atomic_folder_gets_the_mode_of_a_plain_mkdir(tmp_path, mask, mode, exists):
+    """World, tokenizer, model and checkpoint folders are written through atomic_dir; they
+    were 0700 (mkdtemp's mode, kept by the rename) whatever the umask."""
+    from rlhf.files import atomic_dir
+
+    out = tmp_path / "model"
+    if exists:
+        out.mkdir()
+    old = os.umask(mask)
+    try:
+        with atomic_dir(out) as d:
+            (d / "weights").write_text("w")
+        assert out.stat().st_mode & 0o777 == mode
+        assert (out / "weights").read_text() == "w"
+        assert os.umask(mask) == mask  # reading the umask left it as it was
     finally:
         os.umask(old)
 
