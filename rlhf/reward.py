@@ -58,7 +58,7 @@ from rlhf.callbacks import (
 )
 from rlhf.config import LabConfig
 from rlhf.data import fingerprint, load_comparisons
-from rlhf.errors import RunError
+from rlhf.errors import DataError, RunError
 from rlhf.evaluate import clustered_ci
 from rlhf.labeling import is_held_out_prompt
 from rlhf.losses import kwise_ranking_loss
@@ -84,8 +84,9 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
         members = ensemble.member_runs(cfg)
     # Read before the run directory exists, so that none is left behind by a missing SFT run,
     # an unfetched rm.backbone, bad rm.data, or no comparisons yet (no rlhf compare).
+    from_file = training_comparisons(cfg) if cfg.rm.data else None  # a bad file: said first
     dirs = backbone_dir(cfg)
-    rows, skipped = training_comparisons(cfg)
+    rows, skipped = from_file or training_comparisons(cfg)
     if not rows:
         raise RunError(no_comparisons(cfg, skipped))
     if cfg.rm.with_human and not cfg.rm.data and not any(c.source == "human" for c in rows):
@@ -526,7 +527,13 @@ def training_comparisons(cfg: LabConfig) -> tuple[list[Comparison], dict[str, in
     every simulated one of this world, of any policy (SFT, or later ones: iterated collection),
     plus the hand-ranked ones with rm.with_human; or those of the rm.data file instead."""
     if cfg.rm.data:
-        return load_comparisons(cfg.rm.data), {}
+        rows = load_comparisons(cfg.rm.data)
+        if len(rows) == 1:  # it trained on it and measured nothing (split_file_comparisons)
+            raise DataError(
+                f"{cfg.rm.data}: 1 comparison; rm.data needs at least 2: the last 10% of the "
+                "file (at least one comparison) is held out to measure the RM, never trained on"
+            )
+        return rows, {}
     with Store.open(cfg) as store:
         rows = store.comparisons(source="simulated")
         if cfg.rm.with_human:

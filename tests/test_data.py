@@ -512,6 +512,20 @@ def test_bad_data_is_one_line_and_leaves_no_run(micro, tmp_path, capsys):
     assert [r.dir for r in list_runs(cfg.workspace_dir)] == before
 
 
+def test_rm_data_of_one_comparison_is_refused_before_any_run(micro, tmp_path, capsys):
+    """It trained on the one comparison and held none out: an RM with no accuracy at all."""
+    from rlhf.runs import list_runs
+
+    cfg, files = micro
+    one = write_jsonl(tmp_path / "one", [json.loads(files["kwise"].read_text().splitlines()[0])])
+    before = [r.dir for r in list_runs(cfg.workspace_dir)]
+    args = ["--workspace", cfg.workspace, "rm", "--recipe", "micro", "--data", str(one)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {one}: 1 comparison; rm.data needs at ")
+    assert [r.dir for r in list_runs(cfg.workspace_dir)] == before
+
+
 def test_demonstrations_whose_prompts_fill_the_context_are_counted_or_refused(
     micro, tmp_path, capsys
 ):
