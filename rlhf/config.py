@@ -784,7 +784,7 @@ def load(
     if recipe is not None:
         path = recipe_path(recipe)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = _yaml_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
         except UnicodeDecodeError:
@@ -805,7 +805,11 @@ def load(
         if key.strip() == "recipe":  # it named runs ppo__tiny__... that held micro's settings
             raise ConfigError(f"{source}: 'recipe' is the recipe resolved from; use --recipe")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _yaml_load(raw) if raw.strip() else ""
+        except _Misread as e:  # --set ppo.steps=010; a text field takes the text (a run name)
+            if _hint(cfg, key.strip()) is not str:
+                raise ConfigError(f"{source}: {e.problem}") from None
+            value = raw
         except yaml.YAMLError:
             value = raw
         try:
@@ -837,6 +841,47 @@ def check_length(cfg: LabConfig, section: str) -> None:
             f"'{section}.max_new_tokens' is {n}: it leaves no room for a prompt in the "
             f"model's context of {context} tokens (pretrain.block_size); give fewer"
         )
+
+
+class _Misread(yaml.constructor.ConstructorError):
+    """YAML that PyYAML reads without complaint, but not as the writer meant it."""
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses what it would read silently otherwise: a key given twice in
+    one mapping (the last one won, so a recipe's first `ppo:` section vanished) and an integer
+    with a leading zero (YAML 1.1 reads `steps: 010` as octal 8)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _Misread(None, None, f"'{key}' is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        value = super().construct_yaml_int(node)
+        text = str(node.value).replace("_", "")
+        sign, digits = ("-" if text.startswith("-") else ""), text.lstrip("+-")
+        if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+            meant = sign + (digits.lstrip("0") or "0")
+            raise _Misread(
+                None,
+                None,
+                f"{node.value} has a leading zero, which YAML reads as the octal number "
+                f"{value}; write {meant} or {value}",
+                node.start_mark,
+            )
+        return value
+
+
+_RecipeLoader.add_constructor("tag:yaml.org,2002:int", _RecipeLoader.construct_yaml_int)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:

@@ -75,6 +75,9 @@ def test_bad_input_is_one_line_error_with_exit_code_2(args, expected, tmp_path):
         ("pretrain:\n  hidden: 3\n", "unknown key 'pretrain.hidden'"),
         ("world:\n  seed: [1, 2\n", "not valid YAML"),
         ("world:\n  n_countries: lots\n", "'world.n_countries' must be int"),
+        # PyYAML reads these without a word: the first ppo section vanished, 010 was 8
+        ("ppo:\n  steps: 3\nsft:\n  lr: 1e-4\nppo:\n  lr: 1e-5\n", "'ppo' is given twice (line 5"),
+        ("ppo:\n  steps: 010\n", "010 has a leading zero, which YAML reads as the octal number 8"),
     ],
 )
 def test_bad_recipe_file_error_names_the_file(recipe_text, expected, tmp_path):

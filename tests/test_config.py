@@ -139,6 +139,15 @@ def test_set_overrides_parse_int_float_bool_and_str():
     assert cfg.ppo.sft_run == "123"
 
 
+def test_set_refuses_a_leading_zero_where_a_number_is_meant():
+    with pytest.raises(ConfigError, match=r"--set ppo.steps=010: 010 has a leading zero, .* 8; "):
+        config.load("micro", ["ppo.steps=010"])
+    with pytest.raises(ConfigError, match=r"write -10 or -8"):
+        config.load("micro", ["ppo.kl_coef=-010"])
+    assert config.load("micro", ["ppo.sft_run=0123"]).ppo.sft_run == "0123"  # text is text
+    assert config.load("micro", ["seed=0", "ppo.steps=1_000"]).ppo.steps == 1000
+
+
 def test_bool_fields_take_only_bools():
     @dataclasses.dataclass
     class Flags:
