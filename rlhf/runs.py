@@ -128,7 +128,8 @@ class Run:
     def config(self) -> LabConfig:
         data = self.raw_config()
         data.pop("stage", None)
-        data.get("world", {}).pop("version", None)
+        if isinstance(data.get("world"), dict):  # else apply() says what is wrong with it
+            data["world"].pop("version", None)
         try:
             return from_dict(data, source=str(self.dir / "config.json"))
         except ConfigError as e:
@@ -483,9 +484,12 @@ def upstream(cfg: LabConfig, stage: str, explicit: str = "", setting: str = "") 
         # would train on nonsense without an error (the RM of world seed 1 scoring answers to
         # world seed 0's questions, say).
         theirs = run.raw_config().get("world")
+        if not isinstance(theirs, dict):
+            raise RunError(f"{run.dir}/config.json: its 'world' is not a section; not a usable run")
         differ = sorted(_diff(theirs, saved_config(cfg, stage)["world"]))
         if differ:
-            keys = ", ".join(f"world.{k}={_get(theirs, k)!r}" for k in differ)
+            keys = ", ".join(f"world.{k}={_get(theirs, k)!r}" for k in differ[:4])
+            keys += f" and {len(differ) - 4} more" if len(differ) > 4 else ""
             raise RunError(
                 f"{run.dir}: {setting} is a run of another world than this config's (its "
                 f"{keys}); pick a run of this world, or give the same --set world.* values"

@@ -429,6 +429,21 @@ def test_an_explicit_policy_must_be_a_policy_of_this_world(cfg):
         upstream(cfg, "sft", str(older.dir), "ppo.sft_run")
 
 
+@pytest.mark.parametrize("world", ["v", [], 3])
+def test_a_hand_edited_config_whose_world_is_not_a_section_is_a_one_line_error(cfg, world):
+    """Run.config raised AttributeError or TypeError (it dropped world.version first)."""
+    run = Run.create(cfg, "sft")
+    run.set_status("done")
+    data = json.loads((run.dir / "config.json").read_text())
+    data["world"] = world
+    (run.dir / "config.json").write_text(json.dumps(data))
+    with pytest.raises(RunError, match=r"config.json: 'world' is a section; give a mapping"):
+        run.config  # noqa: B018
+    with pytest.raises(RunError, match=r"config.json: its 'world' is not a section"):
+        upstream(cfg, "sft", str(run.dir), "ppo.sft_run")
+    assert find_done(cfg, "sft", ("world", "pretrain", "sft")) is None  # never reused
+
+
 @pytest.mark.parametrize(
     ("text", "state"),
     [
