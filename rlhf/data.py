@@ -133,6 +133,7 @@ def _read_parquet(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _read_dataset(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow as pa
     from datasets import DatasetDict, load_from_disk
 
     try:
@@ -140,6 +141,12 @@ def _read_dataset(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except FileNotFoundError:
         raise DataError(
             f"{p}: a folder, but not a dataset written by datasets' save_to_disk"
+        ) from None
+    except (ValueError, TypeError, KeyError, OSError, pa.ArrowException) as e:
+        # A truncated state.json or dataset_info.json (JSONDecodeError), a cut .arrow file
+        # (ArrowInvalid), a state.json of the wrong shape (TypeError): tracebacks before.
+        raise DataError(
+            f"{p}: a damaged datasets folder ({type(e).__name__}: {str(e).splitlines()[0]})"
         ) from None
     if isinstance(ds, DatasetDict):
         splits = list(ds)

@@ -405,6 +405,32 @@ def test_unreadable_paths(tmp_path):
         load_prompts(tmp_path / "bytes.jsonl")
 
 
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda d: (d / "state.json").write_text('{"_data_files": ['), "JSONDecodeError"),
+        (lambda d: (d / "dataset_info.json").write_text('{"feat'), "JSONDecodeError"),
+        (lambda d: (d / "state.json").write_text("[]"), "TypeError"),
+        (lambda d: _cut(next(d.glob("*.arrow"))), "ArrowInvalid"),
+    ],
+)
+def test_a_damaged_datasets_folder_is_a_one_line_error(tmp_path, damage, expected):
+    """Each was a traceback from inside datasets or pyarrow."""
+    from datasets import Dataset
+
+    folder = tmp_path / "demos"
+    Dataset.from_list([{"prompt": "Q: a\nA:", "completion": " b."}] * 4).save_to_disk(str(folder))
+    assert len(load_demonstrations(folder)) == 4
+    damage(folder)
+    with pytest.raises(DataError, match=rf"demos: a damaged datasets folder \({expected}: ") as e:
+        load_demonstrations(folder)
+    assert "\n" not in str(e.value)
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
