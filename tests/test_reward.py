@@ -153,6 +153,20 @@ def test_loading_a_broken_reward_model_names_the_directory(tmp_path):
         reward.load_reward_model(tmp_path)
 
 
+def test_a_reward_model_with_cut_weights_is_one_line(rm_ready, tmp_path):
+    """A SafetensorError traceback before (a killed copy, a full disk)."""
+    import shutil
+
+    from rlhf import ppo
+
+    _, rm_run = ppo.source_runs(rm_ready)
+    shutil.copytree(rm_run.model_dir, tmp_path / "rm")
+    weights = tmp_path / "rm" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:300])
+    with pytest.raises(RunError, match=r"cannot load the reward model \(SafetensorError: "):
+        reward.load_reward_model(tmp_path / "rm")
+
+
 def test_comparisons_of_another_world_are_left_out(ready, tmp_path):
     import json
 
