@@ -399,7 +399,7 @@ class Store:
             created,
         ) = row
         try:
-            return Comparison(
+            c = Comparison(
                 prompt=prompt,
                 responses=json.loads(responses),
                 ranking=json.loads(ranking),
@@ -414,6 +414,12 @@ class Store:
             )
         except (TypeError, ValueError) as e:
             raise StoreError(f"{self.path}: comparison id {rid}: corrupted JSON: {e}") from None
+        try:  # a row edited by hand (or by another tool) failed later, deep in the RM's batching
+            validate(c)
+        except StoreError as e:
+            problem = str(e).split(": ", 1)[1]  # "record 0: field 'x': ..." -> "field 'x': ..."
+            raise StoreError(f"{self.path}: comparison id {rid}: {problem}") from None
+        return c
 
     def count(self, source: str | None = None, labeler: str | None = None) -> int:
         """Number of stored comparisons (of one source and/or labeler if given), without

@@ -463,3 +463,26 @@ def test_cli_export_from_a_workspace_without_a_store_makes_none(tmp_path, capsys
     assert main([*args, "--out", str(out)]) == 2
     assert "no lab store here yet" in capsys.readouterr().err
     assert not ws.exists() and out.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("ranking", "[0, 5, 1]", r"field 'ranking': rank 1 is 5, but 3 responses have ranks 0..2"),
+        ("ranking", "[0, 1]", r"field 'ranking': 2 ranks for 3 responses"),
+        ("responses", '["same", "same", "x"]', r"field 'responses': response 1 duplicates"),
+        ("labeler", "", r"field 'labeler': must be a non-empty name"),
+        ("ranking", "[0, 1", r"corrupted JSON"),
+    ],
+)
+def test_a_row_edited_by_hand_is_refused_on_read_naming_its_id(store, column, value, expected):
+    """Rows are validated when written; one edited in the file afterwards (sqlite3, a DB
+    browser) came back as it was and failed later, deep in the RM's batching."""
+    import sqlite3
+
+    first, second = store.add_comparisons([comp(0), comp(1)])
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(f"UPDATE comparisons SET {column} = ? WHERE id = ?", (value, second))
+    with pytest.raises(StoreError, match=rf"lab.db: comparison id {second}: {expected}"):
+        store.comparisons()
+    assert store.count() == 2  # nothing was dropped or changed by reading
