@@ -418,7 +418,10 @@ class Store:
             validate(c)
         except StoreError as e:
             problem = str(e).split(": ", 1)[1]  # "record 0: field 'x': ..." -> "field 'x': ..."
-            raise StoreError(f"{self.path}: comparison id {rid}: {problem}") from None
+            raise StoreError(
+                f"{self.path}: comparison id {rid}: {problem} (mend the row, or remove it: "
+                f"sqlite3 {self.path} 'DELETE FROM comparisons WHERE id = {rid}')"
+            ) from None
         return c
 
     def count(self, source: str | None = None, labeler: str | None = None) -> int:
