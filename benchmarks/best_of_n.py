@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         world = world_of_run(sft_run.dir)
         model, tokenizer = load_policy(sft_run.model_dir)
         rm = load_reward_model(Run.open(args.rm).model_dir) if args.rm else None
-        others = {Run.open(d).dir.name: Run.open(d) for d in args.policies}
+        others = {run.dir.name: run for run in map(Run.open, args.policies)}
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     texts = [p.text for p in prompts]
     t0 = time.perf_counter()
     greedy = generate(model, tokenizer, texts, args.max_new_tokens, greedy=True, batch_size=128)
-    sft_q = [world.gold.score(p, t).quality for p, t in zip(prompts, greedy.texts, strict=True)]
+    base = [world.gold.score(p, t) for p, t in zip(prompts, greedy.texts, strict=True)]
+    sft_q = [j.quality for j in base]  # SFT's greedy answers: what every pick is judged against
     many = [t for t in texts for _ in range(args.n)]  # prompt i's samples at i*n .. i*n+n-1
     sampled = generate(model, tokenizer, many, args.max_new_tokens, seed=args.seed, batch_size=256)
     t_gen = time.perf_counter() - t0
@@ -161,9 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("| --- | ---: | ---: |" + " ---: |" * len(names))
     for fam in sorted({p.family for p in prompts}):
         idx = [i for i, p in enumerate(prompts) if p.family == fam]
-        right = sum(
-            bool(world.gold.score(prompts[i], greedy.texts[i]).flags.get("correct")) for i in idx
-        )
+        right = sum(bool(base[i].flags.get("correct")) for i in idx)
         means = {c: sum(wins[n, c][i] for i in idx) / len(idx) for c in names}
         result["family"][fam] = {"prompts": len(idx), **means}
         cells = " | ".join(f"{means[c]:.1%}" for c in names)
@@ -176,7 +175,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         m, tok = load_policy(run.model_dir)
         g = generate(m, tok, texts, args.max_new_tokens, greedy=True, batch_size=128)
         judged = [world.gold.score(p, t) for p, t in zip(prompts, g.texts, strict=True)]
-        base = [world.gold.score(p, t) for p, t in zip(prompts, greedy.texts, strict=True)]
         win = with_ci(win_outcomes([j.quality for j in judged], sft_q), 1000, args.seed)
         kinds = [outcome_kind(a, b) for a, b in zip(judged, base, strict=True)]
         # PPO logs KL(pi || pi_SFT) of a whole response (summed over its tokens), the unit of

@@ -195,8 +195,8 @@ def _train_stage(
     if args.new and args.run_dir:  # --new was ignored: a finished --run-dir was returned as is
         raise ConfigError("--new trains another run, --run-dir resumes one: give one")
     if getattr(args, "data", None):  # --data PATH: sft.data, rm.data or ppo.data
-        getattr(cfg, stage).data = os.path.abspath(args.data)
-    for section in ("sft", "rm", "ppo"):  # --set sft.data=rel/path names the run --data made
+        getattr(cfg, stage).data = args.data
+    for section in ("sft", "rm", "ppo"):  # absolute: --set sft.data=rel names --data's run
         if getattr(cfg, section).data:
             getattr(cfg, section).data = os.path.abspath(getattr(cfg, section).data)
     module = importlib.import_module(f"rlhf.{module_name}")

@@ -60,7 +60,7 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
     rows, skipped = training_comparisons(cfg)  # none yet (no rlhf compare): no run dir left
     if not rows:
         raise RunError(no_comparisons(cfg, skipped))
-    return run_stage(cfg, "dpo", run_dir, lambda run: _train(cfg, run, progress, start))
+    return run_stage(cfg, "dpo", run_dir, lambda run: _train(cfg, run, progress, start, rows))
 
 
 def stale(run: Run, cfg: LabConfig) -> str | None:
@@ -81,16 +81,13 @@ def stale(run: Run, cfg: LabConfig) -> str | None:
     return None
 
 
-def training_rows(cfg: LabConfig, world: Any) -> tuple[list[Comparison], dict[str, Any]]:
-    """(the RM's training comparisons, the fingerprint of all its comparisons, as the RM's)."""
-    from rlhf.reward import (
-        data_fingerprint,
-        split_comparisons,
-        split_file_comparisons,
-        training_comparisons,
-    )
+def training_rows(
+    cfg: LabConfig, world: Any, rows: list[Comparison]
+) -> tuple[list[Comparison], dict[str, Any]]:
+    """(the RM's training comparisons, the fingerprint of all its comparisons, as the RM's), of
+    `rows`: every comparison the RM reads (rlhf.reward.training_comparisons)."""
+    from rlhf.reward import data_fingerprint, split_comparisons, split_file_comparisons
 
-    rows: list[Comparison] = training_comparisons(cfg)[0]
     if cfg.rm.data:
         train_rows = split_file_comparisons(rows)["train"]
     else:
@@ -146,8 +143,9 @@ def versus_sft(
     }
 
 
-def _train(cfg: LabConfig, run: Run, progress: bool, start: Run) -> None:
-    """`start`: the SFT run it starts from (and its reference), resolved by train."""
+def _train(cfg: LabConfig, run: Run, progress: bool, start: Run, rows: list[Comparison]) -> None:
+    """`start`: the SFT run it starts from (and its reference); `rows`: the RM's comparisons;
+    both read by train before the run directory exists."""
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
@@ -157,7 +155,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, start: Run) -> None:
     model, tokenizer = load_policy(start.model_dir, padding_side="right")
     ref, _ = load_policy(start.model_dir)
     ensure_pad_token(tokenizer, model, ref)
-    train_rows, data = training_rows(cfg, world)
+    train_rows, data = training_rows(cfg, world, rows)
     pairs = training_pairs(cfg, train_rows)
 
     args = TRLDPOConfig(

@@ -88,13 +88,15 @@ def test_a_dpo_run_is_stale_once_the_comparisons_change(rm_ready, tmp_path):
     from conftest import copy_workspace
 
     from rlhf.pipeline import finished_run
+    from rlhf.reward import training_comparisons
     from rlhf.store import Comparison, Store
     from rlhf.world import build_world
 
     cfg = copy_workspace(rm_ready, tmp_path / "ws")
     run = dpo.train(cfg, progress=False)
     assert finished_run(dpo, cfg, "dpo")[0].dir == run.dir
-    c = dpo.training_rows(cfg, build_world(cfg, progress=False))[0][0]
+    rows = training_comparisons(cfg)[0]
+    c = dpo.training_rows(cfg, build_world(cfg, progress=False), rows)[0][0]
     again = Comparison(c.prompt, c.responses, c.ranking, c.labeler, prompt_id=c.prompt_id)
     again.policy = c.policy
     with Store.open(cfg) as store:
