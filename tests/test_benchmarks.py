@@ -177,3 +177,86 @@ def test_best_of_n_on_micro_gold_picks_beat_rm_picks_and_grow_with_n(rm_ready, c
     sft = result["policies"][sft_run.dir.name]
     assert sft["win_rate"]["mean"] == 0.5  # SFT's greedy answers tie with themselves
     assert f"| {sft_run.dir.name} | 50.0% " in out
+
+
+def _expert_iteration():
+    path = SCRIPT.parent / "expert_iteration.py"
+    spec = importlib.util.spec_from_file_location("expert_iteration", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_expert_iteration_picks_each_prompts_best_first_on_a_tie():
+    ei = _expert_iteration()
+    # two prompts of three samples: the key picks, the first of equals wins
+    assert ei.picks([0.1, 0.9, 0.5, 0.3, 0.3, 0.2], [0.1, 0.9, 0.5, 0.3, 0.3, 0.2], 3) == [1, 3]
+    assert ei.picks([0.1, 0.9, 0.5, 0.3, 0.3, 0.2], [2.0, 1.0, 0.0, 0.0, 0.0, 5.0], 3) == [0, 5]
+
+
+def test_expert_iteration_on_micro_trains_on_the_best_samples_and_judges_both_splits(
+    rm_ready, tmp_path, capsys
+):
+    from conftest import copy_workspace
+
+    from rlhf import ppo
+    from rlhf.models import load_policy
+    from rlhf.runs import Run, upstream
+    from rlhf.world import build_world
+
+    torch.set_num_threads(1)
+    cfg = copy_workspace(rm_ready, tmp_path / "ws")
+    sft_run, rm_run = ppo.source_runs(cfg)
+    ei = _expert_iteration()
+    argv = ["--sft", str(sft_run.dir), "--n", "4", "--threads", "1", "--quiet"]
+    argv += ["--train-per-family", "3", "--max-new-tokens", "16"]
+    gold = ei.main(argv + ["--policies", str(sft_run.dir)])
+    by_rm = ei.main(argv + ["--pick", "rm", "--rm", str(rm_run.dir)])
+    out = capsys.readouterr().out
+    assert "| run | test prompts | made right / wrong | train prompts | made right / wrong |" in out
+
+    # The picks file: one row per train prompt, in the SFT demonstrations' form, and the mean
+    # gold quality it reports is that of the rows written.
+    world = build_world(cfg, progress=False)
+    train = {p.text: p for p in world.prompts("train")}
+    rows = [json.loads(line) for line in Path(gold["data"]).read_text().splitlines()]
+    assert gold["empty_picks"] == 0  # gold never prefers an empty answer to all others here
+    assert [r["prompt"] for r in rows] == list(train)
+    kept = [json.loads(line)["prompt"] for line in Path(by_rm["data"]).read_text().splitlines()]
+    assert len(kept) == len(train) - by_rm["empty_picks"] and set(kept) <= set(train)
+    assert all(r["completion"].startswith(" ") and r["completion"][1:2] != " " for r in rows)
+    quality = [world.gold.score(train[r["prompt"]], r["completion"][1:]).quality for r in rows]
+    assert sum(quality) / len(quality) == pytest.approx(gold["gold_picked"])
+    # Gold picks the best of each prompt's samples; the RM's picks (the same seeded samples)
+    # can be no better by gold, and both beat the mean sample.
+    assert gold["gold_all"] == pytest.approx(by_rm["gold_all"])
+    assert gold["gold_picked"] >= by_rm["gold_picked"]
+    assert gold["gold_picked"] > gold["gold_all"]
+
+    # The run: the lab's SFT stage from the SFT run on the picks; trained, not copied.
+    run = Run.open(gold["run"])
+    saved = run.raw_config()["sft"]
+    assert saved["base_run"] == str(sft_run.dir.resolve()) and saved["data"] == gold["data"]
+    assert run.done
+    before = load_policy(sft_run.model_dir)[0].state_dict()
+    after = load_policy(run.model_dir)[0].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # It is not taken for the workspace's SFT run by the stages that follow.
+    assert upstream(cfg, "sft").dir == sft_run.dir
+
+    # Rows: SFT judged against itself ties every prompt on both splits.
+    itself = gold["rows"][sft_run.dir.name]
+    for split in ("test", "train"):
+        assert itself[split]["mean"] == 0.5 and itself[split]["fixed"] == 0
+    n_fam = len({p.family for p in world.prompts("train")})
+    assert f"train: {3 * n_fam} (3 a family)" in out
+
+
+def test_expert_iteration_refuses_rm_without_pick_rm(rm_ready, capsys):
+    from rlhf import ppo
+
+    sft_run, rm_run = ppo.source_runs(rm_ready)
+    with pytest.raises(SystemExit) as e:
+        _expert_iteration().main(["--sft", str(sft_run.dir), "--rm", str(rm_run.dir)])
+    assert e.value.code == 2
+    assert "--rm RM_RUN goes with --pick rm" in capsys.readouterr().err
