@@ -21,7 +21,7 @@ and not on the test prompts is held back by what carries over, not by its optimi
 
 The run is written to the SFT run's workspace (a `sft` run whose config names its base run and
 data file, so no later stage takes it for the workspace's SFT run); the picks to
-`<workspace>/cache/expert_iteration_<pick>_n<N>_seed<S>.jsonl`.
+`<workspace>/cache/expert_iteration_<SFT run>_<pick>_n<N>_seed<S>.jsonl`.
 """
 
 from __future__ import annotations
@@ -118,7 +118,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gold = [world.gold.score(prompts[i // args.n], t).quality for i, t in enumerate(sampled)]
     key = rm.score(many, sampled).tolist() if rm is not None else gold
     best = picks(gold, key, args.n)
-    out = workspace / "cache" / f"expert_iteration_{args.pick}_n{args.n}_seed{args.seed}.jsonl"
+    # Named after the run sampled from: a second round (--sft the first round's run) must not
+    # overwrite the file the first round's run records as its sft.data.
+    name = f"expert_iteration_{sft_run.dir.name}_{args.pick}_n{args.n}_seed{args.seed}.jsonl"
+    out = workspace / "cache" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     empty = 0  # picks that are EOS alone: a demonstrations file cannot hold an empty answer
     with open(out, "w", encoding="utf-8") as f:

@@ -243,6 +243,13 @@ def test_expert_iteration_on_micro_trains_on_the_best_samples_and_judges_both_sp
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # It is not taken for the workspace's SFT run by the stages that follow.
     assert upstream(cfg, "sft").dir == sft_run.dir
+    # A second round starts from it and judges against the first SFT run; it writes its own
+    # picks and leaves the file the first round's run records as its data untouched.
+    first = Path(gold["data"]).read_bytes()
+    again = ei.main(argv[2:] + ["--sft", gold["run"], "--baseline", str(sft_run.dir)])
+    assert again["data"] != gold["data"] and Path(gold["data"]).read_bytes() == first
+    assert Run.open(again["run"]).raw_config()["sft"]["base_run"] == gold["run"]
+    assert f"against {sft_run.dir.name}'s greedy answers" in capsys.readouterr().out
 
     # Rows: SFT judged against itself ties every prompt on both splits.
     itself = gold["rows"][sft_run.dir.name]
