@@ -11,7 +11,7 @@ On the tiny recipe the oracle reaches about the same win rate against SFT on the
 as the RM does (docs/benchmarks.md). Best of n (benchmarks/best_of_n.py) shows the learned
 RM's limit: the SFT policy's samples, picked by gold, hold a 62% win rate within PPO's KL, and
 the RM's picks stop at 52%. The oracle's own limit is the step to held-out prompts: after 450
-steps it wins 60% on the train prompts and 54% on the test prompts, whose entity combinations
+steps it wins 59.8% on the train prompts and 54.3% on the test prompts, whose entity combinations
 it never trained on; expert iteration on gold's picks (benchmarks/expert_iteration.py) does
 the same.
 
