@@ -103,14 +103,16 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def validate(record: Comparison, index: int = 0) -> None:
-    """Raise StoreError naming the record index and the field if `record` cannot be stored."""
+def validate(record: Comparison, index: int = 0, where: str = "") -> None:
+    """Raise StoreError naming the record (`where`, else "record <index>") and the field if
+    `record` cannot be stored."""
+    where = where or f"record {index}"
 
     def bad(field: str, problem: str) -> StoreError:
-        return StoreError(f"record {index}: field '{field}': {problem}")
+        return StoreError(f"{where}: field '{field}': {problem}")
 
     if not isinstance(record, Comparison):
-        raise StoreError(f"record {index}: expected a Comparison, got {type(record).__name__}")
+        raise StoreError(f"{where}: expected a Comparison, got {type(record).__name__}")
     if not isinstance(record.prompt, str):
         raise bad("prompt", f"must be text, got {type(record.prompt).__name__}")
     resp = record.responses
@@ -415,11 +417,10 @@ class Store:
         except (TypeError, ValueError) as e:
             raise StoreError(f"{self.path}: comparison id {rid}: corrupted JSON: {e}") from None
         try:  # a row edited by hand (or by another tool) failed later, deep in the RM's batching
-            validate(c)
+            validate(c, where=f"{self.path}: comparison id {rid}")
         except StoreError as e:
-            problem = str(e).split(": ", 1)[1]  # "record 0: field 'x': ..." -> "field 'x': ..."
             raise StoreError(
-                f"{self.path}: comparison id {rid}: {problem} (mend the row, or remove it: "
+                f"{e} (mend the row, or remove it: "
                 f"sqlite3 {self.path} 'DELETE FROM comparisons WHERE id = {rid}')"
             ) from None
         return c
