@@ -35,36 +35,16 @@ from typing import Any
 
 import torch
 
+from rlhf.best_of_n import bon_wins, kl_bound
 from rlhf.breakdown import outcome_kind
 from rlhf.errors import LabError
-from rlhf.evaluate import win_outcomes, with_ci
+from rlhf.evaluate import judged_answers, win_outcomes, with_ci
 from rlhf.generation import generate
 from rlhf.models import load_policy
 from rlhf.outputs import world_of_run
 from rlhf.pretrain import pick_eval_prompts
 from rlhf.reward import load_reward_model
 from rlhf.runs import Run
-
-
-def kl_bound(n: int) -> float:
-    """Upper bound on KL(best-of-n || base) in nats (Stiennon et al. 2020, appendix G.3)."""
-    return math.log(n) - (n - 1) / n
-
-
-def best_of(values: list[float], n: int, key: list[float]) -> list[int]:
-    """Indices of the pick of each disjoint group of n (len(values) // n groups): the sample
-    with the highest `key`, the first on a tie."""
-    picks = []
-    for g in range(len(values) // n):
-        group = range(g * n, (g + 1) * n)
-        picks.append(max(group, key=lambda i: key[i]))
-    return picks
-
-
-def bon_wins(quality: list[float], key: list[float], n: int, sft_greedy: float) -> float:
-    """Mean win (ties half) against SFT's greedy quality of the best-of-n picks by `key`."""
-    picks = best_of(quality, n, key)
-    return sum(win_outcomes([quality[i] for i in picks], [sft_greedy] * len(picks))) / len(picks)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -97,8 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     texts = [p.text for p in prompts]
     t0 = time.perf_counter()
-    greedy = generate(model, tokenizer, texts, args.max_new_tokens, greedy=True, batch_size=128)
-    base = [world.gold.score(p, t) for p, t in zip(prompts, greedy.texts, strict=True)]
+    base = judged_answers(model, tokenizer, world, prompts, args.max_new_tokens, batch_size=128)[1]
     sft_q = [j.quality for j in base]  # SFT's greedy answers: what every pick is judged against
     many = [t for t in texts for _ in range(args.n)]  # prompt i's samples at i*n .. i*n+n-1
     sampled = generate(model, tokenizer, many, args.max_new_tokens, seed=args.seed, batch_size=256)
@@ -173,8 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("| --- | ---: | ---: | ---: |")
     for name, run in others.items():
         m, tok = load_policy(run.model_dir)
-        g = generate(m, tok, texts, args.max_new_tokens, greedy=True, batch_size=128)
-        judged = [world.gold.score(p, t) for p, t in zip(prompts, g.texts, strict=True)]
+        judged = judged_answers(m, tok, world, prompts, args.max_new_tokens, batch_size=128)[1]
         win = with_ci(win_outcomes([j.quality for j in judged], sft_q), 1000, args.seed)
         kinds = [outcome_kind(a, b) for a, b in zip(judged, base, strict=True)]
         # PPO logs KL(pi || pi_SFT) of a whole response (summed over its tokens), the unit of

@@ -37,9 +37,10 @@ from typing import Any
 import torch
 
 from rlhf import sft
+from rlhf.best_of_n import best_of
 from rlhf.breakdown import outcome_kind
 from rlhf.errors import LabError
-from rlhf.evaluate import win_outcomes, with_ci
+from rlhf.evaluate import judged_answers, win_outcomes, with_ci
 from rlhf.generation import generate
 from rlhf.models import load_policy
 from rlhf.outputs import world_of_run
@@ -58,18 +59,10 @@ def train_sample(world: Any, per_family: int, seed: int) -> list[Any]:
     return picked
 
 
-def picks(quality: list[float], key: list[float], n: int) -> list[int]:
-    """Index of the highest `key` in each prompt's n samples (prompt i's are i*n .. i*n+n-1),
-    the first on a tie."""
-    return [max(range(i * n, (i + 1) * n), key=lambda j: key[j]) for i in range(len(key) // n)]
-
-
-def greedy_quality(run_dir: Path, world: Any, prompts: list[Any], max_new: int) -> list[Any]:
+def greedy_judgements(run_dir: Path, world: Any, prompts: list[Any], max_new: int) -> list[Any]:
     """The gold judgements of a policy run's greedy answers to `prompts`."""
     model, tokenizer = load_policy(run_dir)
-    texts = [p.text for p in prompts]
-    g = generate(model, tokenizer, texts, max_new, greedy=True, batch_size=128)
-    return [world.gold.score(p, t) for p, t in zip(prompts, g.texts, strict=True)]
+    return judged_answers(model, tokenizer, world, prompts, max_new, batch_size=128)[1]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -117,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ).texts
     gold = [world.gold.score(prompts[i // args.n], t).quality for i, t in enumerate(sampled)]
     key = rm.score(many, sampled).tolist() if rm is not None else gold
-    best = picks(gold, key, args.n)
+    best = best_of(gold, args.n, key)  # one pick per prompt
     # Named after the run sampled from: a second round (--sft the first round's run) must not
     # overwrite the file the first round's run records as its sft.data.
     name = f"expert_iteration_{sft_run.dir.name}_{args.pick}_n{args.n}_seed{args.seed}.jsonl"
@@ -148,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "train": train_sample(world, args.train_per_family, args.seed),
     }
     base = {
-        s: greedy_quality(baseline.model_dir, world, ps, args.max_new_tokens)
+        s: greedy_judgements(baseline.model_dir, world, ps, args.max_new_tokens)
         for s, ps in splits.items()
     }
     rows: dict[str, dict[str, Any]] = {}
@@ -157,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]:
         rows[name] = {}
         for s, ps in splits.items():
-            judged = greedy_quality(run.model_dir, world, ps, args.max_new_tokens)
+            judged = greedy_judgements(run.model_dir, world, ps, args.max_new_tokens)
             win = with_ci(
                 win_outcomes([j.quality for j in judged], [j.quality for j in base[s]]),
                 1000,

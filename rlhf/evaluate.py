@@ -247,6 +247,21 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def judged_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: Any,
+    prompts: Sequence[Any],
+    max_new_tokens: int,
+    batch_size: int = 32,
+) -> tuple[list[str], list[Any]]:
+    """A policy's greedy answers to world prompts and the gold labeler's Judgement of each:
+    what every win rate of the lab compares."""
+    texts = [p.text for p in prompts]
+    g = generate(model, tokenizer, texts, max_new_tokens, greedy=True, batch_size=batch_size)
+    return g.texts, [world.gold.score(p, t) for p, t in zip(prompts, g.texts, strict=True)]
+
+
 def win_outcomes(quality: Sequence[float], baseline: Sequence[float]) -> list[float]:
     """Per prompt: 1 if the policy's gold quality beats the baseline's, 0.5 on a tie, else 0
     (the paper's win rate counts ties half)."""

@@ -32,11 +32,11 @@ from rlhf.evaluate import (
     block_nll,
     clustered_ci,
     fact_cloze_hits,
+    judged_answers,
     ratio_ci,
     win_outcomes,
     with_ci,
 )
-from rlhf.generation import generate
 from rlhf.metrics import METRICS, policy_metrics
 from rlhf.models import load_policy
 from rlhf.runs import Run, find_done, saved_config, write_json
@@ -81,8 +81,7 @@ def perplexity_ci(
 
 
 def _answers(model: Any, tokenizer: Any, world: Any, prompts: list[Any], cfg: LabConfig):
-    g = generate(model, tokenizer, [p.text for p in prompts], cfg.ppo.max_new_tokens, greedy=True)
-    return g.texts, [world.gold.score(p, t) for p, t in zip(prompts, g.texts, strict=True)]
+    return judged_answers(model, tokenizer, world, prompts, cfg.ppo.max_new_tokens)
 
 
 def _rm_accuracy(cfg: LabConfig, world: Any, run: Run, n: int, seed: int) -> dict[str, Any]:

@@ -130,13 +130,17 @@ def _best_of_n():
 
 
 def test_best_of_n_picks_each_groups_best_and_bounds_its_kl():
-    bon = _best_of_n()
+    from rlhf import best_of_n as bon
+
     assert bon.best_of([0.1, 0.5, 0.5, 0.2, 0.9, 0.0], 2, [0.1, 0.5, 0.5, 0.2, 0.9, 0.0]) == [
         1,
         2,
         4,
     ]
     assert bon.best_of([0.1, 0.5, 0.5, 0.2], 4, [3.0, 1.0, 2.0, 3.0]) == [0]  # first on a tie
+    # expert iteration's use: two prompts of three samples, one pick each
+    assert bon.best_of([0.1, 0.9, 0.5, 0.3, 0.3, 0.2], 3, [0.1, 0.9, 0.5, 0.3, 0.3, 0.2]) == [1, 3]
+    assert bon.best_of([0.1, 0.9, 0.5, 0.3, 0.3, 0.2], 3, [2.0, 1.0, 0.0, 0.0, 0.0, 5.0]) == [0, 5]
     assert bon.kl_bound(1) == 0.0
     assert bon.kl_bound(4) == pytest.approx(math.log(4) - 0.75)
     # Against SFT's greedy quality 0.5: groups (0.1, 0.5) tie, (0.5, 0.2) tie, (0.9, 0.0) win.
@@ -185,13 +189,6 @@ def _expert_iteration():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_expert_iteration_picks_each_prompts_best_first_on_a_tie():
-    ei = _expert_iteration()
-    # two prompts of three samples: the key picks, the first of equals wins
-    assert ei.picks([0.1, 0.9, 0.5, 0.3, 0.3, 0.2], [0.1, 0.9, 0.5, 0.3, 0.3, 0.2], 3) == [1, 3]
-    assert ei.picks([0.1, 0.9, 0.5, 0.3, 0.3, 0.2], [2.0, 1.0, 0.0, 0.0, 0.0, 5.0], 3) == [0, 5]
 
 
 def test_expert_iteration_on_micro_trains_on_the_best_samples_and_judges_both_splits(
