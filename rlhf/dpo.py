@@ -28,8 +28,7 @@ from datasets import Dataset
 from rlhf.callbacks import LogToRun, cosine_schedule, train_resuming, trainer_args
 from rlhf.config import LabConfig, check_length
 from rlhf.errors import RunError
-from rlhf.evaluate import win_outcomes, with_ci
-from rlhf.generation import generate
+from rlhf.evaluate import judged_answers, win_outcomes, with_ci
 from rlhf.models import ensure_pad_token, load_policy, save_model
 from rlhf.pretrain import pick_eval_prompts
 from rlhf.runs import Run, moved_source, read_eval, run_stage, upstream
@@ -121,15 +120,13 @@ def versus_sft(
     """Greedy answers of `policy` and `sft` to n test prompts, judged by the gold labeler: the
     win rate against SFT (ties half) and both Likert means, with 95% bootstrap intervals."""
     prompts = pick_eval_prompts(world, n_prompts)
-    texts = [q.text for q in prompts]
     tokenizer.padding_side = "left"
     quality, likert, samples = {}, {}, {}
     for name, model in (("policy", policy), ("sft", sft)):
-        g = generate(model.eval(), tokenizer, texts, max_new_tokens=max_new_tokens, greedy=True)
-        judged = [world.gold.score(q, t) for q, t in zip(prompts, g.texts, strict=True)]
+        texts, judged = judged_answers(model.eval(), tokenizer, world, prompts, max_new_tokens)
         quality[name] = [j.quality for j in judged]
         likert[name] = [float(j.likert) for j in judged]
-        samples[name] = g.texts
+        samples[name] = texts
     n, seed = cfg.ppo.bootstrap, cfg.seed
     return {
         "win_rate_vs_sft": with_ci(win_outcomes(quality["policy"], quality["sft"]), n, seed),
@@ -137,8 +134,8 @@ def versus_sft(
         "likert/sft": with_ci(likert["sft"], n, seed),
         "n_prompts": len(prompts),
         "samples": [
-            {"prompt": t, "sft": samples["sft"][i], "policy": samples["policy"][i]}
-            for i, t in enumerate(texts[:8])
+            {"prompt": q.text, "sft": samples["sft"][i], "policy": samples["policy"][i]}
+            for i, q in enumerate(prompts[:8])
         ],
     }
 

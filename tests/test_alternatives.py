@@ -31,6 +31,12 @@ def test_stage_trains_every_parameter_and_is_a_results_row(rm_ready, module, lab
     assert run.done and (run.model_dir / "config.json").exists()
     report = read_eval(run)
     assert report["steps"] > 0 and 0.0 <= report["win_rate_vs_sft"]["mean"] <= 1.0
+    # Its sample answers are filed under the test prompts they answer.
+    from rlhf.pretrain import pick_eval_prompts
+    from rlhf.world import build_world
+
+    shown = [p.text for p in pick_eval_prompts(build_world(cfg, progress=False), 8)]
+    assert [s["prompt"] for s in report["samples"]] == shown[: len(report["samples"])]
     after, _ = load_policy(run.model_dir)
     old = dict(before.named_parameters())
     trainable = [(n, p) for n, p in after.named_parameters() if p.requires_grad]
