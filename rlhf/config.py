@@ -114,6 +114,16 @@ class WorldConfig:
         ge=1,
     )
     train_per_family: int = doc(300, "Training prompts per task family.", ge=1)
+    rl_per_family: int = doc(
+        0,
+        "Prompts per task family that PPO and GRPO sample from: the family's train prompts, "
+        "then prompts of more train-split combinations that no demonstration or comparison "
+        "uses (split 'rl'), up to this many (the paper's PPO set, 31k prompts, is its own and "
+        "larger than SFT's 13k). 0, or at most train_per_family: the train prompts alone. On "
+        "tiny, 1500 gave PPO 53.0% against 51.9% (mean of 3 seeds; docs/benchmarks.md, 'A "
+        "larger prompt pool').",
+        ge=0,
+    )
     val_per_family: int = doc(30, "Validation prompts per task family.", ge=1)
     test_per_family: int = doc(60, "Test prompts per task family.", ge=1)
     demos_per_prompt: int = doc(

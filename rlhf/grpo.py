@@ -3,7 +3,7 @@ results table beside PPO and PPO-ptx.
 
     1. the policy: the SFT run of this config (`grpo.sft_run`, else as PPO finds it); TRL
        loads the frozen reference from it when grpo.beta > 0
-    2. prompts: the world's train prompts (as PPO's rollouts)
+    2. prompts: the world's train prompts and rl split's (as PPO's rollouts)
     3. reward: the RM run's score of each (prompt, response) text, with its demonstration bias
        (RewardModel.score), minus grpo.missing_eos_penalty when the response has no EOS (as
        PPO); TRL normalises rewards within each prompt's group of num_generations responses:
@@ -114,7 +114,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, sources: tuple[Run, Run]) -
     model, tokenizer = load_policy(start.model_dir)  # pads left: TRL generates
     ensure_pad_token(tokenizer, model)
     rm = load_reward_model(rm_source.model_dir)
-    prompts = Dataset.from_list([{"prompt": p.text} for p in world.prompts("train")])
+    prompts = Dataset.from_list([{"prompt": p.text} for p in world.rl_prompts()])
 
     args = TRLGRPOConfig(
         **trainer_args(run, cfg.seed, progress, g.log_every, g.checkpoint_every, keep=2),

@@ -16,8 +16,8 @@ Models (`load_models`):
 
 One step (`ppo_step`), numbered as lm-human-preference-details numbers its rollout:
 
-    1. rollout   batch_size train prompts (or ppo.data's); sample at temperature T, logprobs
-                 of logits / T
+    1. rollout   batch_size train prompts (with world.rl_per_family's, or ppo.data's); sample
+                 at temperature T, logprobs of logits / T
     2. score     the RM scores each (prompt, response) text; no EOS -> minus missing_eos_penalty
     3. forward   logprobs under ref, values under V, for every response token
     4. reward    -beta * (log pi - log pi_ref) per token, the score at the last token
@@ -597,7 +597,7 @@ def _train(
     data: tuple[list[DataPrompt], str] | None = None,
 ) -> None:
     """`sources`: the (SFT, RM) runs of source_runs. `data`: ppo.data's (prompts, sha256);
-    else the rollouts sample the world's train prompts."""
+    else the rollouts sample the world's train prompts and its rl split's (World.rl_prompts)."""
     from rlhf.world import build_world
 
     p = cfg.ppo
@@ -628,7 +628,7 @@ def _train(
     rank_seed = cfg.seed + 1000 * accelerator.process_index  # rank 0 draws what 1 process does
     m.policy, m.value = m.policy.to(accelerator.device), m.value.to(accelerator.device)
     optimizer = accelerator.prepare(make_optimizer(m, p))
-    prompts = data[0] if data else world.prompts("train")
+    prompts = data[0] if data else world.rl_prompts()  # train prompts (+ world.rl_per_family)
     val = world.prompts("val")  # the probe's fixed batch: a seeded draw across families
     probe_prompts = random.Random(cfg.seed).sample(val, min(p.overopt_prompts, len(val)))
     # The pretraining blocks: PPO-ptx trains on them; plain PPO measures its LM loss on them.

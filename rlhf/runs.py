@@ -296,6 +296,8 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
     for section in ("sft", "rm", "ppo"):  # no --data: left out, so runs made before it match
         if not data[section]["data"]:
             del data[section]["data"]
+    if not data["world"]["rl_per_family"]:  # likewise for PPO on the train prompts alone
+        del data["world"]["rl_per_family"]
     if not data["sft"]["base_model"]:  # likewise for the world's own base model
         del data["sft"]["base_model"]
     if not data["rm"]["backbone"]:  # and for the RM on the SFT model

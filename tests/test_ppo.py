@@ -13,6 +13,7 @@ from rlhf import packing, ppo, ppo_report
 from rlhf.config import load
 from rlhf.errors import RunError
 from rlhf.runs import Run, read_eval
+from rlhf.world import build_world
 
 METRICS = [
     "objective/rlhf_reward",
@@ -56,6 +57,10 @@ def test_a_micro_run_logs_every_metric_samples_and_a_report(ready):
     assert all(0 <= r["overopt/gold"] <= 1 and math.isfinite(r["overopt/scores"]) for r in probes)
     samples = run.samples()
     assert {s["step"] for s in samples} == {1, 2, 4}
+    # Rollouts sample the train prompts and micro's rl split (world.rl_per_family), both.
+    world = build_world(ready, progress=False)
+    assert {s["prompt_id"] for s in samples} <= {p.id for p in world.rl_prompts()}
+    assert {s["prompt_id"].split("-")[1] for s in samples} == {"train", "rl"}
     for s in samples:
         assert len(s["tokens"]) == len(s["kl"]) > 0
         assert "".join(s["tokens"]).replace("<|endoftext|>", "").strip() == s["response"].strip()
@@ -90,8 +95,6 @@ def _fresh(ready, **overrides):
 
 
 def _step(cfg, m, opt, acc, ptx_data=None, seed=0):
-    from rlhf.world import build_world
-
     prompts = [p.text for p in build_world(cfg, progress=False).prompts("train")[:8]]
     return ppo.ppo_step(
         m,
@@ -365,7 +368,6 @@ def test_packed_forwards_equal_a_padded_forward_also_on_cut_minibatches(ready, r
     kept within each sequence by restarting position ids) and the update cuts each minibatch to
     the columns its rows use (ppo._slice); neither may change a logprob, entropy or value."""
     from rlhf.generation import generate
-    from rlhf.world import build_world
 
     cfg, m, _, _ = _fresh(ready)
     prompts = [p.text for p in build_world(cfg, progress=False).prompts("train")[:8]]

@@ -237,3 +237,38 @@ def test_missing_or_corrupted_world_files(tmp_path):
     # --force rebuilds over the damaged world.
     rebuilt = build_world(cfg, force=True, progress=False)
     assert (rebuilt.dir / "prompts.jsonl").read_bytes() == original
+
+
+def test_the_rl_split_adds_train_split_prompts_and_changes_no_other_file(tmp_path, micro):
+    # micro's world.rl_per_family (40) is above its train_per_family (20).
+    assert micro.config.rl_per_family > micro.config.train_per_family
+    off = build_world(
+        load("micro", workspace=str(tmp_path), world__rl_per_family=0), progress=False
+    )
+    assert off.dir != micro.dir
+    for name in (*FILES, "tokenizer/tokenizer.json"):
+        if (
+            name != "prompts.jsonl"
+        ):  # the rl split draws nothing: the corpus, demos ... as they were
+            assert (off.dir / name).read_bytes() == (micro.dir / name).read_bytes(), name
+    rl = micro.prompts("rl")
+    assert [p.id for p in micro.prompts() if p.split != "rl"] == [p.id for p in off.prompts()]
+    assert not off.prompts("rl") and off.rl_prompts() == off.prompts("train")
+    assert micro.rl_prompts() == micro.prompts("train") + rl
+    for fam in sorted({p.family for p in micro.prompts()}):
+        n = len(micro.prompts("train", fam)) + len(micro.prompts("rl", fam))
+        assert n <= micro.config.rl_per_family, fam
+        assert micro.stats()["prompts"][fam]["rl"] == len(micro.prompts("rl", fam))
+    assert len(rl) > 100
+    # Train-split combinations only, and prompts of their own: never a val or test combination.
+    held = {(p.family, *p.meta["combo"]) for p in micro.prompts() if p.split in ("val", "test")}
+    assert not {(p.family, *p.meta["combo"]) for p in rl} & held
+    texts = [p.instruction for p in micro.prompts()]
+    assert len(set(texts)) == len(texts)
+    # No demonstration: SFT, the comparisons and the RM never see them.
+    assert not {d.prompt_id for d in micro.demonstrations()} & {p.id for p in rl}
+    # At most train_per_family: none.
+    few = build_world(
+        load("micro", workspace=str(tmp_path), world__rl_per_family=15), progress=False
+    )
+    assert not few.prompts("rl")

@@ -57,10 +57,16 @@ FILES = (
     "labelers.json",
 )
 SPLITS = ("train", "val", "test")
+# Prompts of train-split combinations beyond the train prompts, for PPO and GRPO only
+# (world.rl_per_family): no demonstration, comparison or agreement sample uses them.
+RL_SPLIT = "rl"
 
 
 def world_dir(cfg: LabConfig) -> Path:
-    key = json.dumps({"v": WORLD_VERSION, **asdict(cfg.world)}, sort_keys=True)
+    fields = asdict(cfg.world)
+    if not fields["rl_per_family"]:  # off: left out, so worlds built before it keep their name
+        del fields["rl_per_family"]
+    key = json.dumps({"v": WORLD_VERSION, **fields}, sort_keys=True)
     return cfg.workspace_dir / "data" / f"world-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
@@ -110,6 +116,11 @@ class World:
             for p in self._prompts
             if (split is None or p.split == split) and (family is None or p.family == family)
         ]
+
+    def rl_prompts(self) -> list[Prompt]:
+        """What PPO and GRPO sample from: the train prompts, then the 'rl' split's (prompts of
+        further train-split combinations, world.rl_per_family; none when it is off)."""
+        return self.prompts("train") + self.prompts(RL_SPLIT)
 
     def prompt(self, prompt_id: str) -> Prompt:
         for p in self.prompts():
@@ -172,7 +183,7 @@ def build_world(cfg: LabConfig, force: bool = False, progress: bool = True) -> W
     # Its own stream, so the compliance draws leave the corpus and the splits as they were.
     comply_rng = random.Random(wc.seed + 2)
     for p in prompts:
-        if p.split == "test":
+        if p.split in ("test", RL_SPLIT):  # rl prompts have none: the draws stay as they were
             continue
         for _ in range(wc.demos_per_prompt):
             response = fams[p.family].respond(p.meta, "correct", rng)
@@ -249,7 +260,10 @@ def _make_prompts(
 ) -> tuple[list[Prompt], dict[str, list]]:
     """Split each family's combos between test, val and train (a combo lives in one split, so
     test holds entity combinations never trained on); test and val take at most two variants
-    of a combo, train takes all."""
+    of a combo, train takes all. With world.rl_per_family above train_per_family, the 'rl'
+    split takes the train-split combos left over (after the train prompts, the rest of the
+    last train combo first) up to that many prompts in all; it draws nothing from `rng`, so
+    every other file is as without it."""
     prompts: list[Prompt] = []
     forum_pool: dict[str, list] = {}
     want = {"test": wc.test_per_family, "val": wc.val_per_family, "train": wc.train_per_family}
@@ -266,6 +280,7 @@ def _make_prompts(
             "train": len(groups),
         }
         taken = dict.fromkeys(SPLITS, 0)
+        used = 0  # groups taken by a split; the loop stops at the first no split takes
         for g in groups:
             open_ = [
                 s
@@ -277,9 +292,15 @@ def _make_prompts(
             split = open_[0]
             chosen[split] += g if split == "train" else g[:2]
             taken[split] += 1
+            used += 1
+        # The train combos' variants past train_per_family, then the combos no split took.
+        rest = chosen["train"][want["train"] :] + [it for g in groups[used:] for it in g]
+        n_rl = max(0, wc.rl_per_family - len(chosen["train"][: want["train"]]))
+        limit = {**want, RL_SPLIT: n_rl}
+        chosen[RL_SPLIT] = rest
         held = set()
-        for split in SPLITS:
-            items = chosen[split][: want[split]]
+        for split in (*SPLITS, RL_SPLIT):
+            items = chosen[split][: limit[split]]
             for i, it in enumerate(items):
                 prompts.append(
                     Prompt(
@@ -291,7 +312,7 @@ def _make_prompts(
                         {**it.meta, "combo": list(it.combo)},
                     )
                 )
-                if split != "train":
+                if split in ("val", "test"):
                     held.add(it.instruction)
         # The web asks what the world's users ask, except the val/test prompts themselves and
         # anything about unknown countries (they must never appear in the corpus).
@@ -305,7 +326,11 @@ def _make_prompts(
 
 
 def _make_cloze(ents: Entities, prompts: list[Prompt]) -> list[ClozeItem]:
-    split_of = {tuple(p.meta["combo"]): p.split for p in prompts if p.family == "facts"}
+    split_of = {
+        tuple(p.meta["combo"]): p.split
+        for p in prompts
+        if p.family == "facts" and p.split != RL_SPLIT  # an rl combo is a train combo
+    }
     out = []
     for c in ents.countries:
         for attr, spec in FACT_ATTRS.items():
@@ -345,8 +370,10 @@ def _stats(corpus, heldout, prompts, demos, cloze, tok, agreement) -> dict[str, 
     per = Counter((p.family, p.split) for p in prompts)
     families = sorted({p.family for p in prompts})
     axis = {p.family: p.axis for p in prompts}
-    train_parts = {part for p in prompts if p.split == "train" for part in p.meta["combo"]}
-    train_combos = {tuple(p.meta["combo"]) for p in prompts if p.split == "train"}
+    # What a policy trains on: the train prompts, and for PPO and GRPO the rl split's.
+    trained = [p for p in prompts if p.split in ("train", RL_SPLIT)]
+    train_parts = {part for p in trained for part in p.meta["combo"]}
+    train_combos = {tuple(p.meta["combo"]) for p in trained}
     test = [p for p in prompts if p.split == "test"]
     held = [
         p
@@ -359,7 +386,11 @@ def _stats(corpus, heldout, prompts, demos, cloze, tok, agreement) -> dict[str, 
         "words": sum(len(d.split()) for d in corpus),
         "tokens": n_tokens,
         "vocab_size": len(tok),
-        "prompts": {f: {s: per[(f, s)] for s in SPLITS} for f in families},
+        "prompts": {
+            f: {s: per[(f, s)] for s in SPLITS}
+            | ({RL_SPLIT: per[(f, RL_SPLIT)]} if any(p.split == RL_SPLIT for p in prompts) else {})
+            for f in families
+        },
         "axes": axis,
         "demonstrations": len(demos),
         "cloze_items": len(cloze),

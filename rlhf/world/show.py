@@ -16,9 +16,11 @@ if TYPE_CHECKING:
 
 
 def prompt_counts(world: World) -> pd.DataFrame:
-    """Prompts per family and split, with the axis each family tests."""
+    """Prompts per family and split, with the axis each family tests (and the rl split's
+    prompts, for PPO and GRPO only, when world.rl_per_family adds any)."""
     stats = world.stats()
-    df = pd.DataFrame(stats["prompts"]).T[["train", "val", "test"]]
+    counts = pd.DataFrame(stats["prompts"]).T
+    df = counts[[s for s in ("train", "val", "test", "rl") if s in counts.columns]]
     df.insert(0, "axis", pd.Series(stats["axes"]))
     return df.rename_axis("family")
 
