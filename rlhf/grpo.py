@@ -152,6 +152,7 @@ def _train(cfg: LabConfig, run: Run, progress: bool, sources: tuple[Run, Run]) -
         "rm_run": str(rm_source.dir),
         "steps": trainer.state.global_step,
         "rollouts": trainer.state.global_step // g.updates_per_rollout,
+        "rollout_prompts": len(prompts),  # what the rollouts drew from: World.rl_prompts()
         **versus_sft(cfg, world, policy, sft, tokenizer, g.eval_prompts, g.max_new_tokens),
     }
     rows = [r for r in run.metrics() if "objective/scores" in r]

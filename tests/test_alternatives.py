@@ -47,6 +47,9 @@ def test_stage_trains_every_parameter_and_is_a_results_row(rm_ready, module, lab
     if module is grpo:  # sized as PPO: rollouts x (epochs x minibatches) gradient steps
         g = cfg.grpo
         assert report["steps"] == g.steps * g.grpo_epochs * g.batch_size // g.mini_batch_size
+        # Its rollouts draw from PPO's prompts: the train prompts and micro's rl split.
+        world = build_world(cfg, progress=False)
+        assert report["rollout_prompts"] == len(world.rl_prompts()) > len(world.prompts("train"))
         assert any("objective/scores" in r and "objective/kl" in r for r in run.metrics())
     else:
         assert any("dpo/accuracy" in r for r in run.metrics())
