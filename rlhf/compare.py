@@ -33,6 +33,7 @@ from rlhf.models import load_policy
 from rlhf.runs import Run, same_run, upstream
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
+from rlhf.world.build import RL_SPLIT
 from rlhf.world.labelers import pairwise_agreement
 
 
@@ -130,16 +131,25 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
     # their own draws (K, labeler) so that those of the first n stay as train_sets=1 makes them
     extra = random.Random(f"train_sets-{cfg.seed + len(stored)}")
     plan += more_train
+    # Then the rl prompts' sets (compare.rl_sets), last and with draws of their own again:
+    # every comparison before them is as without them.
+    more_rl = [(p, "train") for _ in range(c.rl_sets) for p in world.prompts(RL_SPLIT)]
+    rl_draws = random.Random(f"rl_sets-{cfg.seed + len(stored)}")
+    plan += more_rl
     prompts = [p for p, _ in plan]
     ks = [rng.randint(c.k_min, c.k_max) for _ in plan[:n]]
     ks += [extra.randint(c.k_min, c.k_max) for _ in more_train]
-    # Sampled in two passes: a batch's samples depend on what else is in it, so the extra
-    # train sets get batches of their own, seeded after the first pass's.
+    ks += [rl_draws.randint(c.k_min, c.k_max) for _ in more_rl]
+    # Sampled in passes: a batch's samples depend on what else is in it, so the extra train
+    # sets and the rl sets get batches of their own, each seeded after the pass before.
     seed = cfg.seed + len(stored)
-    samples = sample_responses(model, tokenizer, prompts[:n], ks[:n], c, seed, progress)
-    if more_train:
-        seed += sum(ks[:n])  # sample_responses seeds each batch with seed + its first index
-        samples += sample_responses(model, tokenizer, prompts[n:], ks[n:], c, seed, progress)
+    samples = []
+    for lo, hi in ((0, n), (n, n + len(more_train)), (n + len(more_train), len(plan))):
+        if hi > lo:
+            samples += sample_responses(
+                model, tokenizer, prompts[lo:hi], ks[lo:hi], c, seed, progress
+            )
+        seed += sum(ks[lo:hi])  # sample_responses seeds each batch with seed + its first index
 
     records, skipped = [], 0
     for i, ((p, split), responses) in enumerate(zip(plan, samples, strict=True)):
@@ -150,7 +160,8 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
         if split == "val":
             labelers = world.labelers + world.heldout_labelers
         else:
-            labelers = [(rng if i < n else extra).choice(world.labelers)]
+            draws = rng if i < n else extra if i < n + len(more_train) else rl_draws
+            labelers = [draws.choice(world.labelers)]
         for lab in labelers:
             records.append(
                 Comparison(
@@ -215,15 +226,19 @@ def labeler_agreement(world, records: list[Comparison], n_prompts: int) -> dict[
 
 def _report(cfg, world, records, policy, skipped) -> dict[str, Any]:
     agreement = labeler_agreement(world, records, cfg.compare.agreement_prompts)
-    train = [r for r in records if r.prompt_id and "-train-" in r.prompt_id]
+    # What trains the RM: the train prompts' comparisons and the rl prompts' (compare.rl_sets).
+    train = [
+        r for r in records if r.prompt_id and ("-train-" in r.prompt_id or "-rl-" in r.prompt_id)
+    ]
     val = [r for r in records if r.prompt_id and "-val-" in r.prompt_id]
+    only = [r for r in train if "-train-" in r.prompt_id]  # of the train prompts alone
     return {
         "policy": policy,
         "policy_is_sft": not cfg.compare.policy_run,
         "comparisons": len(records),
         "by_split": {
             s: sum(1 for r in records if r.prompt_id and f"-{s}-" in r.prompt_id)
-            for s in ("train", "val")
+            for s in ("train", "val", "rl")
         },
         "mean_k": sum(len(r.responses) for r in records) / max(1, len(records)),
         "pairs": sum(1 for r in records for _ in r.pairs()),
@@ -234,8 +249,9 @@ def _report(cfg, world, records, policy, skipped) -> dict[str, Any]:
         "val_sets": len({(r.prompt_id, tuple(r.responses)) for r in val}),
         # sample sets per train prompt in these records (identical samples drop a few), and
         # what compare.train_sets asks for: a reused store may hold fewer
-        "train_sets": round(len(train) / max(1, len({r.prompt_id for r in train})), 1),
+        "train_sets": round(len(only) / max(1, len({r.prompt_id for r in only})), 1),
         "train_sets_wanted": cfg.compare.train_sets,
+        "rl_sets_wanted": cfg.compare.rl_sets,
         "skipped_identical": skipped,
         "agreement_on_sft_samples": agreement["train_train"],
         "agreement_sd": agreement["train_train_sd"],
@@ -256,9 +272,16 @@ def summary(report: dict[str, Any]) -> str:
             f"train prompt, compare.train_sets is {wanted}: sets are sampled only into a store "
             "without this policy's comparisons (--force adds another full set, val included)"
         )
+    if report["reused"] and report.get("rl_sets_wanted") and not report["by_split"].get("rl"):
+        lines.append(
+            f"note                  the store holds no comparisons of rl prompts, "
+            f"compare.rl_sets is {report['rl_sets_wanted']}: they are sampled only into a store "
+            "without this policy's comparisons"
+        )
     lines += [
         f"comparisons stored    {report['comparisons']:,} "
-        f"(train {report['by_split']['train']:,}, val {report['by_split']['val']:,})",
+        f"(train {report['by_split']['train']:,}, val {report['by_split']['val']:,}"
+        + (f", rl {report['by_split']['rl']:,})" if report["by_split"].get("rl") else ")"),
         f"train                 mean K {report['train_mean_k']:.2f}, "
         f"{report['train_pairs']:,} ranked pairs (what the RM trains on)",
         f"val                   {report['val_sets']:,} sample sets, each ranked by every "

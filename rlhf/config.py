@@ -312,6 +312,16 @@ class CompareConfig:
         "before a workspace's first `rlhf compare`: stored comparisons are reused.",
         ge=1,
     )
+    rl_sets: int = doc(
+        0,
+        "Sets of K samples per prompt of the world's rl split (world.rl_per_family), each "
+        "ranked by one training labeler, as more training comparisons: the paper's RM prompt "
+        "set (33k) is larger than its SFT set (13k). Sampled after every other set, so the "
+        "train and val comparisons stay as without them. 0: none. On tiny, 5 gave PPO "
+        "55.5% (mean of 3 seeds) against 53.2% but an RM of ~190 s (docs/benchmarks.md, "
+        "'A larger prompt pool for PPO').",
+        ge=0,
+    )
     val_prompts: int = doc(
         0,
         "Validation prompts to label (0: all); each of their sample sets is ranked by every "

@@ -189,3 +189,46 @@ def test_more_train_sets_add_train_rankings_and_keep_the_val_comparisons(collect
     zero.compare.train_sets = 0  # a config built in code, past load's bounds
     with pytest.raises(ConfigError, match="train_sets=0"):
         compare.collect(zero)
+
+
+def test_rl_sets_add_rankings_of_the_rl_prompts_and_keep_every_other_comparison(
+    collected, tmp_path
+):
+    """compare.rl_sets=2: each prompt of the world's rl split (micro: world.rl_per_family=40)
+    gets two sample sets, each ranked by one training labeler, sampled after every other set:
+    the train and val comparisons are those without them, and the RM trains on both."""
+    import shutil
+
+    from rlhf.reward import split_comparisons
+    from rlhf.world import build_world
+
+    cfg, _ = collected
+    ws = tmp_path / "ws"
+    shutil.copytree(cfg.workspace_dir, ws, ignore=shutil.ignore_patterns("lab.db*"))
+    cfg2 = load("micro", workspace=str(ws), **{"compare.rl_sets": 2})
+    report = compare.collect(cfg2, progress=False)
+    with Store.open(cfg) as a, Store.open(cfg2) as b:
+        one, two = list(a.comparisons()), list(b.comparisons())
+
+    def key(r):
+        return (r.prompt_id, tuple(r.responses), tuple(r.ranking), r.labeler)
+
+    world = build_world(cfg2, progress=False)
+    rl_ids = {p.id for p in world.prompts("rl")}
+    assert rl_ids
+    assert [key(r) for r in two if r.prompt_id not in rl_ids] == [key(r) for r in one]
+    added = [r for r in two if r.prompt_id in rl_ids]
+    assert len(added) == len(two) - len(one) and len(added) > len(rl_ids)  # about 2 a prompt
+    assert {r.prompt_id for r in added} <= rl_ids
+    assert {r.labeler for r in added} <= {lab.id for lab in world.labelers}  # one, a training one
+    assert report["by_split"]["rl"] == len(added)
+    assert report["train_sets"] == compare.collect(cfg, progress=False)["train_sets"]
+    heldout = {lab.id for lab in world.heldout_labelers}
+    trains_on = {r.prompt_id for r in split_comparisons(two, heldout)["train"]}
+    assert rl_ids & trains_on == {r.prompt_id for r in added}
+    assert ", rl " in compare.summary(report)
+    # A store without them is reused, and the summary says so.
+    again = compare.collect(
+        load("micro", workspace=cfg.workspace, **{"compare.rl_sets": 1}), progress=False
+    )
+    assert again["reused"] and "compare.rl_sets is 1" in compare.summary(again)
