@@ -152,18 +152,8 @@ def test_more_train_sets_add_train_rankings_and_keep_the_val_comparisons(collect
     """compare.train_sets=2: every train prompt gets a second sample set, ranked by a labeler
     drawn for it, sampled after the val sets, so the first train set and the val comparisons
     (what RM accuracy is measured on) are those of train_sets=1."""
-    import shutil
-
     cfg, _ = collected
-    ws = tmp_path / "ws"
-    shutil.copytree(cfg.workspace_dir, ws, ignore=shutil.ignore_patterns("lab.db*"))
-    cfg2 = load("micro", workspace=str(ws), **{"compare.train_sets": 2})
-    report = compare.collect(cfg2, progress=False)
-    with Store.open(cfg) as a, Store.open(cfg2) as b:
-        one, two = list(a.comparisons()), list(b.comparisons())
-
-    def key(r):
-        return (r.prompt_id, tuple(r.responses), tuple(r.ranking), r.labeler)
+    cfg2, report, one, two = _collect_in_a_copy(cfg, tmp_path, **{"compare.train_sets": 2})
 
     train1 = [key(r) for r in one if "-train-" in r.prompt_id]
     train2 = [key(r) for r in two if "-train-" in r.prompt_id]
@@ -179,13 +169,13 @@ def test_more_train_sets_add_train_rankings_and_keep_the_val_comparisons(collect
     assert 1.5 < report["train_sets"] <= 2.0 and "note " not in compare.summary(report)
     # a store collected with fewer sets than asked for is reused, and the summary says so
     again = compare.collect(
-        load("micro", workspace=str(ws), **{"compare.train_sets": 4}), progress=False
+        load("micro", workspace=cfg2.workspace, **{"compare.train_sets": 4}), progress=False
     )
     assert again["reused"] and again["comparisons"] == report["comparisons"]
     assert "compare.train_sets is 4" in compare.summary(again)
     with pytest.raises(ConfigError, match="'compare.train_sets' must be >= 1, got 0"):
-        load("micro", workspace=str(ws), **{"compare.train_sets": 0})
-    zero = load("micro", workspace=str(ws))
+        load("micro", workspace=cfg2.workspace, **{"compare.train_sets": 0})
+    zero = load("micro", workspace=cfg2.workspace)
     zero.compare.train_sets = 0  # a config built in code, past load's bounds
     with pytest.raises(ConfigError, match="train_sets=0"):
         compare.collect(zero)
@@ -197,21 +187,11 @@ def test_rl_sets_add_rankings_of_the_rl_prompts_and_keep_every_other_comparison(
     """compare.rl_sets=2: each prompt of the world's rl split (micro: world.rl_per_family=40)
     gets two sample sets, each ranked by one training labeler, sampled after every other set:
     the train and val comparisons are those without them, and the RM trains on both."""
-    import shutil
-
     from rlhf.reward import split_comparisons
     from rlhf.world import build_world
 
     cfg, _ = collected
-    ws = tmp_path / "ws"
-    shutil.copytree(cfg.workspace_dir, ws, ignore=shutil.ignore_patterns("lab.db*"))
-    cfg2 = load("micro", workspace=str(ws), **{"compare.rl_sets": 2})
-    report = compare.collect(cfg2, progress=False)
-    with Store.open(cfg) as a, Store.open(cfg2) as b:
-        one, two = list(a.comparisons()), list(b.comparisons())
-
-    def key(r):
-        return (r.prompt_id, tuple(r.responses), tuple(r.ranking), r.labeler)
+    cfg2, report, one, two = _collect_in_a_copy(cfg, tmp_path, **{"compare.rl_sets": 2})
 
     world = build_world(cfg2, progress=False)
     rl_ids = {p.id for p in world.prompts("rl")}
@@ -232,3 +212,21 @@ def test_rl_sets_add_rankings_of_the_rl_prompts_and_keep_every_other_comparison(
         load("micro", workspace=cfg.workspace, **{"compare.rl_sets": 1}), progress=False
     )
     assert again["reused"] and "compare.rl_sets is 1" in compare.summary(again)
+
+
+def key(r):
+    """What makes a stored comparison the same one."""
+    return (r.prompt_id, tuple(r.responses), tuple(r.ranking), r.labeler)
+
+
+def _collect_in_a_copy(cfg, tmp_path, **overrides):
+    """compare.collect in a copy of `cfg`'s workspace without its store, with `overrides`:
+    (its config, report, the original store's comparisons, the copy's)."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(cfg.workspace_dir, ws, ignore=shutil.ignore_patterns("lab.db*"))
+    cfg2 = load("micro", workspace=str(ws), **overrides)
+    report = compare.collect(cfg2, progress=False)
+    with Store.open(cfg) as a, Store.open(cfg2) as b:
+        return cfg2, report, list(a.comparisons()), list(b.comparisons())
