@@ -149,17 +149,10 @@ def behaviour_report(
     family: n, fails_to_follow, likert_mean, plus `samples` (a few prompt/response pairs)."""
     if not prompts:
         raise ValueError("behaviour_report: no prompts")
-    out = generate(
-        model,
-        tokenizer,
-        [p.text for p in prompts],
-        max_new_tokens=max_new_tokens,
-        greedy=True,
-        batch_size=batch_size,
-    )
+    out, judgements = _judged(model, tokenizer, world, prompts, max_new_tokens, batch_size)
     by_family: dict[str, list[tuple[Any, str, Any]]] = defaultdict(list)
-    for prompt, text in zip(prompts, out.texts, strict=True):
-        by_family[prompt.family].append((prompt, text, world.gold.score(prompt, text)))
+    for prompt, text, j in zip(prompts, out.texts, judgements, strict=True):
+        by_family[prompt.family].append((prompt, text, j))
 
     def rate(js: list[Any], flag: str) -> float:
         return sum(bool(j.flags.get(flag)) for j in js) / len(js)
@@ -257,9 +250,16 @@ def judged_answers(
 ) -> tuple[list[str], list[Any]]:
     """A policy's greedy answers to world prompts and the gold labeler's Judgement of each:
     what every win rate of the lab compares."""
+    out, judgements = _judged(model, tokenizer, world, prompts, max_new_tokens, batch_size)
+    return out.texts, judgements
+
+
+def _judged(model, tokenizer, world, prompts, max_new_tokens: int, batch_size: int):
+    """(the greedy generation, with its texts and EOS flags; the gold Judgement of each text):
+    judged_answers and behaviour_report, which also reads the EOS flags."""
     texts = [p.text for p in prompts]
     g = generate(model, tokenizer, texts, max_new_tokens, greedy=True, batch_size=batch_size)
-    return g.texts, [world.gold.score(p, t) for p, t in zip(prompts, g.texts, strict=True)]
+    return g, [world.gold.score(p, t) for p, t in zip(prompts, g.texts, strict=True)]
 
 
 def win_outcomes(quality: Sequence[float], baseline: Sequence[float]) -> list[float]:
