@@ -375,6 +375,8 @@ def _stats(corpus, heldout, prompts, demos, cloze, tok, agreement) -> dict[str, 
     train_parts = {part for p in trained for part in p.meta["combo"]}
     train_combos = {tuple(p.meta["combo"]) for p in trained}
     test = [p for p in prompts if p.split == "test"]
+    # The rl split's column only in a world that has one (world.rl_per_family).
+    splits = SPLITS + ((RL_SPLIT,) if any(p.split == RL_SPLIT for p in prompts) else ())
     held = [
         p
         for p in test
@@ -386,11 +388,7 @@ def _stats(corpus, heldout, prompts, demos, cloze, tok, agreement) -> dict[str, 
         "words": sum(len(d.split()) for d in corpus),
         "tokens": n_tokens,
         "vocab_size": len(tok),
-        "prompts": {
-            f: {s: per[(f, s)] for s in SPLITS}
-            | ({RL_SPLIT: per[(f, RL_SPLIT)]} if any(p.split == RL_SPLIT for p in prompts) else {})
-            for f in families
-        },
+        "prompts": {f: {s: per[(f, s)] for s in splits} for f in families},
         "axes": axis,
         "demonstrations": len(demos),
         "cloze_items": len(cloze),
