@@ -515,7 +515,11 @@ class PPOConfig:
         1.0, "Discount in GAE (paper: 1; the only reward is at the end).", ge=0, le=1
     )
     lam: float = doc(0.95, "GAE lambda (paper: 0.95).", ge=0, le=1)
-    whiten_rewards: bool = doc(False, "Whiten the per-token rewards of a rollout before GAE.")
+    whiten_rewards: bool = doc(
+        False,
+        "Whiten the per-token rewards of a rollout before GAE (under accelerate launch, by the "
+        "statistics of every process's rollout, as the advantages always are).",
+    )
     cliprange: float = doc(0.2, "PPO clip range of the policy ratio (paper: 0.2).", gt=0)
     cliprange_value: float = doc(0.2, "Clip range of the value update around the old values.", gt=0)
     vf_coef: float = doc(

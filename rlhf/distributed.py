@@ -9,6 +9,7 @@ where they would read what it wrote. With one process every helper is a no-op.
     wait()          a barrier
     main_first()    the main process runs the block first (a world or cache it builds once)
     param_digests   each process's sha256 of its model's parameters: they agree after DDP
+    masked_moments  a masked mean and variance over every process's tensor (PPO's whitening)
 """
 
 from __future__ import annotations
@@ -123,8 +124,38 @@ def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
     import torch
     import torch.distributed as td
 
-    t = torch.tensor(list(values.values()), dtype=torch.float64)  # gloo: CPU tensors
+    t = _all_reduce_sum(torch.tensor(list(values.values()), dtype=torch.float64))
+    return dict(zip(values, (t / td.get_world_size()).tolist(), strict=True))
+
+
+def _all_reduce_sum(t: Any) -> Any:
+    """t summed over the processes, on t's device (gloo takes CPU tensors, nccl CUDA ones)."""
+    import torch.distributed as td
+
+    device = t.device
     if td.get_backend() == "nccl":
         t = t.cuda()
     td.all_reduce(t, op=td.ReduceOp.SUM)
-    return dict(zip(values, (t / td.get_world_size()).tolist(), strict=True))
+    return t.to(device)
+
+
+def masked_moments(x: Any, mask: Any) -> tuple[Any, Any] | None:
+    """The mean and Bessel-corrected variance of x over the positions where mask is 1, across
+    every process's x, as rlhf.losses.masked_mean and masked_var give them for all the processes'
+    rows in one tensor. PPO whitens its advantages by them, so that N processes whiten as one
+    process with N times the batch would (TRL's PPOTrainer whitens each process's batch alone).
+    None without a launcher: each x is the whole batch then.
+
+    Two passes in float64 (the sum and count, then the squared deviations), as masked_var."""
+    if not distributed():
+        return None
+    import torch
+
+    m = mask.to(torch.float64)
+    x64 = x.detach().to(torch.float64) * m
+    total = _all_reduce_sum(torch.stack([x64.sum(), m.sum()]))  # (2,): sum, count
+    n = total[1]
+    mean = total[0] / n.clamp(min=1.0)
+    sq = _all_reduce_sum(((x64 - mean) ** 2 * m).sum().reshape(1))[0]
+    var = sq / n.clamp(min=1.0) * n / (n - 1).clamp(min=1.0)
+    return mean.to(x.dtype), var.to(x.dtype)

@@ -141,12 +141,19 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
-def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def whiten(
+    x: Tensor,
+    mask: Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    moments: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
     """(x - mean) / std over the masked positions; masked-out positions come back as 0.
 
     With shift_mean=False the mean is added back (lm-human-preference-details whitens rewards
-    that way, keeping their sign)."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    that way, keeping their sign). `moments`: the (mean, var) to use instead of x's own, e.g.
+    rlhf.distributed.masked_moments, those of every process's batch together."""
+    mean, var = moments if moments is not None else (masked_mean(x, mask), masked_var(x, mask))
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean

@@ -431,11 +431,15 @@ def ppo_step(
         rewards, kl, non_score_reward = kl_shaped_rewards(
             scores, b_logprobs, ref_logprobs, b_mask, kl_coef
         )
+        # Whitening reads the mean and variance over every process's rollout (None: this one).
         if p.whiten_rewards:
-            rewards = whiten(rewards, b_mask, shift_mean=False)
+            moments = dist.masked_moments(rewards, b_mask)
+            rewards = whiten(rewards, b_mask, shift_mean=False, moments=moments)
         # 5. GAE, then whiten the advantages over the response tokens of the rollout.
         b_advantages, b_returns = gae(rewards, b_values, b_mask, p.gamma, p.lam)
-        b_advantages = whiten(b_advantages, b_mask)
+        b_advantages = whiten(
+            b_advantages, b_mask, moments=dist.masked_moments(b_advantages, b_mask)
+        )
     t_rollout = time.perf_counter() - t0
 
     # 6. Update: epochs x minibatches over the rollout, stopping early past approxkl_stop.

@@ -15,7 +15,9 @@ import pytest
 import yaml
 from conftest import micro_workspace
 
+from rlhf import distributed as dist
 from rlhf.distributed import param_digest
+from rlhf.losses import whiten
 from rlhf.runs import Run, list_runs, read_eval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,8 +107,6 @@ def _average(rank: int, port: int, out) -> None:
     import torch
     import torch.distributed as td
 
-    from rlhf import distributed as dist
-
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), MASTER_ADDR="127.0.0.1")
     os.environ["MASTER_PORT"] = str(port)
     td.init_process_group("gloo", rank=rank, world_size=2)
@@ -115,12 +115,30 @@ def _average(rank: int, port: int, out) -> None:
         p.grad = torch.full_like(p, 10.0 * rank + k)  # rank 0: k, rank 1: 10 + k
     dist.average_gradients(model)
     means = dist.mean_over_processes({"a": float(rank), "b": 4.0 * rank})
-    out.put((rank, [p.grad.tolist() for p in model.parameters()], means))
+    # Whitening: each process its own rows of one batch (different masks and spreads).
+    x, mask = _rows()
+    x, mask = x[rank * 3 : rank * 3 + 3], mask[rank * 3 : rank * 3 + 3]
+    white = whiten(x, mask, moments=dist.masked_moments(x, mask))
+    out.put((rank, [p.grad.tolist() for p in model.parameters()], means, white))
     td.destroy_process_group()
 
 
-def test_average_gradients_and_mean_over_processes_give_every_process_the_mean():
+def _rows():
+    """(6, 5) values and a response mask of ragged lengths; rank 0 takes rows 0-2, rank 1 3-5,
+    whose values are larger and spread wider, so their own statistics differ."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    x[3:] = 3.0 * x[3:] + 2.0
+    lengths = torch.tensor([5, 2, 4, 1, 5, 3])
+    mask = (torch.arange(5)[None, :] < lengths[:, None]).long()
+    return x, mask
+
+
+def test_average_gradients_mean_over_processes_and_whitening_treat_the_processes_as_one():
     """PPO's data parallelism by hand, against the arithmetic: 2 gloo processes."""
+    import torch
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -128,13 +146,21 @@ def test_average_gradients_and_mean_over_processes_give_every_process_the_mean()
     procs = [ctx.Process(target=_average, args=(r, port, out)) for r in (0, 1)]
     for p in procs:
         p.start()
-    results = dict((r, (g, m)) for r, g, m in (out.get(timeout=120) for _ in procs))
+    results = dict((r, (g, m, w)) for r, g, m, w in (out.get(timeout=120) for _ in procs))
     for p in procs:
         p.join(timeout=60)
-    assert results[0] == results[1]
-    grads, means = results[0]
+    assert results[0][:2] == results[1][:2]
+    grads, means, _ = results[0]
     assert grads == [[[5.0] * 3] * 2, [6.0] * 2]  # (k + 10 + k) / 2 for k = 0 (weight), 1 (bias)
     assert means == {"a": 0.5, "b": 2.0}
+    # Two processes whiten their rows as one process whitens all six ...
+    x, mask = _rows()
+    together = torch.cat([results[0][2], results[1][2]])
+    torch.testing.assert_close(together, whiten(x, mask), rtol=0, atol=1e-12)
+    # ... which each process's own statistics would not (the per-process whitening of TRL).
+    alone = torch.cat([whiten(x[:3], mask[:3]), whiten(x[3:], mask[3:])])
+    assert (alone - together).abs().max() > 0.1
+    assert dist.masked_moments(x, mask) is None  # no launcher: whiten reads x's own statistics
 
 
 @pytest.mark.parametrize(
