@@ -106,14 +106,40 @@ def average_gradients(*models: Any) -> None:
     import torch
     import torch.distributed as td
 
+    # Each trainable parameter once (a model's tied weights, or one shared by two models).
+    params = list({id(p): p for m in models for p in m.parameters() if p.requires_grad}.values())
+    for p in params:
+        if p.grad is None:  # unused here, maybe not elsewhere: every process sends one
+            p.grad = torch.zeros_like(p)
+    # The gradients travel in flat buckets of up to BUCKET elements, as DDP's do: one all-reduce
+    # a bucket instead of one a tensor (docs/benchmarks.md, "PPO under accelerate launch").
     n = td.get_world_size()
-    for model in models:
-        for p in model.parameters():
-            if p.requires_grad:
-                if p.grad is None:  # unused here, maybe not elsewhere: every process sends one
-                    p.grad = torch.zeros_like(p)
-                td.all_reduce(p.grad, op=td.ReduceOp.SUM)
-                p.grad /= n
+    for bucket in _buckets(params, BUCKET):
+        flat = torch.cat([p.grad.reshape(-1) for p in bucket])  # (sum of the bucket's numels,)
+        td.all_reduce(flat, op=td.ReduceOp.SUM)
+        flat /= n
+        offset = 0
+        for p in bucket:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+
+
+BUCKET = 2**22  # elements of one all-reduce: 16 MB of float32 (DDP's default bucket is 25 MB)
+
+
+def _buckets(params: list[Any], limit: int) -> Iterator[list[Any]]:
+    """params in order, grouped so that each group holds at most `limit` elements (or one
+    tensor larger than that)."""
+    bucket: list[Any] = []
+    size = 0
+    for p in params:
+        if bucket and size + p.numel() > limit:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(p)
+        size += p.numel()
+    if bucket:
+        yield bucket
 
 
 def mean_over_processes(values: dict[str, float]) -> dict[str, float]:

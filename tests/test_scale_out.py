@@ -110,9 +110,10 @@ def _average(rank: int, port: int, out) -> None:
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), MASTER_ADDR="127.0.0.1")
     os.environ["MASTER_PORT"] = str(port)
     td.init_process_group("gloo", rank=rank, world_size=2)
-    model = torch.nn.Linear(3, 2)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
     for k, p in enumerate(model.parameters()):
         p.grad = torch.full_like(p, 10.0 * rank + k)  # rank 0: k, rank 1: 10 + k
+    dist.BUCKET = 4  # buckets of 6 elements (over the limit), 2 + 2 (two tensors), 1
     dist.average_gradients(model)
     means = dist.mean_over_processes({"a": float(rank), "b": 4.0 * rank})
     # Whitening: each process its own rows of one batch (different masks and spreads).
@@ -151,7 +152,8 @@ def test_average_gradients_mean_over_processes_and_whitening_treat_the_processes
         p.join(timeout=60)
     assert results[0][:2] == results[1][:2]
     grads, means, _ = results[0]
-    assert grads == [[[5.0] * 3] * 2, [6.0] * 2]  # (k + 10 + k) / 2 for k = 0 (weight), 1 (bias)
+    # (k + 10 + k) / 2 for the k-th tensor: weight and bias of the first layer, then the second
+    assert grads == [[[5.0] * 3] * 2, [6.0] * 2, [[7.0] * 2], [8.0]]
     assert means == {"a": 0.5, "b": 2.0}
     # Two processes whiten their rows as one process whitens all six ...
     x, mask = _rows()
@@ -161,6 +163,19 @@ def test_average_gradients_mean_over_processes_and_whitening_treat_the_processes
     alone = torch.cat([whiten(x[:3], mask[:3]), whiten(x[3:], mask[3:])])
     assert (alone - together).abs().max() > 0.1
     assert dist.masked_moments(x, mask) is None  # no launcher: whiten reads x's own statistics
+
+
+def test_gradient_buckets_keep_the_order_and_the_size_limit():
+    import torch
+
+    params = [torch.zeros(n) for n in (3, 3, 10, 1, 1)]
+
+    def sizes(limit):
+        return [[p.numel() for p in b] for b in dist._buckets(params, limit)]
+
+    assert sizes(6) == [[3, 3], [10], [1, 1]]
+    assert sizes(4) == [[3], [3], [10], [1, 1]]  # a tensor over the limit goes alone
+    assert sizes(100) == [[3, 3, 10, 1, 1]]
 
 
 @pytest.mark.parametrize(
