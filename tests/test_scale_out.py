@@ -103,6 +103,31 @@ def test_ppo_under_accelerate_launch_with_two_cpu_processes(workspace):
     assert [r["step"] for r in Run.open(run_dir).metrics()] == [1, 2, 3, 4]
 
 
+def test_ppo_scale_out_benchmark_times_one_process_against_two(workspace, capsys):
+    """benchmarks/ppo_scale_out.py on micro: both arms train from the same SFT and RM runs,
+    the launched one in 2 processes with half the episodes each, and both agree on their
+    parameters."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "ppo_scale_out", REPO / "benchmarks" / "ppo_scale_out.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--workspace", str(workspace.workspace_dir), "--recipe", "micro"])
+    out = capsys.readouterr().out
+    assert "ratio (1 process / 2 processes, median training wall):" in out
+    (one,), (two,) = result["results"].values()
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["same_params"] and two["same_params"]
+    runs = [Run.open(workspace.workspace_dir / "runs" / m["run"]) for m in (one, two)]
+    configs = [r.raw_config()["ppo"] for r in runs]
+    assert configs[0]["sft_run"] == configs[1]["sft_run"] and configs[0]["rm_run"]
+    assert configs[0]["rm_run"] == configs[1]["rm_run"]
+    assert configs[1]["batch_size"] * 2 == configs[0]["batch_size"]
+    assert result["ratio"] > 0
+
+
 def _average(rank: int, port: int, out) -> None:
     import torch
     import torch.distributed as td
