@@ -474,7 +474,12 @@ class PPOConfig:
     steps: int = doc(
         60, "PPO steps; each is one rollout of batch_size episodes and its update.", ge=1
     )
-    batch_size: int = doc(64, "Episodes (prompt, sampled response) per rollout (paper: 512).", ge=1)
+    batch_size: int = doc(
+        64,
+        "Episodes (prompt, sampled response) per rollout (paper: 512); per process under "
+        "accelerate launch, so N processes roll out N x batch_size a step.",
+        ge=1,
+    )
     mini_batch_size: int = doc(
         16, "Episodes per gradient step; batch_size must be a multiple.", ge=1
     )
