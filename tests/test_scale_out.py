@@ -1,11 +1,14 @@
 """Scale-out: SFT, RM and PPO, each under `accelerate launch` with 2 CPU processes over gloo
 (lab/accelerate/cpu_2proc.yaml) makes one run directory, written by the main process alone, and
-both processes end with the same parameters (each one's sha256 is in eval.json); every config in
-lab/accelerate/ loads with accelerate's own config classes."""
+both processes end with the same parameters (each one's sha256 is in eval.json); a killed PPO
+run resumes under the launcher to the same parameters; every config in lab/accelerate/ loads
+with accelerate's own config classes."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,22 +39,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(cfg, stage: str) -> tuple[Path, str]:
-    """`accelerate launch --config_file cpu_2proc.yaml -m rlhf.cli <stage> --new`: the new run's
-    directory and the launcher's stdout."""
-    before = {r.dir for r in list_runs(cfg.workspace_dir, stage)}
+def launched(cfg, stage: str, *args: str) -> str:
+    """`accelerate launch --config_file cpu_2proc.yaml -m rlhf.cli <stage> --recipe micro
+    <args>` in cfg's workspace: the launcher's stdout (it must succeed)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     command += ["--config_file", str(CONFIGS / "cpu_2proc.yaml")]
     command += ["--main_process_port", str(_free_port())]
     command += ["-m", "rlhf.cli", stage, "--recipe", "micro"]
-    command += ["--workspace", str(cfg.workspace_dir), "--new"]
+    command += ["--workspace", str(cfg.workspace_dir), *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def launch(cfg, stage: str) -> tuple[Path, str]:
+    """`launched(cfg, stage, "--new")`: the new run's directory and the launcher's stdout."""
+    before = {r.dir for r in list_runs(cfg.workspace_dir, stage)}
+    stdout = launched(cfg, stage, "--new")
     new = [r.dir for r in list_runs(cfg.workspace_dir, stage) if r.dir not in before]
-    assert len(new) == 1, (new, done.stderr[-3000:])  # one run directory for both processes
-    return new[0], done.stdout
+    assert len(new) == 1, new  # one run directory for both processes
+    return new[0], stdout
 
 
 def check_one_writer_and_same_parameters(
@@ -101,6 +110,23 @@ def test_ppo_under_accelerate_launch_with_two_cpu_processes(workspace):
     values = report["value_param_sha256_by_process"]
     assert len(values) == 2 and values[0] == values[1]
     assert [r["step"] for r in Run.open(run_dir).metrics()] == [1, 2, 3, 4]
+
+    # Killed in step 4, after the checkpoint of step 2 (micro: checkpoint_every 2): the run as a
+    # Ctrl-C leaves it, made from this one. Launched again on its directory, both processes
+    # resume from step 2 and end with this run's parameters to the bit.
+    killed = run_dir.parent / f"{run_dir.name}-killed"
+    shutil.copytree(run_dir, killed)
+    shutil.rmtree(killed / "model")
+    (killed / "eval.json").unlink()
+    lines = (killed / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (killed / "metrics.jsonl").write_text("".join(lines[:3]))  # steps 1-3 were logged
+    Run.open(killed).set_status("failed")
+    assert json.loads((killed / "checkpoint" / "state.json").read_text())["step"] == 2
+    launched(workspace, "ppo", "--run-dir", str(killed))
+    resumed = Run.open(killed)
+    assert resumed.done and [r["step"] for r in resumed.metrics()] == [1, 2, 3, 4]
+    assert read_eval(resumed)["param_sha256_by_process"] == report["param_sha256_by_process"]
+    assert read_eval(resumed)["value_param_sha256_by_process"] == values
 
 
 def test_ppo_scale_out_benchmark_times_one_process_against_two(workspace, capsys):
