@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config import load
+from rlhf.errors import LabError
 from rlhf.runs import Run, list_runs, read_eval, upstream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = load(args.recipe, workspace=str(workspace))
     try:  # both arms train from the same SFT policy and RM: the latest finished ones
         sft_run, rm_run = upstream(cfg, "sft"), upstream(cfg, "rm")
-    except Exception as e:
+    except LabError as e:  # no finished SFT or RM run: the error names the command
         print(f"ppo_scale_out: {e}", file=sys.stderr)
         sys.exit(2)
     batch = load(args.recipe, overrides=args.settings).ppo.batch_size

@@ -133,14 +133,9 @@ def test_ppo_scale_out_benchmark_times_one_process_against_two(workspace, capsys
     """benchmarks/ppo_scale_out.py on micro: both arms train from the same SFT and RM runs,
     the launched one in 2 processes with half the episodes each, and both agree on their
     parameters."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "ppo_scale_out", REPO / "benchmarks" / "ppo_scale_out.py"
+    result = _scale_out_bench().main(
+        ["--workspace", str(workspace.workspace_dir), "--recipe", "micro"]
     )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    result = bench.main(["--workspace", str(workspace.workspace_dir), "--recipe", "micro"])
     out = capsys.readouterr().out
     assert "ratio (1 process / 2 processes, median training wall):" in out
     (one,), (two,) = result["results"].values()
@@ -152,6 +147,23 @@ def test_ppo_scale_out_benchmark_times_one_process_against_two(workspace, capsys
     assert configs[0]["rm_run"] == configs[1]["rm_run"]
     assert configs[1]["batch_size"] * 2 == configs[0]["batch_size"]
     assert result["ratio"] > 0
+
+
+def test_ppo_scale_out_benchmark_without_an_sft_run_names_the_command(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _scale_out_bench().main(["--workspace", str(tmp_path), "--recipe", "micro"])
+    assert e.value.code == 2
+    assert "rlhf sft --recipe micro" in capsys.readouterr().err
+
+
+def _scale_out_bench():
+    import importlib.util
+
+    path = REPO / "benchmarks" / "ppo_scale_out.py"
+    spec = importlib.util.spec_from_file_location("ppo_scale_out", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _average(rank: int, port: int, out) -> None:
