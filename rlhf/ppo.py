@@ -718,6 +718,8 @@ def _train(
     report = final_report(cfg, world, policy, m, sft_run, rm_run, run)
     report["train_wall_time_s"] = train_wall
     report["param_sha256_by_process"] = digests
+    report["processes"] = accelerator.num_processes  # each rolled out ppo.batch_size a step
+    report["episodes_per_step"] = p.batch_size * accelerator.num_processes
     report["value_param_sha256_by_process"] = value_digests
     wall = elapsed_before + time.perf_counter() - t_start
     report["wall_time_s"] = wall

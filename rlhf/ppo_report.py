@@ -133,6 +133,12 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             "reward                   the gold labeler (ppo.reward=gold): an oracle, not the RM"
         )
+    if report.get("processes", 1) > 1:  # accelerate launch
+        n, episodes = report["processes"], report["episodes_per_step"]
+        lines.append(
+            f"processes                {n} (accelerate launch), {episodes // n} episodes each: "
+            f"{episodes} a step"
+        )
     if report.get("value_init") in VALUE_INIT:  # runs before it have no entry
         lines.append(f"value model from         {VALUE_INIT[report['value_init']]}")
     lines.append(

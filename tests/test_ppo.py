@@ -72,6 +72,8 @@ def test_a_micro_run_logs_every_metric_samples_and_a_report(ready):
     where = report["win_breakdown"]["all"]  # where the win rate comes from: the same figure
     assert where["n"] == 16 and where["win_rate"] == pytest.approx(w["mean"])
     assert "made right" in ppo_report.summary(report)
+    assert (report["processes"], report["episodes_per_step"]) == (1, ready.ppo.batch_size)
+    assert "accelerate launch" not in ppo_report.summary(report)
     assert report["perplexity/policy"] > 1 and report["perplexity/sft"] > 1
     from rlhf.models import load_policy
 

@@ -110,6 +110,9 @@ def test_ppo_under_accelerate_launch_with_two_cpu_processes(workspace):
     values = report["value_param_sha256_by_process"]
     assert len(values) == 2 and values[0] == values[1]
     assert [r["step"] for r in Run.open(run_dir).metrics()] == [1, 2, 3, 4]
+    batch = Run.open(run_dir).raw_config()["ppo"]["batch_size"]
+    assert (report["processes"], report["episodes_per_step"]) == (2, 2 * batch)
+    assert f"2 (accelerate launch), {batch} episodes each: {2 * batch} a step" in stdout
 
     # Killed in step 4, after the checkpoint of step 2 (micro: checkpoint_every 2): the run as a
     # Ctrl-C leaves it, made from this one. Launched again on its directory, both processes
