@@ -739,6 +739,14 @@ class PipelineConfig:
         "there: at 1M parameters it saves no time and would add ~3 minutes (docs/benchmarks.md). "
         "Empty: the paper's runs only.",
     )
+    ptx_coef: float = doc(
+        1.0,
+        "gamma_ptx of the pipeline's PPO-ptx row when ppo.ptx_coef is 0 (ppo.ptx_coef, if set, "
+        "wins; the PPO row always has 0). The tiny recipe sets 0.3, chosen on validation "
+        "prompts at the paper's beta (docs/benchmarks.md, 'PPO's beta against the default "
+        "reward model').",
+        gt=0,
+    )
     lora_r: int = doc(
         8,
         "LoRA rank of the lora extra's policy (ppo.lora_r stays the rank of the pipeline's own "

@@ -26,7 +26,6 @@ from rlhf.config import LabConfig, workspace_option
 from rlhf.errors import ConfigError
 from rlhf.runs import Run, latest_done, latest_resumable
 
-DEFAULT_PTX_COEF = 1.0  # gamma of the PPO-ptx run when the config's ppo.ptx_coef is 0
 # pipeline.extras -> the results table's row
 EXTRAS = {"dpo": "DPO", "grpo": "GRPO", "lora": "PPO-ptx+LoRA"}
 
@@ -88,7 +87,7 @@ def stage_run(module_name: str, cfg: LabConfig, stage: str, progress: bool = Tru
 
 
 def ptx_config(cfg: LabConfig) -> LabConfig:
-    gamma = cfg.ppo.ptx_coef or DEFAULT_PTX_COEF
+    gamma = cfg.ppo.ptx_coef or cfg.pipeline.ptx_coef  # the PPO-ptx row's gamma_ptx
     return dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, ptx_coef=gamma))
 
 
