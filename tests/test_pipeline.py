@@ -232,3 +232,16 @@ def test_a_changed_ppo_setting_retrains_only_the_ppo_runs(micro_pipeline, tmp_pa
         started = read_eval(ppo)
         assert Path(started["sft_run"]).name == Path(before["SFT"]).name
         assert Path(started["rm_run"]).name == Path(before["RM"]).name
+
+
+def test_the_ptx_row_takes_pipeline_ptx_coef_unless_ppo_ptx_coef_is_set():
+    from rlhf import pipeline
+    from rlhf.config import load as load_config
+
+    cfg = load_config("micro")
+    assert pipeline.ptx_config(cfg).ppo.ptx_coef == cfg.pipeline.ptx_coef == 1.0
+    lower = load_config("micro", ["pipeline.ptx_coef=0.3"])
+    assert pipeline.ptx_config(lower).ppo.ptx_coef == 0.3
+    both = load_config("micro", ["pipeline.ptx_coef=0.3", "ppo.ptx_coef=2.0"])
+    assert pipeline.ptx_config(both).ppo.ptx_coef == 2.0  # an explicit ppo.ptx_coef wins
+    assert load_config("tiny").pipeline.ptx_coef == 0.3  # chosen on validation prompts

@@ -15,7 +15,7 @@ if not ppo:
     dash.nothing_yet(
         "No PPO run in this workspace yet.",
         "rlhf ppo --recipe tiny                      # PPO\n"
-        "rlhf ppo --recipe tiny --set ppo.ptx_coef=1  # PPO-ptx\n"
+        "rlhf ppo --recipe tiny --set ppo.ptx_coef=0.3  # PPO-ptx\n"
         "# or everything at once: make demo",
     )
     st.stop()
