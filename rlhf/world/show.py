@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from rlhf.world.build import World
+from rlhf.world.build import RL_SPLIT, SPLITS, World
 from rlhf.world.labelers import pairwise_agreement
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ def prompt_counts(world: World) -> pd.DataFrame:
     prompts, for PPO and GRPO only, when world.rl_per_family adds any)."""
     stats = world.stats()
     counts = pd.DataFrame(stats["prompts"]).T
-    df = counts[[s for s in ("train", "val", "test", "rl") if s in counts.columns]]
+    df = counts[[s for s in (*SPLITS, RL_SPLIT) if s in counts.columns]]
     df.insert(0, "axis", pd.Series(stats["axes"]))
     return df.rename_axis("family")
 
