@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from rlhf import config
+from rlhf import config, distributed
 from rlhf.errors import ConfigError, LabError, StoreError
 
 
@@ -215,8 +215,6 @@ def _train_stage(
         if message:
             print(message)
         run = reuse or module.train(cfg, run_dir=run_dir)
-        from rlhf import distributed
-
         if not distributed.is_main():  # under accelerate launch the main process reports
             return 0
         if hasattr(module, "summary") and (run.dir / "eval.json").exists():
@@ -550,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv
+        distributed.watch_launcher()  # under accelerate launch: stop if the launcher is killed
         if args.workspace is not None and not args.workspace.strip():  # "$UNSET_VARIABLE"
             raise ConfigError("--workspace is empty (an unset shell variable?); give a folder")
         extra = {"workspace": args.workspace} if args.workspace else {}

@@ -10,6 +10,7 @@ where they would read what it wrote. With one process every helper is a no-op.
     main_first()    the main process runs the block first (a world or cache it builds once)
     param_digests   each process's sha256 of its model's parameters: they agree after DDP
     masked_moments  a masked mean and variance over every process's tensor (PPO's whitening)
+    watch_launcher  stop this process, as a Ctrl-C would, if its launcher dies
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -26,6 +31,40 @@ T = TypeVar("T")
 def distributed() -> bool:
     """Started by a launcher with more than one process (accelerate launch, torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def watch_launcher(interval: float = 1.0, grace: float = 15.0) -> threading.Thread | None:
+    """Under a launcher: a daemon thread that stops this process once the launcher is gone.
+
+    torch elastic (behind `accelerate launch` and torchrun) starts each worker in a session of
+    its own, so a launcher killed outright (SIGKILL, an out-of-memory kill) leaves its workers
+    training and writing the run, orphans nobody stops. A Ctrl-C or SIGTERM to the launcher is
+    forwarded to them; this covers the rest. Every `interval` seconds the thread checks that
+    the process's parent is still the launcher that started it. When it is not, it sends the
+    process SIGINT: the run stops as at a Ctrl-C, marked failed and resumable from its last
+    checkpoint. A process blocked in a collective whose peer has gone may not get to see the
+    KeyboardInterrupt, so after `grace` seconds the thread ends the process (exit status 130).
+    None without a launcher."""
+    if not distributed():
+        return None
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(interval)
+        print(
+            f"rlhf: the launcher (pid {launcher}) is gone; stopping process {os.getpid()} "
+            "as at a Ctrl-C",
+            file=sys.stderr,
+            flush=True,
+        )
+        os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt in the main thread
+        time.sleep(grace)
+        os._exit(130)
+
+    thread = threading.Thread(target=watch, name="rlhf-watch-launcher", daemon=True)
+    thread.start()
+    return thread
 
 
 def _state():

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,9 +41,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launched(cfg, stage: str, *args: str) -> str:
+def launch_command(cfg, stage: str, *args: str) -> tuple[list[str], dict[str, str]]:
     """`accelerate launch --config_file cpu_2proc.yaml -m rlhf.cli <stage> --recipe micro
-    <args>` in cfg's workspace: the launcher's stdout (it must succeed)."""
+    <args>` in cfg's workspace, and its environment."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -49,6 +51,12 @@ def launched(cfg, stage: str, *args: str) -> str:
     command += ["--main_process_port", str(_free_port())]
     command += ["-m", "rlhf.cli", stage, "--recipe", "micro"]
     command += ["--workspace", str(cfg.workspace_dir), *args]
+    return command, env
+
+
+def launched(cfg, stage: str, *args: str) -> str:
+    """The launch_command run to its end: the launcher's stdout (it must succeed)."""
+    command, env = launch_command(cfg, stage, *args)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -130,6 +138,65 @@ def test_ppo_under_accelerate_launch_with_two_cpu_processes(workspace):
     assert resumed.done and [r["step"] for r in resumed.metrics()] == [1, 2, 3, 4]
     assert read_eval(resumed)["param_sha256_by_process"] == report["param_sha256_by_process"]
     assert read_eval(resumed)["value_param_sha256_by_process"] == values
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_workers_stop_when_their_launcher_is_killed(workspace, tmp_path):
+    """SIGKILL to `accelerate launch` cannot be forwarded, and torch elastic starts each worker
+    in a session of its own: before rlhf.distributed.watch_launcher they trained on, writing the
+    run. Now each worker sees its parent gone and stops as at a Ctrl-C: the run is left failed
+    and resumable, and nothing writes it any more."""
+    from rlhf.runs import _alive
+
+    before = {r.dir for r in list_runs(workspace.workspace_dir, "ppo")}
+    command, env = launch_command(workspace, "ppo", "--new", "--set", "ppo.steps=100000")
+    log = tmp_path / "launcher.log"
+    with log.open("w") as out:
+        launcher = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        run_dir = None
+        while time.monotonic() < deadline:  # until the run has logged a step
+            new = [r.dir for r in list_runs(workspace.workspace_dir, "ppo") if r.dir not in before]
+            if new and Run.open(new[0]).metrics():
+                run_dir = new[0]
+                break
+            assert launcher.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert run_dir is not None, log.read_text()[-3000:]
+        workers = [p for p in _children(launcher.pid) if _alive(p)]
+        assert len(workers) == 2, workers
+    finally:
+        launcher.kill()
+        launcher.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    alive = [p for p in workers if _alive(p)]
+    for p in alive:  # do not leave them running if the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not alive, log.read_text()[-3000:]
+    text = log.read_text()
+    assert text.count(f"the launcher (pid {launcher.pid}) is gone") == 2, text[-3000:]
+    run = Run.open(run_dir)
+    assert run.status["status"] == "failed", run.status  # marked by the Ctrl-C path: resumable
+    logged = len(run.metrics())
+    time.sleep(3)
+    assert len(run.metrics()) == logged  # nobody writes it any more
+    assert logged < 100000
 
 
 def test_ppo_scale_out_benchmark_times_one_process_against_two(workspace, capsys):
