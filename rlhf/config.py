@@ -423,6 +423,16 @@ class RMConfig:
     log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.", ge=1)
     checkpoint_every: int = doc(100, "Steps between resumable checkpoints.", ge=1)
     with_human: bool = doc(False, "Also train on the hand-ranked comparisons in the store.")
+    samples: str = doc(
+        "all",
+        "Whose ranked samples in the store the RM trains on. all: every policy's of this world "
+        "(the SFT model's, and any later policy's that `rlhf compare --policy RUN` added). "
+        "chain: the SFT model's, and those of compare.policy_run and of the policies before "
+        "it (the compare.policy_run of that run's own config, and so on): one round of the "
+        "paper's iterated collection each, so an RM of an earlier round keeps its data when a "
+        "later round adds comparisons (pipeline.rounds needs it). The tiny recipe sets chain.",
+        choices=("all", "chain"),
+    )
 
 
 @dataclass
@@ -746,6 +756,17 @@ class PipelineConfig:
         "prompts at the paper's beta (docs/benchmarks.md, 'PPO's beta against the default "
         "reward model').",
         gt=0,
+    )
+    rounds: int = doc(
+        0,
+        "Rounds of the paper's iterated collection after the first PPO run (section 3: steps 2 "
+        "and 3 repeated on the current policy). Each samples the last PPO policy on the train "
+        "prompts (compare.policy_run), has the labelers rank its samples, trains a new RM on "
+        "every comparison so far, and trains PPO against it from the SFT policy again. The "
+        "PPO and PPO-ptx rows are the last round's (the RM row its RM); the earlier rounds' "
+        "PPO and RM are rows too, labelled 'round N'. Needs rm.samples=chain. The tiny recipe "
+        "sets 1 (docs/benchmarks.md, 'Iterated collection at the paper's beta'). 0: one pass.",
+        ge=0,
     )
     lora_r: int = doc(
         8,

@@ -1,8 +1,16 @@
 """`rlhf pipeline --recipe R`: the whole recipe in order, reusing every finished stage, then
 the results table and the paper's claims checked against it (`make demo` runs it on tiny):
 
-    world -> pretrain -> SFT -> comparisons -> RM -> PPO (ptx 0) and PPO-ptx
-          -> the extras of pipeline.extras (beyond the paper: DPO, GRPO, PPO-ptx+LoRA) -> eval
+    world -> pretrain -> SFT -> comparisons -> RM -> PPO (ptx 0)
+          -> pipeline.rounds x (comparisons of the last PPO policy -> RM -> PPO)
+          -> PPO-ptx -> the extras of pipeline.extras (beyond the paper: DPO, GRPO,
+             PPO-ptx+LoRA) -> eval
+
+A round of iterated collection (paper section 3: steps 2 and 3 repeated) is the config with
+compare.policy_run set to the last PPO run: its comparisons, RM and PPO runs are told apart
+from the earlier rounds' by that key, and with rm.samples=chain each round's RM trains on the
+comparisons of its own round and the earlier ones only, so a finished pipeline run again
+reuses every round's runs.
 
 A stage is reused when a finished run has the same config (in the sections it is made from,
 rlhf.runs.MADE_FROM: `--set ppo.kl_coef=...` reuses pretraining, SFT and the RM) and is not
@@ -86,8 +94,48 @@ def stage_run(module_name: str, cfg: LabConfig, stage: str, progress: bool = Tru
     return run
 
 
-def ptx_config(cfg: LabConfig) -> LabConfig:
-    gamma = cfg.ppo.ptx_coef or cfg.pipeline.ptx_coef  # the PPO-ptx row's gamma_ptx
+def plain_config(cfg: LabConfig) -> LabConfig:
+    """The PPO row: ptx_coef 0 whatever ppo.ptx_coef says."""
+    return dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, ptx_coef=0.0))
+
+
+def round_config(cfg: LabConfig, policy: Run) -> LabConfig:
+    """The next round of iterated collection: `policy` (the last round's PPO run) is sampled
+    and ranked, and the RM and PPO of the round are made from that."""
+    return dataclasses.replace(
+        cfg, compare=dataclasses.replace(cfg.compare, policy_run=str(policy.dir))
+    )
+
+
+def last_round(cfg: LabConfig) -> LabConfig:
+    """The config of the last round of pipeline.rounds whose RM has finished (cfg itself
+    without rounds): the notebooks show the pipeline's own RM and PPO runs with it."""
+    for _ in range(cfg.pipeline.rounds):
+        policy = latest_done(plain_config(cfg), "ppo")
+        nxt = round_config(cfg, policy) if policy is not None else None
+        if nxt is None or latest_done(nxt, "rm") is None:
+            break
+        cfg = nxt
+    return cfg
+
+
+def check_rounds(cfg: LabConfig) -> None:
+    if cfg.pipeline.rounds and cfg.rm.samples != "chain":
+        raise ConfigError(
+            f"pipeline.rounds={cfg.pipeline.rounds} needs rm.samples=chain (now "
+            f"{cfg.rm.samples!r}): with every stored comparison, the first round's RM would be "
+            "trained again on the later rounds' comparisons; add --set rm.samples=chain"
+        )
+    if cfg.pipeline.rounds and cfg.compare.policy_run:
+        raise ConfigError(
+            "pipeline.rounds: the pipeline sets compare.policy_run for each round; leave it "
+            f"empty (now {cfg.compare.policy_run!r})"
+        )
+
+
+def ptx_config(cfg: LabConfig, gamma: float = 0.0) -> LabConfig:
+    """The PPO-ptx row: gamma_ptx `gamma`, else ppo.ptx_coef, else pipeline.ptx_coef."""
+    gamma = gamma or cfg.ppo.ptx_coef or cfg.pipeline.ptx_coef
     return dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, ptx_coef=gamma))
 
 
@@ -124,16 +172,25 @@ def run(cfg: LabConfig, out: str | Path | None = None, progress: bool = True) ->
     from rlhf.world import build_world
 
     wanted = extras(cfg)
+    check_rounds(cfg)
     build_world(cfg, progress=progress)
-    plain = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, ptx_coef=0.0))
     runs: dict[str, Run] = {}  # the results table's label -> run
     if not cfg.sft.base_model:  # a real model (sft.base_model) replaces the pretrain stage
         runs["base"] = stage_run("pretrain", cfg, "pretrain", progress)
     runs["SFT"] = stage_run("sft", cfg, "sft", progress)
     print(compare.summary(compare.collect(cfg, progress=progress)))
     runs["RM"] = stage_run("reward", cfg, "rm", progress)
-    runs["PPO"] = stage_run("ppo", plain, "ppo", progress)
+    runs["PPO"] = stage_run("ppo", plain_config(cfg), "ppo", progress)
+    earlier: dict[str, Run] = {}  # the earlier rounds' RM and PPO: rows after PPO-ptx
+    for r in range(1, cfg.pipeline.rounds + 1):
+        print(f"\nRound {r} of iterated collection: the samples of {runs['PPO'].dir.name}")
+        earlier[f"RM round {r - 1}"], earlier[f"PPO round {r - 1}"] = runs["RM"], runs["PPO"]
+        cfg = round_config(cfg, runs["PPO"])
+        print(compare.summary(compare.collect(cfg, progress=progress)))
+        runs["RM"] = stage_run("reward", cfg, "rm", progress)
+        runs["PPO"] = stage_run("ppo", plain_config(cfg), "ppo", progress)
     runs["PPO-ptx"] = stage_run("ppo", ptx_config(cfg), "ppo", progress)
+    runs.update(earlier)
     for name in wanted:  # beyond the paper
         label = EXTRAS[name]
         if name == "lora":

@@ -335,8 +335,11 @@ def same_world_comparisons(
     into training or evaluation. Human comparisons are kept (their prompts are whatever a labeler
     ranked). Returns (kept, skipped count per reason)."""
     want = saved_config(cfg, "rm")["world"]
+    chain = policy_chain(cfg) if cfg.rm.samples == "chain" else None
     verdict: dict[str | None, str] = {}
     kept, skipped = [], {"other world": 0, "policy run missing": 0}  # reason -> count
+    if chain is not None:
+        skipped["later round"] = 0
     for c in rows:
         if c.source == "human":
             kept.append(c)
@@ -347,6 +350,8 @@ def same_world_comparisons(
                 run = Run.open(recorded_run(c.policy, cfg.workspace_dir)) if c.policy else None
                 world = run.raw_config().get("world") if run else None
                 verdict[c.policy] = "ok" if world == want else "other world"
+                if run and chain is not None and run.stage != "sft" and run.dir not in chain:
+                    verdict[c.policy] = "later round"  # or another chain's: not this RM's data
             except RunError:
                 verdict[c.policy] = "policy run missing"
         if verdict[c.policy] == "ok":
@@ -354,6 +359,32 @@ def same_world_comparisons(
         else:
             skipped[verdict[c.policy]] += 1
     return kept, skipped
+
+
+def policy_chain(cfg: LabConfig) -> set[Path]:
+    """rm.samples=chain: the run directories of compare.policy_run, of the compare.policy_run
+    of that run's own config, and so on back to a run made from the SFT model's samples. Each
+    was the policy sampled in one round of iterated collection (paper section 3), and the RM
+    trains on their comparisons and the SFT model's. Empty when compare.policy_run is."""
+    chain: set[Path] = set()
+    recorded = cfg.compare.policy_run
+    while recorded:
+        run = Run.open(recorded_run(recorded, cfg.workspace_dir))
+        if run.dir in chain:  # a loop, made by hand
+            break
+        chain.add(run.dir)
+        recorded = run.raw_config().get("compare", {}).get("policy_run", "")
+    return chain
+
+
+def samples_of(rows: list[Comparison]) -> dict[str, int]:
+    """Comparisons per policy whose samples they rank (its run's name; "human": hand rankings,
+    "file": rm.data), in the order first seen."""
+    counts: dict[str, int] = {}
+    for c in rows:
+        name = "human" if c.source == "human" else Path(c.policy).name if c.policy else "file"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def split_comparisons(rows: list[Comparison], heldout_ids: set[str]) -> dict[str, list[Comparison]]:
@@ -651,6 +682,7 @@ def _train(
         "param_sha256_by_process": digests,
         "demo_mean_after_bias": demo_mean,
         "skipped_comparisons": skipped,
+        "samples_of": samples_of(rows),
         "data": data_fingerprint(rows, r.data),
     }
     if r.likelihood_weight:
@@ -789,6 +821,17 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             f"likelihood term               w = {w['learned']:.3f} (from {w['start']:g}): the "
             "reward adds w * mean log p(response) (rm.likelihood_weight; beyond the paper)"
+        )
+    sources = report.get("samples_of") or {}
+    if len(sources) > 1:  # iterated collection, or hand rankings: whose samples it learned from
+        lines.append(
+            "comparisons of                "
+            + "; ".join(f"{name}: {n:,}" for name, n in sources.items())
+        )
+    later = (report.get("skipped_comparisons") or {}).get("later round")
+    if later:
+        lines.append(
+            f"{'not trained on':<30}{later:,} comparisons of later rounds (rm.samples=chain)"
         )
     for name in ("train", "val_data", "val_train_labelers", "val_heldout_labelers", "val_human"):
         if report.get(f"accuracy/{name}") is None:

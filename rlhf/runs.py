@@ -308,6 +308,8 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
         del data["rm"]["likelihood_weight"]
     if not data["rm"]["ensemble"]:  # and for a trained RM (not an ensemble of RM runs)
         del data["rm"]["ensemble"]
+    if data["rm"]["samples"] == "all":  # and for an RM on every stored comparison
+        del data["rm"]["samples"]
     if data["ppo"]["reward"] == "rm":  # the RM, the paper's reward: likewise
         del data["ppo"]["reward"], data["ppo"]["gold_scale"]
     for section in ("sft", "ppo"):  # no LoRA (lora_r 0): likewise, runs made before it match
@@ -465,7 +467,9 @@ def find_done(cfg: LabConfig, stage: str, sections: tuple[str, ...]) -> Run | No
 
 
 # What a later stage's source run must agree on with its config: the sections it was made from.
-UPSTREAM = {"sft": ("world", "pretrain", "sft"), "rm": ("world", "pretrain", "sft", "rm")}
+# For the RM that includes compare (compare.policy_run tells the rounds of iterated collection
+# apart: a PPO run of the first round must not start from the second round's RM).
+UPSTREAM = {"sft": MADE_FROM["sft"], "rm": MADE_FROM["rm"]}
 
 
 def upstream(cfg: LabConfig, stage: str, explicit: str = "", setting: str = "") -> Run:

@@ -245,3 +245,68 @@ def test_the_ptx_row_takes_pipeline_ptx_coef_unless_ppo_ptx_coef_is_set():
     both = load_config("micro", ["pipeline.ptx_coef=0.3", "ppo.ptx_coef=2.0"])
     assert pipeline.ptx_config(both).ppo.ptx_coef == 2.0  # an explicit ppo.ptx_coef wins
     assert load_config("tiny").pipeline.ptx_coef == 0.3  # chosen on validation prompts
+    assert pipeline.ptx_config(lower, 0.1).ppo.ptx_coef == 0.1  # notebook 04's PTX_COEF
+    tiny = load_config("tiny")  # one round of iterated collection, its RMs on their rounds' data
+    assert (tiny.pipeline.rounds, tiny.rm.samples) == (1, "chain")
+    pipeline.check_rounds(tiny)
+
+
+def test_rounds_of_iterated_collection_train_a_new_rm_and_ppo_and_are_reused(
+    micro_pipeline, tmp_path, capsys
+):
+    """pipeline.rounds=1 (paper section 3, steps 2 and 3 again): the first PPO policy's samples
+    are ranked, a second RM trains on them and on the SFT model's, PPO and PPO-ptx train against
+    it; the first round's RM and PPO become rows. Run again, every round is reused: the first
+    RM is not stale though the store now holds the second round's comparisons too."""
+    from conftest import copy_workspace
+
+    from rlhf import pipeline
+    from rlhf.store import Store
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "copy")
+    ws = ["--recipe", "micro", "--workspace", str(cfg.workspace_dir), "--with", "none"]
+    rounds = [*ws, "--set", "pipeline.rounds=1", "--set", "rm.samples=chain"]
+    assert main(["pipeline", *ws, "--set", "pipeline.rounds=1"]) == 2  # rm.samples=all
+    assert "pipeline.rounds=1 needs rm.samples=chain" in capsys.readouterr().err
+    assert pipeline.last_round(cfg_with(cfg, rounds)).compare.policy_run == ""  # none finished
+    assert main(["pipeline", *rounds]) == 0
+    out = capsys.readouterr().out
+    assert "Round 1 of iterated collection" in out
+    data = json.loads((cfg.workspace_dir / "results" / "results.json").read_text())
+    assert data["labels"] == [*PAPER, "RM round 0", "PPO round 0"]
+    run = {label: Run.open(d) for label, d in data["runs"].items()}
+    first, second = run["PPO round 0"], run["RM"]
+    assert run["RM round 0"].config.compare.policy_run == ""
+    assert second.config.compare.policy_run == str(first.dir)
+    # Each RM's data: the SFT model's comparisons, and the first PPO policy's for the second.
+    sft_name = run["SFT"].dir.name
+    assert list(read_eval(run["RM round 0"])["samples_of"]) == [sft_name]
+    assert set(read_eval(second)["samples_of"]) == {sft_name, first.dir.name}
+    assert read_eval(run["RM round 0"])["skipped_comparisons"]["later round"] == 0
+    with Store.open(cfg) as store:
+        ranked = {Path(c.policy).name for c in store.comparisons(source="simulated")}
+    assert first.dir.name in ranked
+    for label in ("PPO", "PPO-ptx"):  # the last round's RM
+        assert Path(read_eval(run[label])["rm_run"]) == second.dir, label
+    assert Path(read_eval(first)["rm_run"]) == run["RM round 0"].dir
+    assert pipeline.last_round(cfg_with(cfg, rounds)).compare.policy_run == str(first.dir)
+    # Again: nothing is sampled or trained.
+    assert main(["pipeline", *rounds]) == 0
+    again = capsys.readouterr().out
+    assert "training a new run" not in again and again.count("reusing finished run") == 7
+    assert (
+        json.loads((cfg.workspace_dir / "results" / "results.json").read_text())["runs"]
+        == (data["runs"])
+    )
+    # The first round's RM, asked for alone, does not train on the later round's comparisons.
+    from rlhf.reward import stale
+
+    assert stale(run["RM round 0"], cfg_with(cfg, rounds)) is None
+
+
+def cfg_with(cfg, argv: list[str]):
+    """cfg's recipe and workspace with argv's --set overrides."""
+    from rlhf.config import load
+
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    return load("micro", sets, workspace=str(cfg.workspace_dir))
