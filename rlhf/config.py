@@ -298,8 +298,11 @@ class CompareConfig:
         "",
         "A later policy to sample instead of the SFT model, e.g. a PPO run: the paper's "
         "iterated collection (steps 2 and 3 repeated, comparisons of the current policy train "
-        "the next RM; `rlhf rm` then trains a new RM on all stored comparisons). Only train "
-        "prompts are labelled, so RM accuracy stays measured on held-out SFT samples.",
+        "the next RM). With rm.samples=all `rlhf rm` then trains a new RM on all stored "
+        "comparisons; with rm.samples=chain (the tiny recipe) give `rlhf rm` and `rlhf ppo` "
+        "the same --set compare.policy_run=RUN, which names the round (pipeline.rounds does "
+        "this). Only train prompts are labelled, so RM accuracy stays measured on held-out SFT "
+        "samples.",
     )
     k_min: int = doc(4, "Fewest responses per prompt (paper: 4).", ge=2)
     k_max: int = doc(9, "Most responses per prompt (paper: 9); K is drawn per prompt.", ge=2)
