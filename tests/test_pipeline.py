@@ -294,10 +294,8 @@ def test_rounds_of_iterated_collection_train_a_new_rm_and_ppo_and_are_reused(
     assert main(["pipeline", *rounds]) == 0
     again = capsys.readouterr().out
     assert "training a new run" not in again and again.count("reusing finished run") == 7
-    assert (
-        json.loads((cfg.workspace_dir / "results" / "results.json").read_text())["runs"]
-        == (data["runs"])
-    )
+    reran = json.loads((cfg.workspace_dir / "results" / "results.json").read_text())
+    assert reran["runs"] == data["runs"]
     # The first round's RM, asked for alone, does not train on the later round's comparisons.
     from rlhf.reward import stale
 

@@ -196,7 +196,6 @@ def test_workers_stop_when_their_launcher_is_killed(workspace, tmp_path):
     logged = len(run.metrics())
     time.sleep(3)
     assert len(run.metrics()) == logged  # nobody writes it any more
-    assert logged < 100000
 
 
 def test_ppo_scale_out_benchmark_times_one_process_against_two(workspace, capsys):
