@@ -30,7 +30,7 @@ from rlhf.config import LabConfig, check_length
 from rlhf.errors import ConfigError, RunError
 from rlhf.generation import generate
 from rlhf.models import load_policy
-from rlhf.runs import Run, same_run, upstream
+from rlhf.runs import Run, named_run, same_run, upstream
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
 from rlhf.world.build import RL_SPLIT
@@ -44,7 +44,7 @@ def sft_model_dir(cfg: LabConfig) -> Path:
 def policy_model_dir(cfg: LabConfig) -> Path:
     """The policy of compare.policy_run (iterated collection), which must be a finished SFT or
     PPO run. Its absolute path is what the store keeps: the RM later opens the run."""
-    run = Run.open(Path(cfg.compare.policy_run).resolve())
+    run = Run.open(named_run(cfg.compare.policy_run, cfg.workspace_dir))
     if run.stage not in ("sft", "ppo") or not run.done:
         raise RunError(
             f"{run.dir}: compare.policy_run needs a finished SFT or PPO run (this one: "

@@ -301,8 +301,10 @@ class CompareConfig:
         "the next RM). With rm.samples=all `rlhf rm` then trains a new RM on all stored "
         "comparisons; with rm.samples=chain (the tiny recipe) give `rlhf rm` and `rlhf ppo` "
         "the same --set compare.policy_run=RUN, which names the round (pipeline.rounds does "
-        "this). Only train prompts are labelled, so RM accuracy stays measured on held-out SFT "
-        "samples.",
+        "this). A relative path is looked up in the workspace first (runs/<name>, as the "
+        "pipeline writes it, so a copied workspace names its own run), then from the current "
+        "directory. Only train prompts are labelled, so RM accuracy stays measured on held-out "
+        "SFT samples.",
     )
     k_min: int = doc(4, "Fewest responses per prompt (paper: 4).", ge=2)
     k_max: int = doc(9, "Most responses per prompt (paper: 9); K is drawn per prompt.", ge=2)

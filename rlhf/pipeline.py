@@ -101,10 +101,12 @@ def plain_config(cfg: LabConfig) -> LabConfig:
 
 def round_config(cfg: LabConfig, policy: Run) -> LabConfig:
     """The next round of iterated collection: `policy` (the last round's PPO run) is sampled
-    and ranked, and the RM and PPO of the round are made from that."""
-    return dataclasses.replace(
-        cfg, compare=dataclasses.replace(cfg.compare, policy_run=str(policy.dir))
-    )
+    and ranked, and the RM and PPO of the round are made from that. The run is named
+    "runs/<name>", relative to the workspace (rlhf.runs.named_run), so that the configs of a
+    copied workspace's runs still match and its rounds are reused."""
+    here = policy.dir.parent.resolve() == (cfg.workspace_dir / "runs").resolve()
+    name = f"runs/{policy.dir.name}" if here else str(policy.dir)
+    return dataclasses.replace(cfg, compare=dataclasses.replace(cfg.compare, policy_run=name))
 
 
 def last_round(cfg: LabConfig) -> LabConfig:

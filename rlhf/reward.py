@@ -71,7 +71,15 @@ from rlhf.models import (
     save_model,
 )
 from rlhf.packing import last_hidden, pack_rows, packable
-from rlhf.runs import Run, read_eval, recorded_run, run_stage, saved_config, upstream
+from rlhf.runs import (
+    Run,
+    named_run,
+    read_eval,
+    recorded_run,
+    run_stage,
+    saved_config,
+    upstream,
+)
 from rlhf.store import Comparison, Store
 from rlhf.world import build_world
 
@@ -369,7 +377,7 @@ def policy_chain(cfg: LabConfig) -> set[Path]:
     chain: set[Path] = set()
     recorded = cfg.compare.policy_run
     while recorded:
-        run = Run.open(recorded_run(recorded, cfg.workspace_dir))
+        run = Run.open(named_run(recorded, cfg.workspace_dir))
         if run.dir in chain:  # a loop, made by hand
             break
         chain.add(run.dir)

@@ -564,6 +564,17 @@ def recorded_run(recorded: str | os.PathLike, workspace: str | os.PathLike) -> P
     return here if same else path
 
 
+def named_run(path: str | os.PathLike, workspace: str | os.PathLike) -> Path:
+    """The run directory a config value names (compare.policy_run): "runs/<name>" in the
+    workspace, as the pipeline writes it, so that a copied or moved workspace names its own run
+    and its configs still match; else the path as given (relative to the current directory),
+    found in a copied or moved workspace by recorded_run."""
+    given = Path(path)
+    if not given.is_absolute() and (Path(workspace) / given / "config.json").exists():
+        return Path(workspace) / given
+    return recorded_run(given.resolve(), workspace)
+
+
 def same_run(recorded: str | os.PathLike, run: Run) -> bool:
     """Whether a recorded run path names `run`, also in a copied or moved workspace
     (`recorded_run` in the run's own workspace)."""

@@ -277,7 +277,7 @@ def test_rounds_of_iterated_collection_train_a_new_rm_and_ppo_and_are_reused(
     run = {label: Run.open(d) for label, d in data["runs"].items()}
     first, second = run["PPO round 0"], run["RM"]
     assert run["RM round 0"].config.compare.policy_run == ""
-    assert second.config.compare.policy_run == str(first.dir)
+    assert second.config.compare.policy_run == f"runs/{first.dir.name}"  # in this workspace
     # Each RM's data: the SFT model's comparisons, and the first PPO policy's for the second.
     sft_name = run["SFT"].dir.name
     assert list(read_eval(run["RM round 0"])["samples_of"]) == [sft_name]
@@ -289,7 +289,9 @@ def test_rounds_of_iterated_collection_train_a_new_rm_and_ppo_and_are_reused(
     for label in ("PPO", "PPO-ptx"):  # the last round's RM
         assert Path(read_eval(run[label])["rm_run"]) == second.dir, label
     assert Path(read_eval(first)["rm_run"]) == run["RM round 0"].dir
-    assert pipeline.last_round(cfg_with(cfg, rounds)).compare.policy_run == str(first.dir)
+    assert pipeline.last_round(cfg_with(cfg, rounds)).compare.policy_run == (
+        f"runs/{first.dir.name}"
+    )
     # Again: nothing is sampled or trained.
     assert main(["pipeline", *rounds]) == 0
     again = capsys.readouterr().out
@@ -300,6 +302,12 @@ def test_rounds_of_iterated_collection_train_a_new_rm_and_ppo_and_are_reused(
     from rlhf.reward import stale
 
     assert stale(run["RM round 0"], cfg_with(cfg, rounds)) is None
+    # A copy of the workspace names its own runs: nothing is sampled or trained there either.
+    copy = copy_workspace(cfg, tmp_path / "copy2")
+    moved = [a.replace(str(cfg.workspace_dir), str(copy.workspace_dir)) for a in rounds]
+    assert main(["pipeline", *moved]) == 0
+    there = capsys.readouterr().out
+    assert "training a new run" not in there and there.count("reusing finished run") == 7
 
 
 def cfg_with(cfg, argv: list[str]):
