@@ -358,7 +358,8 @@ def same_world_comparisons(
                 run = Run.open(recorded_run(c.policy, cfg.workspace_dir)) if c.policy else None
                 world = run.raw_config().get("world") if run else None
                 verdict[c.policy] = "ok" if world == want else "other world"
-                if run and chain is not None and run.stage != "sft" and run.dir not in chain:
+                theirs = run.dir.resolve() if run else None
+                if run and chain is not None and run.stage != "sft" and theirs not in chain:
                     verdict[c.policy] = "later round"  # or another chain's: not this RM's data
             except RunError:
                 verdict[c.policy] = "policy run missing"
@@ -378,9 +379,9 @@ def policy_chain(cfg: LabConfig) -> set[Path]:
     recorded = cfg.compare.policy_run
     while recorded:
         run = Run.open(named_run(recorded, cfg.workspace_dir))
-        if run.dir in chain:  # a loop, made by hand
+        if run.dir.resolve() in chain:  # a loop, made by hand
             break
-        chain.add(run.dir)
+        chain.add(run.dir.resolve())
         recorded = run.raw_config().get("compare", {}).get("policy_run", "")
     return chain
 
