@@ -750,7 +750,7 @@ class PipelineConfig:
         "grpo (GRPO against the RM, the grpo section), lora (PPO-ptx again with LoRA adapters "
         "of rank pipeline.lora_r on the policy, the other lora_* fields of the ppo section). "
         "`rlhf pipeline --with dpo,grpo` sets it for one call (--with none: no extras). The "
-        "tiny recipe adds dpo and grpo (`make demo` 13 min 58 s with them); lora is left out "
+        "tiny recipe adds dpo and grpo (about 2 min of `make demo`, 16-19 min); lora is left out "
         "there: at 1M parameters it saves no time and would add ~3 minutes (docs/benchmarks.md). "
         "Empty: the paper's runs only.",
     )
