@@ -264,3 +264,84 @@ def test_expert_iteration_refuses_rm_without_pick_rm(rm_ready, capsys):
         _expert_iteration().main(["--sft", str(sft_run.dir), "--rm", str(rm_run.dir)])
     assert e.value.code == 2
     assert "--rm RM_RUN goes with --pick rm" in capsys.readouterr().err
+
+
+def _policy_average():
+    path = SCRIPT.parent / "policy_average.py"
+    spec = importlib.util.spec_from_file_location("policy_average", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_policy_average_saves_the_mean_of_the_weights_and_judges_it_beside_its_members(
+    micro_pipeline, tmp_path, capsys
+):
+    from conftest import copy_workspace
+
+    from rlhf.models import load_policy
+    from rlhf.outputs import policy_runs
+
+    torch.set_num_threads(1)
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    runs = policy_runs(cfg.workspace_dir)
+    sft_run = next(p.run for p in runs if p.kind == "SFT")
+    ppo_runs = [p.run for p in runs if p.run.stage == "ppo"][:2]  # PPO, PPO-ptx: one SFT
+    assert len(ppo_runs) == 2
+    pa = _policy_average()
+    argv = ["--sft", str(sft_run.dir), "--threads", "1", "--max-new-tokens", "16"]
+    out = pa.main(argv + ["--runs", *map(str, (r.dir for r in ppo_runs))])
+
+    # The saved policy is the mean of the two policies' weights, tensor by tensor.
+    avg = load_policy(Path(out["model"]))[0].state_dict()
+    a, b = (load_policy(r.model_dir)[0].state_dict() for r in ppo_runs)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # two different policies
+    for k in a:
+        assert torch.allclose(avg[k], (a[k] + b[k]) / 2, atol=1e-6), k
+    # eta 2: SFT + 2 x (mean - SFT); it writes a folder of its own.
+    sft = load_policy(sft_run.model_dir)[0].state_dict()
+    far = pa.main(argv + ["--eta", "2", "--runs", *map(str, (r.dir for r in ppo_runs))])
+    assert far["model"] != out["model"]
+    moved = load_policy(Path(far["model"]))[0].state_dict()
+    for k in a:
+        assert torch.allclose(moved[k], sft[k] + 2 * ((a[k] + b[k]) / 2 - sft[k]), atol=1e-5), k
+
+    # A run averaged with itself is that run: the same answers, so the same row.
+    same = pa.main(argv + ["--runs", str(ppo_runs[0].dir), str(ppo_runs[0].dir)])
+    assert same["rows"]["average"] == same["rows"][ppo_runs[0].dir.name]
+    text = capsys.readouterr().out
+    assert "| policy | validation | made right / wrong | test | made right / wrong |" in text
+    assert "average - members' mean: validation +0.0%, test +0.0%" in text
+    for split in ("validation", "test"):
+        row = out["rows"]["average"][split]
+        assert 0 <= row["lo"] <= row["mean"] <= row["hi"] <= 1
+
+
+def test_policy_average_refuses_runs_not_trained_from_the_sft_run(micro_pipeline, tmp_path, capsys):
+    from conftest import copy_workspace
+
+    from rlhf.outputs import policy_runs
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    runs = policy_runs(cfg.workspace_dir)
+    sft_run = next(p.run for p in runs if p.kind == "SFT")
+    ppo_run = next(p.run for p in runs if p.run.stage == "ppo")
+    pa = _policy_average()
+    sft, ppo = str(sft_run.dir), str(ppo_run.dir)
+    for given, says in [
+        ([ppo, sft], f"{sft}: not a finished PPO run"),
+        ([ppo], "--runs needs at least 2 PPO runs to average, got 1"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            pa.main(["--sft", sft, "--runs", *given])
+        assert e.value.code == 2
+        assert says in capsys.readouterr().err
+    # A PPO run whose recorded SFT run is another one.
+    report = ppo_run.dir / "eval.json"
+    data = json.loads(report.read_text())
+    data["sft_run"] = str(tmp_path / "elsewhere" / "runs" / "sft__micro__0__x")
+    report.write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as e:
+        pa.main(["--sft", sft, "--runs", ppo, ppo])
+    assert e.value.code == 2
+    assert "only policies from the same SFT weights can be averaged" in capsys.readouterr().err
