@@ -17,14 +17,15 @@ table. Choose a setting on the validation column: the test column is the results
         --runs PPO_RUN PPO_RUN ... [--eta 1.0] [--threads 2]
 
 The average is saved (safetensors, save_pretrained) to
-`<workspace>/cache/policy_average_<first run>_<n>_eta<eta>/model`, where `rlhf.models.
-load_policy` (and the script's `--runs` of a later call) can read it; it is not a run of the
-workspace, so no stage or results table picks it up.
+`<workspace>/cache/policy_average_<n>_<hash of the runs' names>_eta<eta>/model`, where
+`rlhf.models.load_policy` can read it; it is not a run of the workspace, so no stage or
+results table picks it up.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,8 @@ def members(sft_run: Run, paths: list[str]) -> list[Run]:
 
 
 def average_state(sft_dir: Path, run_dirs: list[Path], eta: float) -> dict[str, torch.Tensor]:
-    """theta_SFT + eta * (mean of the runs' weights - theta_SFT), every tensor in float32 and
-    cast back to the members' dtype; the runs must hold the SFT model's tensors, same shapes."""
+    """theta_SFT + eta * (mean of the runs' weights - theta_SFT), summed in float32 and cast
+    back to the SFT model's dtype; the runs must hold the SFT model's tensors, same shapes."""
     sft_model, _ = load_policy(sft_dir)
     base = sft_model.state_dict()
     total = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in base.items()}
@@ -112,7 +113,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     workspace = sft_run.dir.resolve().parent.parent
-    name = f"policy_average_{runs[0].dir.name}_{len(runs)}_eta{args.eta:g}"
+    # Named by the runs averaged (a hash of their names) and eta: another set never overwrites it.
+    key = hashlib.sha256("\n".join(r.dir.name for r in runs).encode()).hexdigest()[:8]
+    name = f"policy_average_{len(runs)}_{key}_eta{args.eta:g}"
     out = save_average(sft_run.model_dir, state, workspace / "cache" / name / "model")
 
     splits = {"validation": world.prompts("val"), "test": pick_eval_prompts(world, 10_000)}
