@@ -36,9 +36,9 @@ from typing import Any
 import torch
 
 from rlhf.best_of_n import bon_wins, kl_bound
-from rlhf.breakdown import outcome_kind
+from rlhf.breakdown import versus
 from rlhf.errors import LabError
-from rlhf.evaluate import judged_answers, win_outcomes, with_ci
+from rlhf.evaluate import greedy_judgements, judged_answers, with_ci
 from rlhf.generation import generate
 from rlhf.models import load_policy
 from rlhf.outputs import world_of_run
@@ -151,10 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("\n| run | greedy win rate vs SFT | made right / made wrong | last KL (nats) |")
         print("| --- | ---: | ---: | ---: |")
     for name, run in others.items():
-        m, tok = load_policy(run.model_dir)
-        judged = judged_answers(m, tok, world, prompts, args.max_new_tokens, batch_size=128)[1]
-        win = with_ci(win_outcomes([j.quality for j in judged], sft_q), 1000, args.seed)
-        kinds = [outcome_kind(a, b) for a, b in zip(judged, base, strict=True)]
+        judged = greedy_judgements(run.model_dir, world, prompts, args.max_new_tokens)
+        win = versus(judged, base, 1000, args.seed)
         # PPO logs KL(pi || pi_SFT) of a whole response (summed over its tokens), the unit of
         # the bound above; other stages log other things, or nothing, under their names.
         rows = run.metrics() if run.stage == "ppo" else []
@@ -162,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["policies"][name] = {"win_rate": win, "kl": kl}
         print(
             f"| {name} | {win['mean']:.1%} [{win['lo']:.1%}, {win['hi']:.1%}] | "
-            f"{kinds.count('fixed')} / {kinds.count('broken')} | "
+            f"{win['fixed']} / {win['broken']} | "
             f"{'-' if math.isnan(kl) else f'{kl:.2f}'} |"
         )
     return result

@@ -31,16 +31,15 @@ import json
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from rlhf import sft
 from rlhf.best_of_n import best_of
-from rlhf.breakdown import outcome_kind
+from rlhf.breakdown import versus
 from rlhf.errors import LabError
-from rlhf.evaluate import judged_answers, win_outcomes, with_ci
+from rlhf.evaluate import greedy_judgements
 from rlhf.generation import generate
 from rlhf.models import load_policy
 from rlhf.outputs import world_of_run
@@ -57,12 +56,6 @@ def train_sample(world: Any, per_family: int, seed: int) -> list[Any]:
         pool = [p for p in train if p.family == fam]
         picked += rng.sample(pool, min(per_family, len(pool)))
     return picked
-
-
-def greedy_judgements(run_dir: Path, world: Any, prompts: list[Any], max_new: int) -> list[Any]:
-    """The gold judgements of a policy run's greedy answers to `prompts`."""
-    model, tokenizer = load_policy(run_dir)
-    return judged_answers(model, tokenizer, world, prompts, max_new, batch_size=128)[1]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -151,13 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows[name] = {}
         for s, ps in splits.items():
             judged = greedy_judgements(run.model_dir, world, ps, args.max_new_tokens)
-            win = with_ci(
-                win_outcomes([j.quality for j in judged], [j.quality for j in base[s]]),
-                1000,
-                args.seed,
-            )
-            kinds = [outcome_kind(a, b) for a, b in zip(judged, base[s], strict=True)]
-            rows[name][s] = {**win, "fixed": kinds.count("fixed"), "broken": kinds.count("broken")}
+            rows[name][s] = versus(judged, base[s], 1000, args.seed)
 
     print(
         f"\n{len(prompts)} train prompts, {args.n} SFT samples each at T = 1, best by "

@@ -32,9 +32,9 @@ from typing import Any
 
 import torch
 
-from rlhf.breakdown import outcome_kind
+from rlhf.breakdown import versus
 from rlhf.errors import LabError, RunError
-from rlhf.evaluate import judged_answers, win_outcomes, with_ci
+from rlhf.evaluate import greedy_judgements
 from rlhf.models import load_policy
 from rlhf.outputs import world_of_run
 from rlhf.pretrain import pick_eval_prompts
@@ -85,11 +85,6 @@ def save_average(sft_dir: Path, state: dict[str, torch.Tensor], out: Path) -> Pa
     return out
 
 
-def judge(model_dir: Path, world: Any, prompts: list[Any], max_new: int) -> list[Any]:
-    model, tokenizer = load_policy(model_dir)
-    return judged_answers(model, tokenizer, world, prompts, max_new, batch_size=128)[1]
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sft", required=True, metavar="SFT_RUN", help="the runs' SFT run")
@@ -119,16 +114,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = save_average(sft_run.model_dir, state, workspace / "cache" / name / "model")
 
     splits = {"validation": world.prompts("val"), "test": pick_eval_prompts(world, 10_000)}
-    base = {s: judge(sft_run.model_dir, world, ps, args.max_new_tokens) for s, ps in splits.items()}
+    base = {
+        s: greedy_judgements(sft_run.model_dir, world, ps, args.max_new_tokens)
+        for s, ps in splits.items()
+    }
     rows: dict[str, dict[str, Any]] = {}
     for label, model_dir in [(r.dir.name, r.model_dir) for r in runs] + [("average", out)]:
         rows[label] = {}
         for s, ps in splits.items():
-            judged = judge(model_dir, world, ps, args.max_new_tokens)
-            quality = [j.quality for j in judged]
-            win = with_ci(win_outcomes(quality, [j.quality for j in base[s]]), 1000, args.seed)
-            kinds = [outcome_kind(a, b) for a, b in zip(judged, base[s], strict=True)]
-            rows[label][s] = {**win, "fixed": kinds.count("fixed"), "broken": kinds.count("broken")}
+            judged = greedy_judgements(model_dir, world, ps, args.max_new_tokens)
+            rows[label][s] = versus(judged, base[s], 1000, args.seed)
     means = {s: sum(rows[r.dir.name][s]["mean"] for r in runs) / len(runs) for s in splits}
 
     print(

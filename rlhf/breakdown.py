@@ -46,6 +46,22 @@ def outcome_kind(mine: Any, base: Any) -> str:
     return "tie"
 
 
+def versus(
+    judged: Sequence[Any], base: Sequence[Any], n_resamples: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """One policy's answers against another's, as the benchmarks print them: the win rate
+    with its 95% bootstrap interval (`rlhf.evaluate.with_ci` of `win_outcomes`: mean, lo, hi)
+    and the answers made right ("fixed") and made wrong ("broken"). `judged` and `base` are the
+    gold labeler's Judgements of the same prompts, in order."""
+    from rlhf.evaluate import win_outcomes, with_ci
+
+    win = with_ci(
+        win_outcomes([j.quality for j in judged], [j.quality for j in base]), n_resamples, seed
+    )
+    kinds = [outcome_kind(m, b) for m, b in zip(judged, base, strict=True)]
+    return {**win, "fixed": kinds.count("fixed"), "broken": kinds.count("broken")}
+
+
 def _counts(kinds: Sequence[str]) -> dict[str, float]:
     out: dict[str, float] = {k: kinds.count(k) for k in KINDS}
     n = len(kinds)
@@ -128,5 +144,6 @@ __all__ = [
     "breakdown_table",
     "family_table",
     "outcome_kind",
+    "versus",
     "win_breakdown",
 ]

@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.generation import generate
+from rlhf.models import load_policy
 from rlhf.tokenizer import encode_documents
 
 
@@ -268,6 +269,15 @@ def win_outcomes(quality: Sequence[float], baseline: Sequence[float]) -> list[fl
     return [
         1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(quality, baseline, strict=True)
     ]
+
+
+def greedy_judgements(
+    model_dir: Any, world: Any, prompts: Sequence[Any], max_new_tokens: int
+) -> list[Any]:
+    """The gold labeler's Judgements of the greedy answers to `prompts` of the policy saved in
+    `model_dir` (a run's model/ folder), batched by 128: what the benchmarks compare."""
+    model, tokenizer = load_policy(model_dir)
+    return judged_answers(model, tokenizer, world, prompts, max_new_tokens, batch_size=128)[1]
 
 
 def with_ci(values: Sequence[float], n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:

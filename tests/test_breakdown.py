@@ -16,6 +16,7 @@ from rlhf.breakdown import (
     breakdown_table,
     family_table,
     outcome_kind,
+    versus,
     win_breakdown,
 )
 from rlhf.evaluate import win_outcomes
@@ -69,6 +70,16 @@ def test_counts_add_up_and_give_win_outcomes_mean_overall_and_per_family():
         ix = [i for i, p in enumerate(prompts) if p.family == f]
         assert b[f]["n"] == len(ix)
         assert b[f]["win_rate"] == pytest.approx(sum(wins[i] for i in ix) / len(ix))
+
+
+def test_versus_is_the_win_rate_with_its_interval_and_the_answers_made_right_and_wrong():
+    sft = [judged(0.3, False), judged(0.88, True), judged(0.88, True), judged(0.3, False)]
+    ppo = [judged(0.88, True), judged(0.3, False), judged(0.94, True), judged(0.3, False)]
+    v = versus(ppo, sft, 200, seed=1)
+    assert v["mean"] == pytest.approx(0.625)  # fixed, broken, better, tie: (1 + 0 + 1 + .5) / 4
+    assert v["lo"] <= v["mean"] <= v["hi"] and v["n"] == 4
+    assert (v["fixed"], v["broken"]) == (1, 1)
+    assert versus(sft, sft)["mean"] == 0.5 and versus(sft, sft)["fixed"] == 0
 
 
 def test_win_breakdown_needs_one_judgement_of_each_per_prompt():
