@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from rlhf.best_of_n import bon_wins, kl_bound
-from rlhf.breakdown import versus
+from rlhf.breakdown import versus, versus_cells
 from rlhf.errors import LabError
 from rlhf.evaluate import greedy_judgements, judged_answers, with_ci
 from rlhf.generation import generate
@@ -158,11 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = run.metrics() if run.stage == "ppo" else []
         kl = rows[-1].get("objective/kl", float("nan")) if rows else float("nan")
         result["policies"][name] = {"win_rate": win, "kl": kl}
-        print(
-            f"| {name} | {win['mean']:.1%} [{win['lo']:.1%}, {win['hi']:.1%}] | "
-            f"{win['fixed']} / {win['broken']} | "
-            f"{'-' if math.isnan(kl) else f'{kl:.2f}'} |"
-        )
+        print(f"| {name} | {versus_cells(win)} | {'-' if math.isnan(kl) else f'{kl:.2f}'} |")
     return result
 
 

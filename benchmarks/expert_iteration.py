@@ -37,7 +37,7 @@ import torch
 
 from rlhf import sft
 from rlhf.best_of_n import best_of
-from rlhf.breakdown import versus
+from rlhf.breakdown import versus, versus_cells
 from rlhf.errors import LabError
 from rlhf.evaluate import greedy_judgements
 from rlhf.generation import generate
@@ -162,10 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("| run | test prompts | made right / wrong | train prompts | made right / wrong |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, r in rows.items():
-        cells = [
-            f"{d['mean']:.1%} [{d['lo']:.1%}, {d['hi']:.1%}] | {d['fixed']} / {d['broken']}"
-            for d in (r["test"], r["train"])
-        ]
+        cells = [versus_cells(d) for d in (r["test"], r["train"])]
         print(f"| {name} | " + " | ".join(cells) + " |")
     return {
         "run": str(ei_run.dir),

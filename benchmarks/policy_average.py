@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from rlhf.breakdown import versus
+from rlhf.breakdown import versus, versus_cells
 from rlhf.errors import LabError, RunError
 from rlhf.evaluate import greedy_judgements
 from rlhf.models import load_policy
@@ -136,10 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("| policy | validation | made right / wrong | test | made right / wrong |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for label, r in rows.items():
-        cells = [
-            f"{d['mean']:.1%} [{d['lo']:.1%}, {d['hi']:.1%}] | {d['fixed']} / {d['broken']}"
-            for d in (r["validation"], r["test"])
-        ]
+        cells = [versus_cells(d) for d in (r["validation"], r["test"])]
         print(f"| {'**average**' if label == 'average' else label} | " + " | ".join(cells) + " |")
     print(
         f"| the members' mean | {means['validation']:.1%} | | {means['test']:.1%} | |\n"

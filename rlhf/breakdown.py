@@ -62,6 +62,13 @@ def versus(
     return {**win, "fixed": kinds.count("fixed"), "broken": kinds.count("broken")}
 
 
+def versus_cells(row: dict[str, float]) -> str:
+    """A `versus` row as two Markdown table cells: "57.1% [54.6%, 59.7%] | 31 / 15"."""
+    return (
+        f"{row['mean']:.1%} [{row['lo']:.1%}, {row['hi']:.1%}] | {row['fixed']} / {row['broken']}"
+    )
+
+
 def _counts(kinds: Sequence[str]) -> dict[str, float]:
     out: dict[str, float] = {k: kinds.count(k) for k in KINDS}
     n = len(kinds)
@@ -145,5 +152,6 @@ __all__ = [
     "family_table",
     "outcome_kind",
     "versus",
+    "versus_cells",
     "win_breakdown",
 ]

@@ -17,11 +17,16 @@ from rlhf.store import Comparison
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rm_kwise_vs_pairs.py"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("rm_kwise_vs_pairs", SCRIPT)
+def _script(name: str):
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bench():
+    return _script("rm_kwise_vs_pairs")
 
 
 def test_kwise_vs_pairs_forwards_each_response_once_vs_k_minus_1_times(tmp_path, capsys):
@@ -183,14 +188,6 @@ def test_best_of_n_on_micro_gold_picks_beat_rm_picks_and_grow_with_n(rm_ready, c
     assert f"| {sft_run.dir.name} | 50.0% " in out
 
 
-def _expert_iteration():
-    path = SCRIPT.parent / "expert_iteration.py"
-    spec = importlib.util.spec_from_file_location("expert_iteration", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_expert_iteration_on_micro_trains_on_the_best_samples_and_judges_both_splits(
     rm_ready, tmp_path, capsys
 ):
@@ -204,7 +201,7 @@ def test_expert_iteration_on_micro_trains_on_the_best_samples_and_judges_both_sp
     torch.set_num_threads(1)
     cfg = copy_workspace(rm_ready, tmp_path / "ws")
     sft_run, rm_run = ppo.source_runs(cfg)
-    ei = _expert_iteration()
+    ei = _script("expert_iteration")
     argv = ["--sft", str(sft_run.dir), "--n", "4", "--threads", "1", "--quiet"]
     argv += ["--train-per-family", "3", "--max-new-tokens", "16"]
     gold = ei.main(argv + ["--policies", str(sft_run.dir)])
@@ -261,17 +258,9 @@ def test_expert_iteration_refuses_rm_without_pick_rm(rm_ready, capsys):
 
     sft_run, rm_run = ppo.source_runs(rm_ready)
     with pytest.raises(SystemExit) as e:
-        _expert_iteration().main(["--sft", str(sft_run.dir), "--rm", str(rm_run.dir)])
+        _script("expert_iteration").main(["--sft", str(sft_run.dir), "--rm", str(rm_run.dir)])
     assert e.value.code == 2
     assert "--rm RM_RUN goes with --pick rm" in capsys.readouterr().err
-
-
-def _policy_average():
-    path = SCRIPT.parent / "policy_average.py"
-    spec = importlib.util.spec_from_file_location("policy_average", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_policy_average_saves_the_mean_of_the_weights_and_judges_it_beside_its_members(
@@ -288,7 +277,7 @@ def test_policy_average_saves_the_mean_of_the_weights_and_judges_it_beside_its_m
     sft_run = next(p.run for p in runs if p.kind == "SFT")
     ppo_runs = [p.run for p in runs if p.run.stage == "ppo"][:2]  # PPO, PPO-ptx: one SFT
     assert len(ppo_runs) == 2
-    pa = _policy_average()
+    pa = _script("policy_average")
     argv = ["--sft", str(sft_run.dir), "--threads", "1", "--max-new-tokens", "16"]
     out = pa.main(argv + ["--runs", *map(str, (r.dir for r in ppo_runs))])
 
@@ -326,7 +315,7 @@ def test_policy_average_refuses_runs_not_trained_from_the_sft_run(micro_pipeline
     runs = policy_runs(cfg.workspace_dir)
     sft_run = next(p.run for p in runs if p.kind == "SFT")
     ppo_run = next(p.run for p in runs if p.run.stage == "ppo")
-    pa = _policy_average()
+    pa = _script("policy_average")
     sft, ppo = str(sft_run.dir), str(ppo_run.dir)
     for given, says in [
         ([ppo, sft], f"{sft}: not a finished PPO run"),

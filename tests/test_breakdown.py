@@ -17,6 +17,7 @@ from rlhf.breakdown import (
     family_table,
     outcome_kind,
     versus,
+    versus_cells,
     win_breakdown,
 )
 from rlhf.evaluate import win_outcomes
@@ -79,6 +80,7 @@ def test_versus_is_the_win_rate_with_its_interval_and_the_answers_made_right_and
     assert v["mean"] == pytest.approx(0.625)  # fixed, broken, better, tie: (1 + 0 + 1 + .5) / 4
     assert v["lo"] <= v["mean"] <= v["hi"] and v["n"] == 4
     assert (v["fixed"], v["broken"]) == (1, 1)
+    assert versus_cells(v) == f"62.5% [{v['lo']:.1%}, {v['hi']:.1%}] | 1 / 1"
     assert versus(sft, sft)["mean"] == 0.5 and versus(sft, sft)["fixed"] == 0
 
 
