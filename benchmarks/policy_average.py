@@ -57,11 +57,12 @@ def members(sft_run: Run, paths: list[str]) -> list[Run]:
     return runs
 
 
-def average_state(sft_dir: Path, run_dirs: list[Path], eta: float) -> dict[str, torch.Tensor]:
-    """theta_SFT + eta * (mean of the runs' weights - theta_SFT), summed in float32 and cast
-    back to the SFT model's dtype; the runs must hold the SFT model's tensors, same shapes."""
-    sft_model, _ = load_policy(sft_dir)
-    base = sft_model.state_dict()
+def average_policy(sft_dir: Path, run_dirs: list[Path], eta: float) -> tuple[Any, Any]:
+    """(model, tokenizer): the SFT model holding theta_SFT + eta * (mean of the runs' weights -
+    theta_SFT), summed in float32 and cast back to the SFT model's dtype; the runs must hold the
+    SFT model's tensors, same shapes."""
+    model, tokenizer = load_policy(sft_dir)
+    base = model.state_dict()
     total = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in base.items()}
     for d in run_dirs:
         state = load_policy(d)[0].state_dict()
@@ -69,20 +70,10 @@ def average_state(sft_dir: Path, run_dirs: list[Path], eta: float) -> dict[str, 
             raise RunError(f"{d}: its policy's tensors are not the SFT model's ({sft_dir})")
         for k, v in state.items():
             total[k] += v.float()
-    return {
-        k: (base[k].float() + eta * (total[k] / len(run_dirs) - base[k].float())).to(base[k].dtype)
-        for k in base
-    }
-
-
-def save_average(sft_dir: Path, state: dict[str, torch.Tensor], out: Path) -> Path:
-    """The averaged weights as a policy directory (the SFT model's config and tokenizer)."""
-    model, tokenizer = load_policy(sft_dir)
-    model.load_state_dict(state)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    n = len(run_dirs)  # the new weights are all computed before any is copied into the model
+    new = {k: v.float() + eta * (total[k] / n - v.float()) for k, v in base.items()}
+    model.load_state_dict({k: v.to(base[k].dtype) for k, v in new.items()})
+    return model, tokenizer
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -103,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sft_run = Run.open(args.sft)
         runs = members(sft_run, args.runs)
         world = world_of_run(sft_run.dir)
-        state = average_state(sft_run.model_dir, [r.model_dir for r in runs], args.eta)
+        model, tokenizer = average_policy(sft_run.model_dir, [r.model_dir for r in runs], args.eta)
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -111,7 +102,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Named by the runs averaged (a hash of their names) and eta: another set never overwrites it.
     key = hashlib.sha256("\n".join(r.dir.name for r in runs).encode()).hexdigest()[:8]
     name = f"policy_average_{len(runs)}_{key}_eta{args.eta:g}"
-    out = save_average(sft_run.model_dir, state, workspace / "cache" / name / "model")
+    out = workspace / "cache" / name / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)  # with the SFT model's config
+    tokenizer.save_pretrained(out)
 
     splits = {"validation": world.prompts("val"), "test": pick_eval_prompts(world, 10_000)}
     base = {

@@ -25,17 +25,15 @@ def _script(name: str):
     return module
 
 
-def _bench():
-    return _script("rm_kwise_vs_pairs")
-
-
 def test_kwise_vs_pairs_forwards_each_response_once_vs_k_minus_1_times(tmp_path, capsys):
     torch.set_num_threads(1)
     cfg = load("micro", workspace=str(tmp_path))
     pretrain.train(cfg, progress=False)
     sft.train(cfg, progress=False)
     argv = ["--recipe", "micro", "--workspace", str(tmp_path), "--ks", "4", "--quiet"]
-    result = _bench().main(argv + ["--train-prompts", "8", "--val-prompts", "4", "--threads", "1"])
+    result = _script("rm_kwise_vs_pairs").main(
+        argv + ["--train-prompts", "8", "--val-prompts", "4", "--threads", "1"]
+    )
 
     out = capsys.readouterr().out
     assert "| K-wise | " in out and "| pairs | " in out
@@ -55,7 +53,7 @@ def test_kwise_vs_pairs_forwards_each_response_once_vs_k_minus_1_times(tmp_path,
 
 def test_without_an_sft_run_it_names_the_command_and_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        _bench().main(["--recipe", "micro", "--workspace", str(tmp_path)])
+        _script("rm_kwise_vs_pairs").main(["--recipe", "micro", "--workspace", str(tmp_path)])
     assert e.value.code == 2
     assert "rlhf sft --recipe micro" in capsys.readouterr().err
 
