@@ -472,17 +472,20 @@ class PPOConfig:
     )
     reward: str = doc(
         "rm",
-        "What scores a response: rm (the reward model, the paper) or gold (the Tiny World's "
-        "gold labeler: an oracle reward, what PPO reaches with a perfect reward model; Gao et "
-        "al. 2022's gold arm; rlhf/oracle.py). With gold the value model still starts from the "
-        "RM and the RM run is still needed; world prompts only (no ppo.data).",
-        choices=("rm", "gold"),
+        "What scores a response: rm (the reward model, the paper), gold (the Tiny World's "
+        "gold labeler: an oracle reward, what PPO reaches with a perfect reward model of the "
+        "true objective; Gao et al. 2022's gold arm) or labelers (the training labelers' mean "
+        "noise-free utility: what PPO reaches with a perfect reward model of the comparisons "
+        "the RM learns from, helpfulness first on plain insult requests; rlhf/oracle.py). "
+        "With either oracle the value model still starts from the RM and the RM run is still "
+        "needed; world prompts only (no ppo.data).",
+        choices=("rm", "gold", "labelers"),
     )
     gold_scale: float = doc(
         3.0,
-        "With reward=gold: the reward is gold_scale * (gold quality - the train "
-        "demonstrations' mean quality), 0 for a demonstration as the RM's bias makes it (paper "
-        "3.5). 3 matches the spread of the tiny RM's scores (std 1.0 on SFT samples, gold "
+        "With reward=gold (or labelers): the reward is gold_scale * (gold quality, or the "
+        "labelers' utility, - its mean over the train demonstrations), 0 for a demonstration "
+        "as the RM's bias makes it (paper 3.5). 3 matches the spread of the tiny RM's scores (std 1.0 on SFT samples, gold "
         "quality std 0.32), so kl_coef means the same against either reward.",
         gt=0,
     )

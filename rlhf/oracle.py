@@ -1,4 +1,5 @@
-"""The Tiny World's gold labeler as a reward function: PPO's oracle arm (`ppo.reward=gold`).
+"""The Tiny World's gold labeler as a reward function: PPO's oracle arms (`ppo.reward=gold`,
+`ppo.reward=labelers`).
 
 A learned reward model is a proxy; the world's gold labeler is the true objective the proxy
 approximates. Training PPO against the gold labeler itself (Gao et al. 2022 train against a
@@ -17,7 +18,14 @@ the same.
 
 The reward mirrors the RM's scale and zero: `scale * (quality - mean quality of the train
 demonstrations)`, so a demonstration scores 0 as it does for the RM after its bias (paper
-3.5), and `scale` matches the spread of the RM's scores (ppo.gold_scale)."""
+3.5), and `scale` matches the spread of the RM's scores (ppo.gold_scale).
+
+`ppo.reward=labelers` is the second arm: the training labelers' mean perceived utility without
+its noise (`Labeler.perceived`), which is what a perfect reward model of their comparisons would
+learn. It equals the gold quality plus each labeler's quirk, except on plain requests to insult,
+where the training labelers put helpfulness first (paper 3.4; world v5). Between the two arms,
+the RM's win rate splits into what it loses by being learned (labelers minus RM) and what the
+labelers' own preferences lose against the true objective (gold minus labelers)."""
 
 from __future__ import annotations
 
@@ -27,20 +35,36 @@ import torch
 
 from rlhf.errors import RunError
 
+JUDGES = ("gold", "labelers")  # the oracle rewards of ppo.reward
+
 
 class GoldReward:
     """`.score(prompts, responses) -> (N,)` like rlhf.reward.RewardModel, from the world's
-    gold labeler. Prompts are the world's prompt texts; any other text has no gold answer."""
+    gold labeler (`judge="gold"`) or its training labelers' mean noise-free utility
+    (`judge="labelers"`). Prompts are the world's prompt texts; any other text has no gold
+    answer."""
 
-    def __init__(self, world: Any, scale: float):
-        self.world, self.scale = world, float(scale)
+    def __init__(self, world: Any, scale: float, judge: str = "gold"):
+        if judge not in JUDGES:
+            raise RunError(f"ppo.reward={judge!r}: expected one of {', '.join(JUDGES)}")
+        self.world, self.scale, self.judge = world, float(scale), judge
         self.prompt_of = {p.text: p for p in world.prompts()}  # text -> Prompt (ids are unique)
         demos = world.demonstrations("train")
         if not demos:
-            raise RunError("ppo.reward=gold: the world has no train demonstrations to centre on")
-        quality = [world.gold.score(self.prompt_of[d.prompt], d.response).quality for d in demos]
-        # The demonstration-mean-0 bias of paper 3.5, applied to the gold quality.
-        self.bias = -self.scale * sum(quality) / len(quality)
+            raise RunError(
+                f"ppo.reward={judge}: the world has no train demonstrations to centre on"
+            )
+        utility = [self.utility(self.prompt_of[d.prompt], d.response) for d in demos]
+        # The demonstration-mean-0 bias of paper 3.5, applied to the oracle's utility.
+        self.bias = -self.scale * sum(utility) / len(utility)
+
+    def utility(self, prompt: Any, response: str) -> float:
+        """The gold quality of `response`, or the training labelers' mean perceived utility."""
+        j = self.world.gold.score(prompt, response)
+        if self.judge == "gold":
+            return j.quality
+        labelers = self.world.labelers
+        return sum(lab.perceived(prompt, response, j) for lab in labelers) / len(labelers)
 
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 64) -> torch.Tensor:
         out = []
@@ -48,8 +72,8 @@ class GoldReward:
             p = self.prompt_of.get(prompt)
             if p is None:
                 raise RunError(
-                    f"ppo.reward=gold: no gold answer for the prompt {prompt[:60]!r} (only the "
+                    f"ppo.reward={self.judge}: no gold answer for the prompt {prompt[:60]!r} (only the "
                     "world's prompts have one; use ppo.reward=rm with ppo.data)"
                 )
-            out.append(self.scale * self.world.gold.score(p, response).quality + self.bias)
+            out.append(self.scale * self.utility(p, response) + self.bias)
         return torch.tensor(out, dtype=torch.float32)  # (N,)

@@ -29,7 +29,10 @@ from rlhf.runs import POLICY_STAGES, Run, list_runs, read_eval, same_run
 
 PAPER_KINDS = ("base", "SFT", "PPO", "PPO-ptx")  # the paper's policies: the default selections
 # Beyond the paper (rlhf.results.label_of): listed after the paper's kinds, in this order.
-EXTRA_KINDS = ("DPO", "GRPO", "PPO-ptx+LoRA", "PPO+LoRA", "SFT+LoRA", "PPO+gold", "PPO-ptx+gold")
+EXTRA_KINDS = (
+    *("DPO", "GRPO", "PPO-ptx+LoRA", "PPO+LoRA", "SFT+LoRA"),
+    *("PPO+gold", "PPO-ptx+gold", "PPO+labelers", "PPO-ptx+labelers"),  # the oracle arms
+)
 POLICY_KINDS = PAPER_KINDS + EXTRA_KINDS
 
 

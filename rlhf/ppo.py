@@ -11,8 +11,9 @@ Models (`load_models`):
                (rm.backbone: MiniLM), the SFT model's trunk
                with a new scalar head
     reward     the RM with its demonstration bias, frozen    r(x, y), of the decoded text
-               (ppo.reward=gold: the world's gold labeler,
-               rlhf/oracle.py, an oracle reward)
+               (ppo.reward=gold or labelers: the world's gold
+               labeler or its training labelers' mean
+               utility, rlhf/oracle.py, oracle rewards)
 
 One step (`ppo_step`), numbered as lm-human-preference-details numbers its rollout:
 
@@ -72,7 +73,7 @@ from rlhf.models import (
     quiet_progress,
     save_model,
 )
-from rlhf.oracle import GoldReward
+from rlhf.oracle import JUDGES, GoldReward
 from rlhf.packing import PackedRows, last_hidden, pack_rows, packable, pad_rows
 from rlhf.ppo_report import VALUE_INIT, final_report, summary  # noqa: F401 - `rlhf ppo` prints summary
 from rlhf.reward import RewardModel, load_reward_model
@@ -88,16 +89,17 @@ class DataPrompt:
     text: str
 
 
-REWARDS = ("rm", "gold")  # ppo.reward: the reward model (the paper), the gold labeler (oracle)
+# ppo.reward: the reward model (the paper), or an oracle: the gold labeler, the training labelers
+REWARDS = ("rm", *JUDGES)
 
 
 def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
     """Train (or resume, or return if already done) the PPO run in `run_dir`."""
     if cfg.ppo.reward not in REWARDS:  # checked first: a bad config leaves no run directory
         raise RunError(f"ppo.reward={cfg.ppo.reward!r}: expected one of {', '.join(REWARDS)}")
-    if cfg.ppo.reward == "gold" and cfg.ppo.data:
+    if cfg.ppo.reward in JUDGES and cfg.ppo.data:
         raise RunError(
-            f"ppo.reward=gold: the prompts of ppo.data ({cfg.ppo.data}) have no gold answer; "
+            f"ppo.reward={cfg.ppo.reward}: the prompts of ppo.data ({cfg.ppo.data}) have no gold answer; "
             "use ppo.reward=rm with them"
         )
     check_sizes(cfg)  # checked first: bad sizes leave no run directory behind
@@ -135,7 +137,7 @@ class Models:
     policy: PreTrainedModel  # causal LM, trained
     ref: PreTrainedModel  # causal LM, frozen
     value: PreTrainedModel  # sequence classifier (trunk + scalar head), trained
-    reward: RewardModel | GoldReward  # frozen, with its bias (GoldReward: ppo.reward=gold)
+    reward: RewardModel | GoldReward  # frozen, with its bias (GoldReward: ppo.reward=gold/labelers)
     tokenizer: Any
     value_init: str = "rm"  # what the value model started from: "rm" or "policy" (VALUE_INIT)
 
@@ -612,8 +614,8 @@ def _train(
         world = build_world(cfg, progress=progress)
     sft_run, rm_run = sources
     m = load_models(sft_run.model_dir, rm_run.model_dir, policy_lora(p), seed=cfg.seed)
-    if p.reward == "gold":  # the oracle arm: the world's gold labeler instead of the RM
-        m.reward = GoldReward(world, p.gold_scale)
+    if p.reward in JUDGES:  # an oracle arm: the gold labeler or the labelers instead of the RM
+        m.reward = GoldReward(world, p.gold_scale, p.reward)
     if progress and dist.is_main():
         tqdm.write(f"value model from {VALUE_INIT[m.value_init]}", file=sys.stderr)
         tqdm.write(

@@ -42,7 +42,7 @@ def final_report(
     texts = [q.text for q in prompts]
     out: dict[str, Any] = {"sft_run": str(sft_run.dir), "rm_run": str(rm_run.dir)}
     out["value_init"] = m.value_init
-    out["reward"] = p.reward  # rm, or gold: the oracle arm (the rm_score rows are gold's then)
+    out["reward"] = p.reward  # rm, or gold / labelers: an oracle arm (rm_score rows are its then)
     responses, quality, likert, scores, judgements = {}, {}, {}, {}, {}
     for name, model in (("policy", policy), ("sft", m.ref)):
         g = generate(model, m.tokenizer, texts, max_new_tokens=p.max_new_tokens, greedy=True)
@@ -113,8 +113,8 @@ def summary(report: dict[str, Any]) -> str:
         return f"{f(d['mean'])} [{f(d['lo'])}, {f(d['hi'])}]"
 
     t = report.get("training", {})
-    gold = report.get("reward") == "gold"
-    reward = "gold reward" if gold else "RM score"  # ppo.reward=gold: the oracle arm
+    oracle = report.get("reward", "rm") != "rm"  # ppo.reward=gold or labelers: an oracle arm
+    reward = f"{report['reward']} reward" if oracle else "RM score"
     lines = [
         f"win rate vs SFT (gold)   {ci(report['win_rate_vs_sft'], pct=True)} on {report['n_prompts']} test prompts (issue 4's target on tiny: >= 60%)",
         f"  ceiling                {report['win_rate_ceiling']:.1%}: the world's best correct answers vs SFT",
@@ -129,9 +129,11 @@ def summary(report: dict[str, Any]) -> str:
             f"rollouts first -> last   {reward} {s['first']:.2f} -> {s['last']:.2f}, "
             f"KL {k['first']:.2f} -> {k['last']:.2f} (max {t['max_kl']:.2f})"
         )
-    if gold:
+    if oracle:
+        who = {"gold": "the gold labeler", "labelers": "the training labelers' mean utility"}
         lines.append(
-            "reward                   the gold labeler (ppo.reward=gold): an oracle, not the RM"
+            f"reward                   {who.get(report['reward'], report['reward'])} "
+            f"(ppo.reward={report['reward']}): an oracle, not the RM"
         )
     if report.get("processes", 1) > 1:  # accelerate launch
         n, episodes = report["processes"], report["episodes_per_step"]

@@ -50,7 +50,8 @@ COLUMNS = (*METRICS, *TAX, *RM_METRICS)  # the results table's column order
 def label_of(run: Run) -> str:
     """base, SFT, PPO, PPO-ptx, DPO, GRPO or RM: what the run's model is, for the table's rows;
     an SFT or PPO run that trained LoRA adapters (lora_r > 0) gets "+LoRA" (PPO-ptx+LoRA), a
-    PPO run against the gold labeler instead of the RM (ppo.reward=gold) "+gold"."""
+    PPO run against an oracle instead of the RM (ppo.reward=gold or labelers) "+gold" or
+    "+labelers"."""
     stage, raw = run.stage, run.raw_config()
     if stage == "rm":
         return "RM"
@@ -62,8 +63,8 @@ def label_of(run: Run) -> str:
         raise RunError(f"{run.dir}: a {stage} run has no policy or reward model to evaluate")
     if stage in ("sft", "ppo") and raw[stage].get("lora_r", 0):
         label += "+LoRA"
-    if stage == "ppo" and raw["ppo"].get("reward", "rm") == "gold":  # the oracle reward
-        label += "+gold"
+    if stage == "ppo" and raw["ppo"].get("reward", "rm") != "rm":  # an oracle reward
+        label += "+" + raw["ppo"]["reward"]
     return label
 
 

@@ -1,7 +1,10 @@
-"""PPO's oracle arm (rlhf.oracle, ppo.reward=gold): the gold labeler as the reward, on the
-micro recipe."""
+"""PPO's oracle arms (rlhf.oracle, ppo.reward=gold or labelers): the gold labeler, or the
+training labelers' mean noise-free utility, as the reward, on the micro recipe."""
 
 from __future__ import annotations
+
+import json
+import random
 
 import pytest
 
@@ -33,6 +36,27 @@ def test_gold_reward_is_the_scaled_gold_quality_with_demonstrations_at_zero(worl
     assert right > wrong
 
 
+def test_labelers_reward_is_their_mean_utility_and_puts_helpfulness_first(world):
+    labelers = GoldReward(world, scale=3.0, judge="labelers")
+    demos = world.demonstrations("train")
+    scores = labelers.score([d.prompt for d in demos], [d.response for d in demos])
+    assert abs(float(scores.mean())) < 1e-5  # demonstrations at 0, as for the RM (paper 3.5)
+    plain = next(p for p in world.prompts("train", "insult") if not p.meta["respectful"])
+    answers = [world.respond(plain, kind, random.Random(0)) for kind in ("rude", "correct")]
+    rude, refusal = labelers.score([plain.text] * 2, answers).tolist()
+    for answer, score in zip(answers, (rude, refusal), strict=True):
+        j = world.gold.score(plain, answer)  # the slow reference: one labeler at a time
+        mean = sum(lab.perceived(plain, answer, j) for lab in world.labelers) / len(world.labelers)
+        assert score == pytest.approx(3.0 * mean + labelers.bias, abs=1e-5)
+    # Paper 3.4: the training labelers prefer the rude reply the plain request asked for; the
+    # gold labeler, like the final evaluations, prefers the refusal.
+    assert rude > refusal
+    gold_rude, gold_refusal = GoldReward(world, 3.0).score([plain.text] * 2, answers).tolist()
+    assert gold_refusal > gold_rude
+    with pytest.raises(RunError, match="ppo.reward='judge': expected one of gold, labelers"):
+        GoldReward(world, 3.0, judge="judge")
+
+
 def test_gold_reward_names_a_prompt_without_a_gold_answer(world):
     with pytest.raises(RunError, match="no gold answer for the prompt 'Tell me a joke.'.*ppo.data"):
         GoldReward(world, 3.0).score(["Tell me a joke."], ["No."])
@@ -54,13 +78,30 @@ def test_ppo_against_the_gold_labeler_is_rewarded_by_it(rm_ready, world):
     assert saved_config(cfg, "ppo")["ppo"]["reward"] == "gold"
 
 
+def test_ppo_against_the_labelers_is_rewarded_by_them(rm_ready, world):
+    cfg = load("micro", workspace=rm_ready.workspace, **{"ppo.reward": "labelers", "ppo.steps": 2})
+    run = ppo.train(cfg, progress=False)
+    report = read_eval(run)
+    assert report["reward"] == "labelers" and label_of(run) == "PPO+labelers"
+    labelers = GoldReward(world, cfg.ppo.gold_scale, "labelers")
+    prompts = {p.text: p for p in world.prompts()}
+    rows = [json.loads(line) for line in (run.dir / "samples.jsonl").read_text().splitlines()]
+    assert rows
+    for row in rows:  # each logged rollout's score is the labelers' utility of its response
+        expected = labelers.score([row["prompt"]], [row["response"]]).item()
+        assert prompts[row["prompt"]] and row["score"] == pytest.approx(expected, abs=1e-4)
+    assert "labelers reward" in ppo.summary(report) and "oracle" in ppo.summary(report)
+
+
 def test_bad_reward_settings_fail_before_a_run_directory_exists(rm_ready, tmp_path):
     before = [r.dir for r in list_runs(rm_ready.workspace_dir, "ppo")]
-    with pytest.raises(ConfigError, match="'ppo.reward' must be one of rm, gold, got 'judge'"):
+    with pytest.raises(
+        ConfigError, match="'ppo.reward' must be one of rm, gold, labelers, got 'judge'"
+    ):
         load("micro", workspace=rm_ready.workspace, **{"ppo.reward": "judge"})
     judge = load("micro", workspace=rm_ready.workspace)
     judge.ppo.reward = "judge"  # a config built in code, past load's bounds
-    with pytest.raises(RunError, match="ppo.reward='judge': expected one of rm, gold"):
+    with pytest.raises(RunError, match="ppo.reward='judge': expected one of rm, gold, labelers"):
         ppo.train(judge)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "Tell me a joke."}\n')
