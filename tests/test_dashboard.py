@@ -366,19 +366,23 @@ def test_runs_lists_the_runs_beyond_the_paper_and_their_comparison_with_ppo_ptx(
     assert list(at.dataframe[4].value.columns) == list(where.index)  # per family
 
 
-def test_a_ppo_run_against_the_gold_labeler_is_its_own_kind(micro_pipeline, tmp_path, monkeypatch):
-    """ppo.reward=gold (rlhf.oracle): listed as PPO+gold after the paper's PPO runs, which
-    stay the default choices; the pages that list PPO runs render with it."""
+def test_a_ppo_run_against_an_oracle_is_its_own_kind(micro_pipeline, tmp_path, monkeypatch):
+    """ppo.reward=gold or labelers (rlhf.oracle): listed as PPO+gold and PPO+labelers after
+    the paper's PPO runs, which stay the default choices; the pages that list PPO runs render
+    with them."""
     from rlhf import ppo
     from rlhf.config import load
 
     cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
     ppo.train(load("micro", workspace=cfg.workspace, **{"ppo.reward": "gold"}), progress=False)
+    labelers = {"ppo.reward": "labelers", "ppo.steps": 2}
+    ppo.train(load("micro", workspace=cfg.workspace, **labelers), progress=False)
     at = page("kl_drift", cfg.workspace_dir, monkeypatch)
     no_exception(at)
     runs = at.multiselect(key="kl_runs")
-    gold = [o for o in runs.options if o.startswith("PPO+gold")]
-    assert len(gold) == 1 and runs.options[-1] == gold[0]
-    assert gold[0] not in runs.value
+    oracles = [o for o in runs.options if o.startswith(("PPO+gold", "PPO+labelers"))]
+    assert [o.split(" ")[0] for o in oracles] == ["PPO+gold", "PPO+labelers"]
+    assert runs.options[-2:] == oracles
+    assert not set(oracles) & set(runs.value)
     for name in ("runs", "compare"):
         no_exception(page(name, cfg.workspace_dir, monkeypatch))
