@@ -12,6 +12,7 @@ import torch
 
 from rlhf import pretrain, sft
 from rlhf.config import load
+from rlhf.runs import list_runs
 from rlhf.store import Comparison
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rm_kwise_vs_pairs.py"
@@ -332,3 +333,69 @@ def test_policy_average_refuses_runs_not_trained_from_the_sft_run(micro_pipeline
         pa.main(["--sft", sft, "--runs", ppo, ppo])
     assert e.value.code == 2
     assert "only policies from the same SFT weights can be averaged" in capsys.readouterr().err
+
+
+def test_reward_arms_trains_ppo_against_each_reward_and_judges_each_arm(
+    micro_pipeline, tmp_path, capsys
+):
+    from conftest import copy_workspace
+
+    from rlhf.outputs import policy_runs
+    from rlhf.runs import Run, read_eval
+
+    torch.set_num_threads(1)
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    runs = policy_runs(cfg.workspace_dir)
+    sft_run = next(p.run for p in runs if p.kind == "SFT")
+    rm_run = next(iter(list_runs(cfg.workspace_dir, "rm")))
+    arms = _script("reward_arms")
+    common = ["--sft", str(sft_run.dir), "--max-new-tokens", "16"]
+    trained = arms.main(
+        common
+        + ["--rm", str(rm_run.dir), "--recipe", "micro", "--seeds", "0", "--steps", "2"]
+        + ["--parallel", "2", "--threads", "1"]
+    )
+    assert sorted(trained) == ["gold/2", "labelers/2", "rm/2"]
+    for name, arm in trained.items():
+        (row,) = arm["rows"]  # one seed
+        run = Run.open(row["run"])
+        saved = run.raw_config()["ppo"]
+        assert (saved.get("reward", "rm"), saved["steps"]) == (name.split("/")[0], 2)
+        assert read_eval(run)["sft_run"] == str(sft_run.dir.resolve())
+        for split in ("validation", "test"):
+            assert 0 <= row[split]["lo"] <= row[split]["mean"] <= row[split]["hi"] <= 1
+            assert arm["mean"][split] == row[split]["mean"]
+    out = capsys.readouterr().out
+    assert "| reward | steps | validation, by seed | mean | test, by seed |" in out
+    assert "| labelers | 2 |" in out and "Test win rate by family" in out
+
+    # --runs judges the same runs again, trains none: the same figures.
+    paths = [arm["rows"][0]["run"] for arm in trained.values()]
+    before = len(list_runs(cfg.workspace_dir, "ppo"))
+    judged = arms.main(common + ["--runs", *paths])
+    assert len(list_runs(cfg.workspace_dir, "ppo")) == before
+    assert {k: v["mean"] for k, v in judged.items()} == {k: v["mean"] for k, v in trained.items()}
+
+
+def test_reward_arms_refuses_what_it_cannot_compare(micro_pipeline, tmp_path, capsys):
+    from conftest import copy_workspace
+
+    from rlhf.outputs import policy_runs
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    runs = policy_runs(cfg.workspace_dir)
+    sft = str(next(p.run for p in runs if p.kind == "SFT").dir)
+    ppo = str(next(p.run for p in runs if p.kind == "PPO").dir)
+    ptx = str(next(p.run for p in runs if p.kind == "PPO-ptx").dir)
+    arms = _script("reward_arms")
+    for argv, says in [
+        (["--sft", sft], "give --rm RM_RUN to train the arms, or --runs"),
+        (["--sft", sft, "--runs", ppo, sft], f"{sft}: not a finished PPO run"),
+        # PPO and PPO-ptx are both PPO against the RM for the same steps: one arm, two settings.
+        (["--sft", sft, "--runs", ppo, ptx], "their ppo.ptx_coef differ"),
+        (["--sft", sft, "--rm", sft, "--rewards", "judge"], "invalid choice: 'judge'"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            arms.main(argv)
+        assert e.value.code == 2
+        assert says in capsys.readouterr().err
