@@ -38,23 +38,13 @@ from rlhf.evaluate import greedy_judgements
 from rlhf.models import load_policy
 from rlhf.outputs import world_of_run
 from rlhf.pretrain import pick_eval_prompts
-from rlhf.runs import Run, read_eval, same_run
+from rlhf.runs import Run, ppo_runs_from
 
 
 def members(sft_run: Run, paths: list[str]) -> list[Run]:
     """The PPO runs to average: finished, and each trained from `sft_run` (eval.json's sft_run),
     since an average of policies from other starting weights is not a policy near either."""
-    runs = [Run.open(p) for p in paths]
-    for run in runs:
-        if run.stage != "ppo" or not run.done:
-            raise RunError(f"{run.dir}: not a finished PPO run (--runs takes PPO runs)")
-        start = read_eval(run).get("sft_run", "")
-        if not start or not same_run(start, sft_run):
-            raise RunError(
-                f"{run.dir}: trained from {start or 'an unrecorded SFT run'}, not from "
-                f"{sft_run.dir}; only policies from the same SFT weights can be averaged"
-            )
-    return runs
+    return ppo_runs_from(sft_run, paths, "only policies from the same SFT weights can be averaged")
 
 
 def average_policy(sft_dir: Path, run_dirs: list[Path], eta: float) -> tuple[Any, Any]:

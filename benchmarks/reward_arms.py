@@ -46,7 +46,7 @@ from rlhf.evaluate import greedy_judgements
 from rlhf.oracle import JUDGES
 from rlhf.outputs import world_of_run
 from rlhf.pretrain import pick_eval_prompts
-from rlhf.runs import Run, read_eval, same_run
+from rlhf.runs import Run, ppo_runs_from
 
 REWARDS = ("rm", *JUDGES)
 
@@ -100,21 +100,6 @@ def group_arms(runs: list[Run]) -> dict[tuple[str, int], list[Run]]:
                     f"{first.get(differ[0])!r}); judge them separately"
                 )
     return arms
-
-
-def check_runs(sft_run: Run, paths: list[Path]) -> list[Run]:
-    """Finished PPO runs trained from `sft_run`, or RunError naming the one that is not."""
-    runs = [Run.open(p) for p in paths]
-    for run in runs:
-        if run.stage != "ppo" or not run.done:
-            raise RunError(f"{run.dir}: not a finished PPO run")
-        start = read_eval(run).get("sft_run", "")
-        if not start or not same_run(start, sft_run):
-            raise RunError(
-                f"{run.dir}: trained from {start or 'an unrecorded SFT run'}, not from "
-                f"{sft_run.dir}; the arms are compared from one SFT policy"
-            )
-    return runs
 
 
 def last_kl(run: Run) -> float:
@@ -182,7 +167,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"training {len(jobs)} PPO runs, {args.parallel} at a time; logs in {logs}")
             with ThreadPoolExecutor(args.parallel) as pool:  # each job is a subprocess
                 paths = list(pool.map(one, jobs))
-        arms_runs = group_arms(check_runs(sft_run, paths))
+        arms_runs = group_arms(
+            ppo_runs_from(sft_run, paths, "the arms are compared from one SFT policy")
+        )
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

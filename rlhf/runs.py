@@ -22,7 +22,7 @@ import shlex
 import socket
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -590,3 +590,20 @@ def read_eval(run: Run) -> dict[str, Any]:
         return json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise RunError(f"{f}: corrupted ({e.msg} at line {e.lineno})") from None
+
+
+def ppo_runs_from(sft_run: Run, paths: Sequence[str | os.PathLike], why: str) -> list[Run]:
+    """The runs at `paths`, each a finished PPO run trained from `sft_run` (its eval.json's
+    sft_run); else a RunError naming the first that is not, ending with `why` (what the caller
+    needs them for, e.g. "only policies from the same SFT weights can be averaged")."""
+    runs = [Run.open(p) for p in paths]
+    for run in runs:
+        if run.stage != "ppo" or not run.done:
+            raise RunError(f"{run.dir}: not a finished PPO run (--runs takes PPO runs)")
+        start = read_eval(run).get("sft_run", "")
+        if not start or not same_run(start, sft_run):
+            raise RunError(
+                f"{run.dir}: trained from {start or 'an unrecorded SFT run'}, not from "
+                f"{sft_run.dir}; {why}"
+            )
+    return runs

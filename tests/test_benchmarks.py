@@ -26,6 +26,18 @@ def _script(name: str):
     return module
 
 
+def _pipeline_copy(micro_pipeline, dest):
+    """(config, policy runs in policy_runs order, SFT run) of a copy of the micro pipeline's
+    workspace at `dest`, for a benchmark that writes runs or files into it."""
+    from conftest import copy_workspace
+
+    from rlhf.outputs import policy_runs
+
+    cfg = copy_workspace(micro_pipeline, dest)
+    runs = policy_runs(cfg.workspace_dir)
+    return cfg, runs, next(p.run for p in runs if p.kind == "SFT")
+
+
 def test_kwise_vs_pairs_forwards_each_response_once_vs_k_minus_1_times(tmp_path, capsys):
     torch.set_num_threads(1)
     cfg = load("micro", workspace=str(tmp_path))
@@ -265,15 +277,10 @@ def test_expert_iteration_refuses_rm_without_pick_rm(rm_ready, capsys):
 def test_policy_average_saves_the_mean_of_the_weights_and_judges_it_beside_its_members(
     micro_pipeline, tmp_path, capsys
 ):
-    from conftest import copy_workspace
-
     from rlhf.models import load_policy
-    from rlhf.outputs import policy_runs
 
     torch.set_num_threads(1)
-    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
-    runs = policy_runs(cfg.workspace_dir)
-    sft_run = next(p.run for p in runs if p.kind == "SFT")
+    cfg, runs, sft_run = _pipeline_copy(micro_pipeline, tmp_path / "ws")
     ppo_runs = [p.run for p in runs if p.run.stage == "ppo"][:2]  # PPO, PPO-ptx: one SFT
     assert len(ppo_runs) == 2
     pa = _script("policy_average")
@@ -306,13 +313,7 @@ def test_policy_average_saves_the_mean_of_the_weights_and_judges_it_beside_its_m
 
 
 def test_policy_average_refuses_runs_not_trained_from_the_sft_run(micro_pipeline, tmp_path, capsys):
-    from conftest import copy_workspace
-
-    from rlhf.outputs import policy_runs
-
-    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
-    runs = policy_runs(cfg.workspace_dir)
-    sft_run = next(p.run for p in runs if p.kind == "SFT")
+    _, runs, sft_run = _pipeline_copy(micro_pipeline, tmp_path / "ws")
     ppo_run = next(p.run for p in runs if p.run.stage == "ppo")
     pa = _script("policy_average")
     sft, ppo = str(sft_run.dir), str(ppo_run.dir)
@@ -338,15 +339,10 @@ def test_policy_average_refuses_runs_not_trained_from_the_sft_run(micro_pipeline
 def test_reward_arms_trains_ppo_against_each_reward_and_judges_each_arm(
     micro_pipeline, tmp_path, capsys
 ):
-    from conftest import copy_workspace
-
-    from rlhf.outputs import policy_runs
     from rlhf.runs import Run, read_eval
 
     torch.set_num_threads(1)
-    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
-    runs = policy_runs(cfg.workspace_dir)
-    sft_run = next(p.run for p in runs if p.kind == "SFT")
+    cfg, _, sft_run = _pipeline_copy(micro_pipeline, tmp_path / "ws")
     rm_run = next(iter(list_runs(cfg.workspace_dir, "rm")))
     arms = _script("reward_arms")
     common = ["--sft", str(sft_run.dir), "--max-new-tokens", "16"]
@@ -378,13 +374,8 @@ def test_reward_arms_trains_ppo_against_each_reward_and_judges_each_arm(
 
 
 def test_reward_arms_refuses_what_it_cannot_compare(micro_pipeline, tmp_path, capsys):
-    from conftest import copy_workspace
-
-    from rlhf.outputs import policy_runs
-
-    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
-    runs = policy_runs(cfg.workspace_dir)
-    sft = str(next(p.run for p in runs if p.kind == "SFT").dir)
+    _, runs, sft_run = _pipeline_copy(micro_pipeline, tmp_path / "ws")
+    sft = str(sft_run.dir)
     ppo = str(next(p.run for p in runs if p.kind == "PPO").dir)
     ptx = str(next(p.run for p in runs if p.kind == "PPO-ptx").dir)
     arms = _script("reward_arms")
