@@ -280,7 +280,7 @@ def test_policy_average_saves_the_mean_of_the_weights_and_judges_it_beside_its_m
     from rlhf.models import load_policy
 
     torch.set_num_threads(1)
-    cfg, runs, sft_run = _pipeline_copy(micro_pipeline, tmp_path / "ws")
+    _, runs, sft_run = _pipeline_copy(micro_pipeline, tmp_path / "ws")
     ppo_runs = [p.run for p in runs if p.run.stage == "ppo"][:2]  # PPO, PPO-ptx: one SFT
     assert len(ppo_runs) == 2
     pa = _script("policy_average")
