@@ -485,8 +485,9 @@ class PPOConfig:
         3.0,
         "With reward=gold (or labelers): the reward is gold_scale * (gold quality, or the "
         "labelers' utility, - its mean over the train demonstrations), 0 for a demonstration "
-        "as the RM's bias makes it (paper 3.5). 3 matches the spread of the tiny RM's scores (std 1.0 on SFT samples, gold "
-        "quality std 0.32), so kl_coef means the same against either reward.",
+        "as the RM's bias makes it (paper 3.5). 3 matches the spread of the tiny RM's scores "
+        "(std 1.0 on SFT samples, gold quality std 0.32), so kl_coef means the same against "
+        "either reward.",
         gt=0,
     )
     steps: int = doc(

@@ -10,12 +10,12 @@ approximates. Training PPO against the gold labeler itself (Gao et al. 2022 trai
 
 On the tiny recipe at its defaults the oracle wins 58.6% against SFT on the test prompts at 60
 steps (the RM of the round 57.8%) and 60.7% at 120 (the RM 58.0%; docs/benchmarks.md, "The
-oracle arms again"). Best of n (benchmarks/best_of_n.py) shows the learned
-RM's limit: the SFT policy's samples, picked by gold, hold a 62% win rate within PPO's KL, and
-the RM's picks stop at 52%. The oracle's own limit is the step to held-out prompts: after 450
-steps (beta 0.05, the train prompts only) it won 59.8% on the train prompts and 54.3% on the test prompts, whose entity combinations
-it never trained on; expert iteration on gold's picks (benchmarks/expert_iteration.py) does
-the same.
+oracle arms again"; benchmarks/reward_arms.py). Best of n (benchmarks/best_of_n.py) shows the
+learned RM's limit: the SFT policy's samples, picked by gold, hold a 62% win rate within PPO's
+KL, and the RM's picks stop at 52%. The oracle's own limit is the step to held-out prompts:
+after 450 steps (beta 0.05, the train prompts only) it won 59.8% on the train prompts and 54.3%
+on the test prompts, whose entity combinations it never trained on; expert iteration on gold's
+picks (benchmarks/expert_iteration.py) does the same.
 
 The reward mirrors the RM's scale and zero: `scale * (quality - mean quality of the train
 demonstrations)`, so a demonstration scores 0 as it does for the RM after its bias (paper
@@ -73,8 +73,8 @@ class GoldReward:
             p = self.prompt_of.get(prompt)
             if p is None:
                 raise RunError(
-                    f"ppo.reward={self.judge}: no gold answer for the prompt {prompt[:60]!r} (only the "
-                    "world's prompts have one; use ppo.reward=rm with ppo.data)"
+                    f"ppo.reward={self.judge}: no gold answer for the prompt {prompt[:60]!r} "
+                    "(only the world's prompts have one; use ppo.reward=rm with ppo.data)"
                 )
             out.append(self.scale * self.utility(p, response) + self.bias)
         return torch.tensor(out, dtype=torch.float32)  # (N,)

@@ -99,8 +99,8 @@ def train(cfg: LabConfig, run_dir: str | os.PathLike | None = None, progress: bo
         raise RunError(f"ppo.reward={cfg.ppo.reward!r}: expected one of {', '.join(REWARDS)}")
     if cfg.ppo.reward in JUDGES and cfg.ppo.data:
         raise RunError(
-            f"ppo.reward={cfg.ppo.reward}: the prompts of ppo.data ({cfg.ppo.data}) have no gold answer; "
-            "use ppo.reward=rm with them"
+            f"ppo.reward={cfg.ppo.reward}: the prompts of ppo.data ({cfg.ppo.data}) have no "
+            "gold answer; use ppo.reward=rm with them"
         )
     check_sizes(cfg)  # checked first: bad sizes leave no run directory behind
     check_length(cfg, "ppo")
@@ -137,7 +137,7 @@ class Models:
     policy: PreTrainedModel  # causal LM, trained
     ref: PreTrainedModel  # causal LM, frozen
     value: PreTrainedModel  # sequence classifier (trunk + scalar head), trained
-    reward: RewardModel | GoldReward  # frozen, with its bias (GoldReward: ppo.reward=gold/labelers)
+    reward: RewardModel | GoldReward  # frozen, with its bias (GoldReward: an oracle, ppo.reward)
     tokenizer: Any
     value_init: str = "rm"  # what the value model started from: "rm" or "policy" (VALUE_INIT)
 
