@@ -104,7 +104,7 @@ def test_bound_errors_name_the_source_and_the_allowed_values(tmp_path):
     recipe.write_text("ppo:\n  reward: golden\n")
     with pytest.raises(ConfigError) as e:
         config.load(recipe)
-    assert str(e.value) == f"{recipe}: 'ppo.reward' must be one of rm, gold, got 'golden'"
+    assert str(e.value) == f"{recipe}: 'ppo.reward' must be one of rm, gold, labelers, got 'golden'"
 
 
 def test_a_saved_config_is_read_whatever_its_bounds():

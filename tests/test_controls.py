@@ -45,7 +45,9 @@ def test_an_error_is_shown_and_the_button_stays_usable(rm_ready, capsys, tmp_pat
 
 
 def test_a_bad_override_fails_when_the_controls_are_made(rm_ready):
-    with pytest.raises(ConfigError, match="'ppo.reward' must be one of rm, gold, got 'judge'"):
+    with pytest.raises(
+        ConfigError, match="'ppo.reward' must be one of rm, gold, labelers, got 'judge'"
+    ):
         PPOControls("micro", ["ppo.reward=judge"], workspace=rm_ready.workspace)
 
 
