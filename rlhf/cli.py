@@ -573,6 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except RuntimeError:  # a collective failed: a peer stopped because the launcher died?
+        if not distributed.launcher_gone():
+            raise
+        distributed.report_launcher_gone()
+        print("interrupted", file=sys.stderr)
+        return 130
     except PermissionError as e:  # a read-only workspace, a folder of another user's
         print(f"error: {e.filename}: permission denied ({e.strerror})", file=sys.stderr)
         return 2

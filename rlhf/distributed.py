@@ -11,6 +11,7 @@ where they would read what it wrote. With one process every helper is a no-op.
     param_digests   each process's sha256 of its model's parameters: they agree after DDP
     masked_moments  a masked mean and variance over every process's tensor (PPO's whitening)
     watch_launcher  stop this process, as a Ctrl-C would, if its launcher dies
+    launcher_gone   whether that launcher has died (an error then is its aftermath)
 """
 
 from __future__ import annotations
@@ -45,19 +46,15 @@ def watch_launcher(interval: float = 1.0, grace: float = 15.0) -> threading.Thre
     checkpoint. A process blocked in a collective whose peer has gone may not get to see the
     KeyboardInterrupt, so after `grace` seconds the thread ends the process (exit status 130).
     None without a launcher."""
+    global _launcher
     if not distributed():
         return None
-    launcher = os.getppid()
+    launcher = _launcher = os.getppid()
 
     def watch() -> None:
         while os.getppid() == launcher:
             time.sleep(interval)
-        print(
-            f"rlhf: the launcher (pid {launcher}) is gone; stopping process {os.getpid()} "
-            "as at a Ctrl-C",
-            file=sys.stderr,
-            flush=True,
-        )
+        report_launcher_gone()
         os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt in the main thread
         time.sleep(grace)
         os._exit(130)
@@ -65,6 +62,37 @@ def watch_launcher(interval: float = 1.0, grace: float = 15.0) -> threading.Thre
     thread = threading.Thread(target=watch, name="rlhf-watch-launcher", daemon=True)
     thread.start()
     return thread
+
+
+_launcher: int | None = None  # the launcher's pid, once watch_launcher watches it
+_reported = threading.Lock()  # held once the launcher's death is reported: reported once
+
+
+def launcher_gone(wait: float = 2.0) -> bool:
+    """Whether the launcher watch_launcher watches has died, waiting up to `wait` seconds for
+    this process's parent to change. A worker blocked in a collective can fail ("Connection
+    closed by peer") because its peer saw the launcher gone and stopped first, a moment before
+    its own watcher looks: that error is the launcher's death, not a fault of its own (the CLI
+    then stops as at a Ctrl-C). False without a watched launcher."""
+    if _launcher is None:
+        return False
+    deadline = time.monotonic() + wait
+    while os.getppid() == _launcher:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def report_launcher_gone() -> None:
+    """Print, once per process, that the launcher is gone and this process stops."""
+    if _reported.acquire(blocking=False):
+        print(
+            f"rlhf: the launcher (pid {_launcher}) is gone; stopping process {os.getpid()} "
+            "as at a Ctrl-C",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _state():

@@ -341,3 +341,28 @@ def test_every_accelerate_config_loads_with_accelerates_config_class(name):
     if name.startswith("deepspeed"):
         assert cfg.deepspeed_config["zero_stage"] == int(name[-1])
     assert "accelerate launch --config_file lab/accelerate/" in path.read_text()  # the command
+
+
+def test_an_error_once_the_launcher_died_stops_as_at_a_ctrl_c(monkeypatch, capsys):
+    """A worker blocked in a collective fails ("Connection closed by peer") when its peer saw
+    the launcher gone and stopped first: the CLI reports the launcher's death, once, and stops
+    as at a Ctrl-C. While the launcher lives, the same error is the worker's own and propagates."""
+    import threading
+
+    from rlhf import cli, distributed
+
+    def collective_fails(*args, **kwargs):
+        raise RuntimeError("Connection closed by peer [127.0.0.1]:37548")
+
+    monkeypatch.setattr(cli.config, "load", collective_fails)
+    monkeypatch.setattr(distributed, "_reported", threading.Lock())
+    argv = ["world", "build", "--recipe", "micro"]
+    monkeypatch.setattr(distributed, "_launcher", os.getppid())  # the launcher lives
+    with pytest.raises(RuntimeError, match="Connection closed by peer"):
+        cli.main(argv)
+    monkeypatch.setattr(distributed, "_launcher", -1)  # this process's parent is another now
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.count("the launcher (pid -1) is gone") == 1 and err.endswith("interrupted\n")
+    distributed.report_launcher_gone()  # the watcher thread, a moment later: not again
+    assert "is gone" not in capsys.readouterr().err
