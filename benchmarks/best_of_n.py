@@ -41,6 +41,7 @@ from rlhf.errors import LabError
 from rlhf.evaluate import greedy_judgements, judged_answers, with_ci
 from rlhf.generation import generate
 from rlhf.models import load_policy
+from rlhf.oracle import labelers_utility
 from rlhf.outputs import world_of_run
 from rlhf.pretrain import pick_eval_prompts
 from rlhf.reward import load_reward_model
@@ -85,8 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     judged = [world.gold.score(prompts[i // args.n], t) for i, t in enumerate(sampled.texts)]
     gold = [j.quality for j in judged]
     labelers = [
-        sum(lab.perceived(prompts[i // args.n], t, j) for lab in world.labelers)
-        / len(world.labelers)
+        labelers_utility(world, prompts[i // args.n], t, j)
         for i, (t, j) in enumerate(zip(sampled.texts, judged, strict=True))
     ]
     rm_scores = rm.score(many, sampled.texts).tolist() if rm is not None else None

@@ -39,6 +39,14 @@ from rlhf.errors import RunError
 JUDGES = ("gold", "labelers")  # the oracle rewards of ppo.reward
 
 
+def labelers_utility(world: Any, prompt: Any, response: str, judgement: Any) -> float:
+    """The world's training labelers' mean perceived utility of `response` (whose gold
+    Judgement is `judgement`) without their noise: what a perfect reward model of their
+    comparisons scores (ppo.reward=labelers; benchmarks/best_of_n.py's "labelers" pick)."""
+    labelers = world.labelers
+    return sum(lab.perceived(prompt, response, judgement) for lab in labelers) / len(labelers)
+
+
 class GoldReward:
     """`.score(prompts, responses) -> (N,)` like rlhf.reward.RewardModel, from the world's
     gold labeler (`judge="gold"`) or its training labelers' mean noise-free utility
@@ -64,8 +72,7 @@ class GoldReward:
         j = self.world.gold.score(prompt, response)
         if self.judge == "gold":
             return j.quality
-        labelers = self.world.labelers
-        return sum(lab.perceived(prompt, response, j) for lab in labelers) / len(labelers)
+        return labelers_utility(self.world, prompt, response, j)
 
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 64) -> torch.Tensor:
         out = []
