@@ -1,5 +1,5 @@
-"""Does a reward model tell a right answer from a wrong one? Per task family, on the world's
-validation prompts: the world's own correct answer and its wrong answer to each prompt
+"""Does a reward model tell a right answer from a wrong one? Per task family, on one split of
+the world's prompts (validation by default): the world's own correct answer and its wrong answer to each prompt
 (`--draws` pairs a prompt, worded by the world as its labelers' demonstrations are), and how
 often each RM scores the correct one higher, with a 95% bootstrap interval that resamples
 prompts (rlhf.evaluate.clustered_ci). The gold
@@ -13,8 +13,13 @@ this isolates correctness, where the tiny SFT-initialised RM is weakest.
 likely, by the mean log-probability of its tokens (and EOS) after the prompt. It asks whether
 the knowledge the RM lacks is in the model the RM starts from.
 
+`--split` picks the prompts: val or test (held out from the RM), train (the prompts of the
+RM's own comparisons: what it remembers) or rl (the prompts of the train split's combinations
+that only PPO and GRPO sample, world.rl_per_family: what PPO's rollouts are scored on beside
+the train prompts).
+
     PYTHONPATH=. .venv/bin/python benchmarks/rm_correct_vs_wrong.py --runs RM_RUN [RM_RUN ...]
-        [--likelihood SFT_RUN] [--split val] [--draws 4] [--seed 0]
+        [--likelihood SFT_RUN] [--split val|test|train|rl] [--draws 4] [--seed 0]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from rlhf.models import load_policy
 from rlhf.outputs import world_of_run
 from rlhf.reward import encode_pairs, load_reward_model
 from rlhf.runs import Run
+from rlhf.world.build import RL_SPLIT, SPLITS
 
 
 def pairs(world: Any, split: str, draws: int, seed: int) -> list[tuple[Any, str, str]]:
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--likelihood", metavar="POLICY_RUN", help="also rank by this policy's likelihood"
     )
-    ap.add_argument("--split", default="val", choices=("val", "test"))
+    ap.add_argument("--split", default="val", choices=(*SPLITS, RL_SPLIT))
     ap.add_argument("--draws", type=int, default=4, help="answer pairs per prompt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -105,6 +111,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     rows = pairs(world, args.split, args.draws, args.seed)
+    if not rows:  # the rl split is empty in a world without world.rl_per_family
+        print(f"error: this world has no {args.split} prompts ({world.dir})", file=sys.stderr)
+        raise SystemExit(2)
     prompts = [p for p, _, _ in rows]
     texts = [p.text for p in prompts]
     gold_right = [world.gold.score(p, r).quality for p, r, _ in rows]

@@ -111,6 +111,39 @@ def test_rm_correct_vs_wrong_scores_every_family_and_gold_is_the_ceiling(rm_read
     assert all(0 <= v["lo"] <= v["mean"] <= v["hi"] <= 1 for v in rm.values())
 
 
+def test_rm_correct_vs_wrong_takes_the_prompts_ppo_samples(rm_ready, capsys, monkeypatch):
+    """--split train and rl: the pairs are of that split's prompts only (rl: the train split's
+    combinations only PPO samples, world.rl_per_family)."""
+    from rlhf import ppo
+    from rlhf.world import build_world
+
+    spec = importlib.util.spec_from_file_location(
+        "rm_correct_vs_wrong", SCRIPT.parent / "rm_correct_vs_wrong.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rm_run = ppo.source_runs(rm_ready)[1]
+    world = build_world(rm_ready, progress=False)
+    for split in ("train", "rl"):
+        prompts = world.prompts(split)
+        assert prompts, f"the micro world has no {split} prompts to test with"
+        result = module.main(["--runs", str(rm_run.dir), "--draws", "2", "--split", split])
+        assert f" {split} prompts; 95% intervals" in capsys.readouterr().out
+        rm = result[rm_run.dir.name]
+        assert set(rm) - {"all"} <= {p.family for p in prompts}
+        rows = module.pairs(world, split, 2, 0)
+        assert {p.id for p, _, _ in rows} <= {p.id for p in prompts}
+        assert rm["all"]["n"] == len(rows) > 0
+    assert len(module.pairs(world, "val", 2, 0)) not in (
+        len(module.pairs(world, "train", 2, 0)),
+        len(module.pairs(world, "rl", 2, 0)),
+    )  # so the counts above tell the splits apart
+    monkeypatch.setattr(module, "pairs", lambda *args: [])  # a world without rl prompts
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--runs", str(rm_run.dir), "--split", "rl"])
+    assert stop.value.code == 2 and "this world has no rl prompts" in capsys.readouterr().err
+
+
 def test_mean_logprob_is_the_lm_loss_on_the_response_tokens(rm_ready):
     """The benchmark's likelihood column against transformers' own loss with the prompt's
     labels masked (-100): the mean NLL of the response tokens and EOS."""
