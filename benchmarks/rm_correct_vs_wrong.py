@@ -1,8 +1,8 @@
 """Does a reward model tell a right answer from a wrong one? Per task family, on one split of
-the world's prompts (validation by default): the world's own correct answer and its wrong answer to each prompt
-(`--draws` pairs a prompt, worded by the world as its labelers' demonstrations are), and how
-often each RM scores the correct one higher, with a 95% bootstrap interval that resamples
-prompts (rlhf.evaluate.clustered_ci). The gold
+the world's prompts (validation by default): the world's own correct answer and its wrong
+answer to each prompt (`--draws` pairs a prompt, worded by the world as its labelers'
+demonstrations are), and how often each RM scores the correct one higher, with a 95%
+bootstrap interval that resamples prompts (rlhf.evaluate.clustered_ci). The gold
 labeler's accuracy on the same pairs is the ceiling (insult and misconception prompts have
 no single right answer of this kind; the world's "correct" reply is a refusal, or the truth).
 
@@ -14,9 +14,9 @@ likely, by the mean log-probability of its tokens (and EOS) after the prompt. It
 the knowledge the RM lacks is in the model the RM starts from.
 
 `--split` picks the prompts: val or test (held out from the RM), train (the prompts of the
-RM's own comparisons: what it remembers) or rl (the prompts of the train split's combinations
-that only PPO and GRPO sample, world.rl_per_family: what PPO's rollouts are scored on beside
-the train prompts).
+RM's own comparisons: what it remembers) or rl (world.rl_per_family: the prompts only PPO and
+GRPO sample, of the train split's combinations past the train prompts and of combinations no
+split took; PPO's rollouts are scored on them and on the train prompts).
 
     PYTHONPATH=. .venv/bin/python benchmarks/rm_correct_vs_wrong.py --runs RM_RUN [RM_RUN ...]
         [--likelihood SFT_RUN] [--split val|test|train|rl] [--draws 4] [--seed 0]

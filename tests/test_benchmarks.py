@@ -112,8 +112,8 @@ def test_rm_correct_vs_wrong_scores_every_family_and_gold_is_the_ceiling(rm_read
 
 
 def test_rm_correct_vs_wrong_takes_the_prompts_ppo_samples(rm_ready, capsys, monkeypatch):
-    """--split train and rl: the pairs are of that split's prompts only (rl: the train split's
-    combinations only PPO samples, world.rl_per_family)."""
+    """--split train and rl: the pairs are of that split's prompts only (rl: the prompts only
+    PPO and GRPO sample, world.rl_per_family); a split with no prompts is a clear error."""
     from rlhf import ppo
     from rlhf.world import build_world
 
