@@ -19,7 +19,10 @@ seed) is one `rlhf ppo --new` run in the SFT run's workspace, `--parallel` at a 
 Every run's greedy answers are judged against SFT's as the lab's win rate is (gold labeler,
 ties half, 95% interval over prompts, answers made right / made wrong), on the world's
 validation prompts (choose settings there) and on its test prompts (the results table's), and
-the test win rate by task family is printed per arm.
+the test win rate by task family is printed per arm. Last, what the answers are: per family, how
+many test answers the gold labeler finds right and how many decline ("I don't know." or a
+refusal), SFT's and each arm's (the mean over seeds). A higher win rate can come from either:
+against gold, PPO wins the sums mostly by declining them (docs/benchmarks.md).
 
     PYTHONPATH=. .venv/bin/python benchmarks/reward_arms.py --sft SFT_RUN --rm RM_RUN \\
         [--rewards rm gold labelers] [--seeds 0 1 2] [--steps 60 120] [--set k=v ...] \\
@@ -107,6 +110,18 @@ def last_kl(run: Run) -> float:
     return float(run.metrics()[-1]["objective/kl"])
 
 
+def outcomes(prompts: list[Any], judged: list[Any]) -> dict[str, dict[str, int]]:
+    """{family: {"right", "declines", "n"}}: the gold labeler's correct answers and the answers
+    that say "I don't know" or refuse (its `refuses` flag), counted per family."""
+    out: dict[str, dict[str, int]] = {}
+    for p, j in zip(prompts, judged, strict=True):
+        row = out.setdefault(p.family, {"right": 0, "declines": 0, "n": 0})
+        row["right"] += bool(j.flags.get("correct"))
+        row["declines"] += bool(j.flags.get("refuses"))
+        row["n"] += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sft", required=True, metavar="SFT_RUN", help="the policy PPO starts from")
@@ -189,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row[s] = versus(judged, base[s], 1000, args.seed)
                 if s == "test":
                     row["families"] = win_breakdown(ps, judged, base[s])
+                    row["answers"] = outcomes(ps, judged)
             arms.setdefault(key, []).append(row)
 
     order = {r: i for i, r in enumerate(REWARDS)}
@@ -228,6 +244,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{100 * sum(r['families'][f]['win_rate'] for r in rows) / len(rows):.1f}"
             for f in families
         ]
+        print(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+
+    sft_answers = outcomes(splits["test"], base["test"])
+    print(
+        '\nTest answers by family: right / declined ("I don\'t know." or a refusal) of n, '
+        "the mean over seeds:\n"
+    )
+    print(
+        "| policy | steps | "
+        + " | ".join(f"{f} (n={sft_answers[f]['n']})" for f in families)
+        + " |"
+    )
+    print("| --- | ---: |" + " ---: |" * len(families))
+    print(
+        "| SFT | | "
+        + " | ".join(f"{sft_answers[f]['right']} / {sft_answers[f]['declines']}" for f in families)
+        + " |"
+    )
+    for key in keys:
+        rows = arms[key]
+        mean = {
+            f: {k: sum(r["answers"][f][k] for r in rows) / len(rows) for k in ("right", "declines")}
+            for f in families
+        }
+        summary[f"{key[0]}/{key[1]}"].update(answers=mean, sft_answers=sft_answers)
+        cells = [f"{mean[f]['right']:.1f} / {mean[f]['declines']:.1f}" for f in families]
         print(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     print(json.dumps({k: v["mean"] for k, v in summary.items()}))
     return summary

@@ -398,12 +398,67 @@ def test_reward_arms_trains_ppo_against_each_reward_and_judges_each_arm(
     assert "| reward | steps | validation, by seed | mean | test, by seed |" in out
     assert "| labelers | 2 |" in out and "Test win rate by family" in out
 
+    # The answers table: right and declined answers per family, counted from the gold
+    # labeler's judgements of each policy's greedy test answers, SFT's and each arm's.
+    from rlhf.evaluate import greedy_judgements
+    from rlhf.outputs import world_of_run
+    from rlhf.pretrain import pick_eval_prompts
+
+    world = world_of_run(sft_run.dir)
+    prompts = pick_eval_prompts(world, 10_000)
+
+    def counted(model_dir):
+        pairs = list(zip(prompts, greedy_judgements(model_dir, world, prompts, 16), strict=True))
+        return {
+            f: {
+                "right": sum(j.flags["correct"] for p, j in pairs if p.family == f),
+                "declines": sum(j.flags["refuses"] for p, j in pairs if p.family == f),
+            }
+            for f in {p.family for p in prompts}
+        }
+
+    sft_counts = counted(sft_run.dir / "model")  # micro's SFT gets none right: zeros here
+    for arm in trained.values():
+        assert arm["sft_answers"] == {
+            f: {**c, "n": sum(p.family == f for p in prompts)} for f, c in sft_counts.items()
+        }
+        assert arm["answers"] == counted(Path(arm["rows"][0]["run"]) / "model")
+    assert "Test answers by family: right / declined" in out
+    sft_row = next(line for line in out.splitlines() if line.startswith("| SFT | |"))
+    arithmetic = sorted(sft_counts).index("arithmetic")
+    cell = [c.strip() for c in sft_row.strip("|").split("|")][2 + arithmetic]
+    assert cell == f"{sft_counts['arithmetic']['right']} / {sft_counts['arithmetic']['declines']}"
+
     # --runs judges the same runs again, trains none: the same figures.
     paths = [arm["rows"][0]["run"] for arm in trained.values()]
     before = len(list_runs(cfg.workspace_dir, "ppo"))
     judged = arms.main(common + ["--runs", *paths])
     assert len(list_runs(cfg.workspace_dir, "ppo")) == before
     assert {k: v["mean"] for k, v in judged.items()} == {k: v["mean"] for k, v in trained.items()}
+
+
+def test_reward_arms_counts_right_and_declined_answers_per_family(micro_pipeline):
+    """The answers table's counts, on answers of known outcome: to each sum its right answer,
+    "I don't know." and a wrong answer; to each fact question "I don't know."."""
+    from rlhf.world import build_world
+
+    world = build_world(micro_pipeline, progress=False)
+    sums = [p for p in world.prompts("test") if p.family == "arithmetic"][:4]
+    facts = [p for p in world.prompts("test") if p.family == "facts"][:3]
+    assert sums and facts
+    prompts, answers = [], []
+    for p in sums:
+        a = p.meta["answer"]
+        prompts += [p, p, p]
+        answers += [f"It is {a}.", "I don't know.", f"It is {a + 3}."]
+    prompts += facts
+    answers += ["I don't know."] * len(facts)
+    judged = [world.gold.score(p, r) for p, r in zip(prompts, answers, strict=True)]
+    counts = _script("reward_arms").outcomes(prompts, judged)
+    assert counts == {
+        "arithmetic": {"right": len(sums), "declines": len(sums), "n": 3 * len(sums)},
+        "facts": {"right": 0, "declines": len(facts), "n": len(facts)},
+    }
 
 
 def test_reward_arms_refuses_what_it_cannot_compare(micro_pipeline, tmp_path, capsys):
