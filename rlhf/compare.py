@@ -153,6 +153,8 @@ def collect(cfg: LabConfig, progress: bool = True, force: bool = False) -> dict[
 
     records, skipped = [], 0
     for i, ((p, split), responses) in enumerate(zip(plan, samples, strict=True)):
+        if c.extra_response and split != "val" and c.extra_response not in responses:
+            responses = responses + [c.extra_response]  # ranked with the samples
         if len(responses) < 2:
             skipped += 1  # every sample identical: nothing to compare
             continue

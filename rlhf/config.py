@@ -349,6 +349,17 @@ class CompareConfig:
         "pairs).",
         ge=0,
     )
+    extra_response: str = doc(
+        "",
+        "Beyond the paper: a fixed response added to every training sample set (train and rl "
+        "prompts; not the validation sets, which measure the RM) before its labeler ranks it, "
+        'e.g. "I don\'t know.". The SFT model almost never samples that answer where it is '
+        "the better one (to a sum it gets wrong: 137 of 13,412 sampled sum answers on tiny), "
+        "so the RM never learns when declining beats a wrong answer. On tiny it then does (on "
+        'the test sums: "I don\'t know." -0.17, a wrong sum -0.29, a right one -0.26), '
+        "but PPO still never says it to a sum and wins no more (55.9%, PPO-ptx 55.0%; "
+        "docs/benchmarks.md). Empty: sampled responses only (the paper).",
+    )
     temperature: float = doc(1.0, "Sampling temperature.", gt=0)
     top_p: float = doc(1.0, "Nucleus sampling mass.", gt=0, le=1)
     max_new_tokens: int = doc(48, "Tokens sampled per response.", ge=1)

@@ -300,6 +300,8 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
         del data["world"]["rl_per_family"]
     if not data["compare"]["rl_sets"]:  # and for an RM without the rl prompts' comparisons
         del data["compare"]["rl_sets"]
+    if not data["compare"]["extra_response"]:  # and for sampled responses only
+        del data["compare"]["extra_response"]
     if not data["sft"]["base_model"]:  # likewise for the world's own base model
         del data["sft"]["base_model"]
     if not data["rm"]["backbone"]:  # and for the RM on the SFT model

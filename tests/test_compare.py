@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -212,6 +213,47 @@ def test_rl_sets_add_rankings_of_the_rl_prompts_and_keep_every_other_comparison(
         load("micro", workspace=cfg.workspace, **{"compare.rl_sets": 1}), progress=False
     )
     assert again["reused"] and "compare.rl_sets is 1" in compare.summary(again)
+
+
+def test_extra_response_joins_every_training_set_and_no_validation_set(collected, tmp_path):
+    """compare.extra_response: the fixed answer is one more response in every train sample set,
+    ranked by that set's labeler with the samples (so it sits above a sampled answer the labeler
+    likes less); the validation sets, which measure the RM, stay the SFT model's samples."""
+    from rlhf.world import build_world
+
+    cfg, _ = collected
+    idk = "I don't know."
+    cfg2, report, one, two = _collect_in_a_copy(cfg, tmp_path, **{"compare.extra_response": idk})
+    world = build_world(cfg2, progress=False)
+    by_id = {p.id: p for split in ("train", "val") for p in world.prompts(split)}
+    labelers = {lab.id: lab for lab in world.labelers + world.heldout_labelers}
+
+    assert [key(r) for r in two if "-val-" in r.prompt_id] == [
+        key(r) for r in one if "-val-" in r.prompt_id
+    ]
+    train_one = [r for r in one if "-train-" in r.prompt_id]
+    train_two = [r for r in two if "-train-" in r.prompt_id]
+    assert len(train_two) >= len(train_one) and train_two
+    assert all(r.responses.count(idk) == 1 for r in train_two)
+    # The same samples as without it, the fixed answer last unless the model sampled it; a
+    # set of one distinct sample, skipped before, is now compared with it.
+    want = Counter(
+        (r.prompt_id, tuple(r.responses + ([] if idk in r.responses else [idk]))) for r in train_one
+    )
+    got = Counter((r.prompt_id, tuple(r.responses)) for r in train_two)
+    assert all(got[k] >= n for k, n in want.items())
+    for r in train_two:
+        p, lab = by_id[r.prompt_id], labelers[r.labeler]
+        assert r.ranking == lab.rank(p, r.responses, world.gold)  # ranked with the samples
+    # It is ranked: above some sampled answer somewhere, below one elsewhere.
+    places = [r.ranking[r.responses.index(idk)] for r in train_two]
+    assert any(x == 0 for x in places) and any(x > 0 for x in places)
+    assert report["by_split"]["train"] == len(train_two)
+    # Empty, it is left out of a run's saved config, so runs made before the field still match.
+    from rlhf.runs import saved_config
+
+    assert "extra_response" not in saved_config(cfg, "rm")["compare"]
+    assert saved_config(cfg2, "rm")["compare"]["extra_response"] == idk
 
 
 def key(r):
