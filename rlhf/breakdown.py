@@ -53,6 +53,8 @@ def versus(
     with its 95% bootstrap interval (`rlhf.evaluate.with_ci` of `win_outcomes`: mean, lo, hi)
     and the answers made right ("fixed") and made wrong ("broken"). `judged` and `base` are the
     gold labeler's Judgements of the same prompts, in order."""
+    # Here, not at the top: the dashboard imports this module, and rlhf.evaluate brings torch
+    # and transformers with it.
     from rlhf.evaluate import win_outcomes, with_ci
 
     win = with_ci(
