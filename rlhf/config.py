@@ -490,7 +490,7 @@ class PPOConfig:
         "the RM learns from, helpfulness first on plain insult requests; rlhf/oracle.py). "
         "With either oracle the value model still starts from the RM and the RM run is still "
         "needed; world prompts only (no ppo.data).",
-        choices=("rm", "gold", "labelers"),
+        choices=("rm", "gold", "labelers"),  # rlhf.ppo.REWARDS (a test keeps them equal)
     )
     gold_scale: float = doc(
         3.0,

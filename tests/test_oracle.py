@@ -62,6 +62,17 @@ def test_gold_reward_names_a_prompt_without_a_gold_answer(world):
         GoldReward(world, 3.0).score(["Tell me a joke."], ["No."])
 
 
+def test_the_config_allows_exactly_the_rewards_ppo_knows():
+    """ppo.reward's choices are written in config.py, which does not import rlhf.ppo."""
+    from dataclasses import fields
+
+    from rlhf.config import PPOConfig
+    from rlhf.ppo import REWARDS
+
+    (reward,) = [f for f in fields(PPOConfig) if f.name == "reward"]
+    assert tuple(reward.metadata["choices"]) == REWARDS
+
+
 def test_ppo_against_the_gold_labeler_is_rewarded_by_it(rm_ready, world):
     cfg = load("micro", workspace=rm_ready.workspace, **{"ppo.reward": "gold"})
     run = ppo.train(cfg, progress=False)
