@@ -5,7 +5,8 @@ labelers rank them, and store the rankings in the lab store (paper 3.4-3.5).
     2. for each prompt draw K in [k_min, k_max]; sample K responses at `temperature`
        (identical samples are merged: a ranking compares distinct responses)
     3. train prompts: `train_sets` sample sets each, each set ranked by one training labeler
-       drawn for it; val prompts: `val_sets` sample sets each,
+       drawn for it (beyond the paper, `extra_response` joins each of those sets first);
+       val prompts: `val_sets` sample sets each,
        every set ranked by every training and every held-out labeler (RM accuracy on both
        groups, paper 4.1: 72.4% vs 69.6%, measured against all of them, not one draw)
     4. the samples of `agreement_prompts` train prompts are re-ranked by every labeler: the
