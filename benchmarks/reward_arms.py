@@ -46,12 +46,10 @@ import torch
 from rlhf.breakdown import versus, win_breakdown
 from rlhf.errors import LabError, RunError
 from rlhf.evaluate import greedy_judgements
-from rlhf.oracle import JUDGES
 from rlhf.outputs import world_of_run
+from rlhf.ppo import REWARDS
 from rlhf.pretrain import pick_eval_prompts
 from rlhf.runs import Run, ppo_runs_from
-
-REWARDS = ("rm", *JUDGES)
 
 
 def train_arm(workspace: Path, recipe: str, overrides: list[str], threads: int, log: Path) -> Path:
