@@ -561,7 +561,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.load(args.recipe, overrides, **extra)
         if cfg.workspace_dir.exists() and not cfg.workspace_dir.is_dir():
             raise ConfigError(f"workspace {cfg.workspace_dir}: a file, not a folder")
-        return args.func(args, cfg)
+        status = args.func(args, cfg)
+        if status == 0:  # under a launcher: leave the process group before the interpreter ends
+            distributed.finish()
+        return status
     except LabError as e:
         message = " ".join(line.strip() for line in str(e).splitlines())
         print(f"error: {message}", file=sys.stderr)

@@ -8,6 +8,7 @@ where they would read what it wrote. With one process every helper is a no-op.
     is_main()       the process that writes files
     wait()          a barrier
     main_first()    the main process runs the block first (a world or cache it builds once)
+    finish()        after a command that succeeded: a barrier, then the process group destroyed
     param_digests   each process's sha256 of its model's parameters: they agree after DDP
     masked_moments  a masked mean and variance over every process's tensor (PPO's whitening)
     watch_launcher  stop this process, as a Ctrl-C would, if its launcher dies
@@ -112,6 +113,25 @@ def is_main() -> bool:
 def wait() -> None:
     if distributed():
         _state().wait_for_everyone()
+
+
+def finish() -> None:
+    """Under a launcher, once a command has succeeded on this process: wait for the others, then
+    destroy the process group. A worker that exits with its gloo group alive can abort (SIGABRT,
+    "terminate called without an active exception") as the interpreter tears down the group's
+    threads: a run that finished and saved, reported failed by its launcher (seen once in CI;
+    pytorch/pytorch#190489; torch's docs ask for destroy_process_group near the end of main).
+    Only after success: a process that failed may have peers blocked in a collective, and
+    destroying the group then can hang (torchtitan#1342). A no-op without a launcher, or when
+    the command never joined the group."""
+    if not distributed():
+        return
+    import torch.distributed as td
+
+    if not td.is_available() or not td.is_initialized():
+        return
+    _state().wait_for_everyone()
+    _state().destroy_process_group()
 
 
 @contextlib.contextmanager

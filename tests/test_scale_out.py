@@ -297,6 +297,55 @@ def test_average_gradients_mean_over_processes_and_whitening_treat_the_processes
     assert dist.masked_moments(x, mask) is None  # no launcher: whiten reads x's own statistics
 
 
+def _finish(rank: int, port: int, out) -> None:
+    import time
+
+    import torch.distributed as td
+
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.wait()  # joins the group as the CLI's stages do, through accelerate's PartialState
+    joined = td.is_initialized()
+    if rank == 1:
+        time.sleep(1.0)  # rank 0 must wait for it in finish()
+    start = time.monotonic()
+    dist.finish()
+    out.put((rank, joined, td.is_initialized(), time.monotonic() - start))
+
+
+def test_finish_waits_for_every_process_then_leaves_the_process_group():
+    """A worker that exits with its gloo group alive can abort as the interpreter ends (CI saw
+    a finished PPO run's rank 1 die of SIGABRT): rlhf.distributed.finish, 2 gloo processes."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_finish, args=(r, port, out)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    results = {r: rest for r, *rest in (out.get(timeout=120) for _ in procs)}
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert all(joined and not still for joined, still, _ in results.values())
+    assert results[0][2] > 0.8  # rank 0 waited in finish() for rank 1, a second later
+    dist.finish()  # without a launcher: nothing to leave
+
+
+def test_the_cli_leaves_the_process_group_after_a_command_that_succeeded(monkeypatch, capsys):
+    """cli.main calls rlhf.distributed.finish once a command returns 0, and not after an error
+    (peers of a failed process may be blocked in a collective: destroying the group could hang)."""
+    from rlhf import cli, distributed
+
+    calls: list[bool] = []
+    monkeypatch.setattr(distributed, "finish", lambda: calls.append(True))
+    assert cli.main(["config", "show", "--recipe", "micro"]) == 0
+    assert calls == [True]
+    assert cli.main(["config", "show", "--recipe", "micro", "--workspace", " "]) == 2
+    assert calls == [True]
+    assert "--workspace is empty" in capsys.readouterr().err
+
+
 def test_gradient_buckets_keep_the_order_and_the_size_limit():
     import torch
 
