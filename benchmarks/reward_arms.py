@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from rlhf import config
 from rlhf.breakdown import versus, win_breakdown
 from rlhf.errors import LabError, RunError
 from rlhf.evaluate import greedy_judgements
@@ -127,7 +128,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--runs", nargs="+", metavar="RUN", help="judge these PPO runs, train none")
     ap.add_argument("--rewards", nargs="+", default=list(REWARDS), choices=REWARDS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", nargs="+", type=int, default=[60], help="ppo.steps, each an arm")
+    ap.add_argument(
+        "--steps", nargs="+", type=int, help="ppo.steps, each an arm (default: the recipe's)"
+    )
     ap.add_argument("--set", action="append", default=[], metavar="K=V", help="more overrides")
     ap.add_argument("--recipe", default="tiny")
     ap.add_argument("--parallel", type=int, default=2, help="runs trained at once")
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             paths = [Path(p) for p in args.runs]
         else:
             rm = Run.open(args.rm)  # fails here, not in every run, on a wrong path
+            if not args.steps:  # the recipe's ppo.steps (tiny: 120), with the --set ones
+                args.steps = [config.load(args.recipe, args.set).ppo.steps]
             jobs = [
                 (reward, steps, seed)
                 for reward in args.rewards

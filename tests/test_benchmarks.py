@@ -381,7 +381,8 @@ def test_reward_arms_trains_ppo_against_each_reward_and_judges_each_arm(
     common = ["--sft", str(sft_run.dir), "--max-new-tokens", "16"]
     trained = arms.main(
         common
-        + ["--rm", str(rm_run.dir), "--recipe", "micro", "--seeds", "0", "--steps", "2"]
+        + ["--rm", str(rm_run.dir), "--recipe", "micro", "--seeds", "0"]
+        + ["--set", "ppo.steps=2"]  # no --steps: one arm of the recipe's steps, as --set makes them
         + ["--parallel", "2", "--threads", "1"]
     )
     assert sorted(trained) == ["gold/2", "labelers/2", "rm/2"]
