@@ -130,8 +130,9 @@ def finish() -> None:
 
     if not td.is_available() or not td.is_initialized():
         return
-    _state().wait_for_everyone()
-    _state().destroy_process_group()
+    state = _state()
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 @contextlib.contextmanager
