@@ -528,6 +528,15 @@ class PPOConfig:
         gt=0,
     )
     vf_lr: float = doc(3e-4, "Value-model learning rate, constant.", gt=0)
+    ema_decay: float = doc(
+        0.0,
+        "Decay of an exponential moving average of the policy's weights (paper C.4: "
+        "0.992), moved after every optimizer step; the run's final policy is the average. The "
+        "rollouts and the over-optimisation probe use the live weights. 0: the final policy "
+        "is the last weights.",
+        ge=0,
+        lt=1,
+    )
     max_new_tokens: int = doc(
         48, "Response tokens sampled per episode (as compare and eval).", ge=1
     )

@@ -25,7 +25,9 @@ One step (`ppo_step`), numbered as lm-human-preference-details numbers its rollo
     5. GAE       gamma = 1, lambda = 0.95 -> advantages (whitened) and returns
     6. update    ppo_epochs x minibatches: clipped surrogate + vf_coef * clipped value loss
                  (+ ptx_coef * LM loss on pretraining blocks: PPO-ptx); stop early when the
-                 approx KL to the rollout policy passes approxkl_stop
+                 approx KL to the rollout policy passes approxkl_stop; ema_decay > 0: an
+                 average of the policy's weights follows each optimizer step and is the
+                 final policy (paper C.4)
     7. log       metrics.jsonl (design.md's names), samples.jsonl with per-token KL,
                  checkpoint/; beta adapts if adaptive_kl (Ziegler et al. 2019)
 
@@ -49,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 from tqdm.auto import tqdm
@@ -317,6 +320,39 @@ class AdaptiveKL:
         self.value *= 1.0 + error * n_steps / self.horizon
 
 
+class WeightAverage:
+    """An exponential moving average of the policy's trainable weights, moved towards them
+    after every optimizer step: average <- decay * average + (1 - decay) * weights (paper C.4:
+    "exponential moving averages of the weights are used, with a decay rate of 0.992"). It is
+    the run's final policy; the rollouts sample the live weights, since PPO's ratio needs the
+    policy that sampled them."""
+
+    def __init__(self, policy: torch.nn.Module, decay: float):
+        self.decay = decay
+        live = [(n, q) for n, q in policy.named_parameters() if q.requires_grad]
+        self.names = [n for n, _ in live]
+        self.live = [q for _, q in live]  # the optimizer's tensors, updated in place
+        self.average = [q.detach().clone() for q in self.live]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for a, q in zip(self.average, self.live, strict=True):
+            a.lerp_(q, 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to_policy(self) -> None:
+        for a, q in zip(self.average, self.live, strict=True):
+            q.copy_(a)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.average, strict=True))
+
+    @torch.no_grad()
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, a in zip(self.names, self.average, strict=True):
+            a.copy_(tensors[name])  # KeyError for a tensor the file lacks
+
+
 def make_optimizer(m: Models, p: PPOConfig) -> torch.optim.AdamW:
     """One AdamW, two groups: the policy's trainable parameters (all of them, or its LoRA
     adapters alone) at ppo.lr and the value model at ppo.vf_lr (constant)."""
@@ -406,9 +442,11 @@ def ppo_step(
     ptx_data: torch.Tensor | None,
     shuffle_gen: torch.Generator,
     ptx_gen: torch.Generator,
+    average: WeightAverage | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """One rollout and its update. `shuffle_gen` orders the minibatches, `ptx_gen` draws the
-    pretraining blocks. Returns (metrics, rollout); rollout holds what samples.jsonl needs."""
+    pretraining blocks, `average` (ppo.ema_decay) follows every optimizer step. Returns
+    (metrics, rollout); rollout holds what samples.jsonl needs."""
     t0 = time.perf_counter()
     policy = accelerator.unwrap_model(m.policy)
     value_model = accelerator.unwrap_model(m.value)
@@ -477,6 +515,8 @@ def ppo_step(
                 accelerator.clip_grad_norm_(m.policy.parameters(), p.grad_clip)
                 accelerator.clip_grad_norm_(m.value.parameters(), p.grad_clip)
             optimizer.step()
+            if average is not None:
+                average.update()
             for k, v in zip(
                 ("pg", "vf", "clip", "vclip", "akl"),
                 (pg_loss, vf_loss, clipfrac, vf_clipfrac, approxkl),
@@ -569,19 +609,32 @@ def _slice(g: Generation, idx: torch.Tensor) -> tuple[Generation, int]:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(ckpt_dir: Path, m: Models, optimizer, state: dict[str, Any]) -> None:
-    """policy + value weights (safetensors), optimizer and trainer state, swapped in atomically."""
+def save_checkpoint(
+    ckpt_dir: Path,
+    m: Models,
+    optimizer,
+    state: dict[str, Any],
+    average: WeightAverage | None = None,
+) -> None:
+    """policy + value weights (safetensors), the policy's weight average if any, optimizer and
+    trainer state, swapped in atomically."""
     with atomic_dir(ckpt_dir) as tmp:
         save_safetensors_model(m.policy, str(tmp / "policy.safetensors"))
         save_safetensors_model(m.value, str(tmp / "value.safetensors"))
+        if average is not None:
+            save_file(average.state_dict(), str(tmp / "policy_average.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
-def load_checkpoint(ckpt_dir: Path, m: Models, optimizer) -> dict[str, Any]:
+def load_checkpoint(
+    ckpt_dir: Path, m: Models, optimizer, average: WeightAverage | None = None
+) -> dict[str, Any]:
     try:
         load_safetensors_model(m.policy, str(ckpt_dir / "policy.safetensors"))
         load_safetensors_model(m.value, str(ckpt_dir / "value.safetensors"))
+        if average is not None:
+            average.load_state_dict(load_file(str(ckpt_dir / "policy_average.safetensors")))
         # weights_only: tensors and plain containers only, never arbitrary pickled objects.
         optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
         return json.loads((ckpt_dir / "state.json").read_text())
@@ -634,6 +687,7 @@ def _train(
     rank_seed = cfg.seed + 1000 * accelerator.process_index  # rank 0 draws what 1 process does
     m.policy, m.value = m.policy.to(accelerator.device), m.value.to(accelerator.device)
     optimizer = accelerator.prepare(make_optimizer(m, p))
+    average = WeightAverage(m.policy, p.ema_decay) if p.ema_decay > 0 else None
     prompts = data[0] if data else world.rl_prompts()  # train prompts (+ world.rl_per_family)
     val = world.prompts("val")  # the probe's fixed batch: a seeded draw across families
     probe_prompts = random.Random(cfg.seed).sample(val, min(p.overopt_prompts, len(val)))
@@ -643,7 +697,7 @@ def _train(
     step, elapsed_before = 0, 0.0
     kl_ctl = AdaptiveKL(p.kl_coef, p.target_kl, p.kl_horizon)
     if (run.checkpoint_dir / "state.json").exists():
-        state = load_checkpoint(run.checkpoint_dir, m, optimizer)
+        state = load_checkpoint(run.checkpoint_dir, m, optimizer, average)
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         kl_ctl.value = float(state["kl_coef"])
     if main:  # drop what was logged after the checkpoint (all of it, killed before the first)
@@ -673,6 +727,7 @@ def _train(
             ptx_data=ptx_data,
             shuffle_gen=step_generator(rank_seed, step, 1),
             ptx_gen=step_generator(rank_seed, step, 2),
+            average=average,
         )
         if data:  # the file's prompts have no gold answer
             gold = [None] * len(pick)
@@ -704,8 +759,10 @@ def _train(
         if step % p.checkpoint_every == 0 and step < p.steps:
             elapsed = elapsed_before + time.perf_counter() - t_start
             state = {"step": step, "elapsed_s": elapsed, "kl_coef": kl_ctl.value}
-            save_checkpoint(run.checkpoint_dir, m, optimizer, state)
+            save_checkpoint(run.checkpoint_dir, m, optimizer, state, average)
     bar.close()
+    if average is not None:  # the run's policy is the average (the probe saw the live weights)
+        average.copy_to_policy()
 
     policy = accelerator.unwrap_model(m.policy)
     if p.lora_r:  # a plain causal LM again, of the SFT model's shape: later stages load it

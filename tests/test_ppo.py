@@ -265,6 +265,98 @@ def test_weights_made_nan_by_an_update_stop_the_run_before_its_checkpoint(
     assert json.loads((run.checkpoint_dir / "state.json").read_text())["step"] == 2
 
 
+def test_the_weight_average_is_an_exponential_moving_average_of_the_trainable_weights():
+    """Against the formula applied by hand: average_k = d * average_(k-1) + (1 - d) * w_k from
+    average_0 = w_0; frozen weights are not averaged; the state round-trips."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    model[1].bias.requires_grad_(False)
+    frozen = model[1].bias.detach().clone()
+    average = ppo.WeightAverage(model, decay=0.75)
+    assert average.names == ["0.weight", "0.bias", "1.weight"]
+    expected = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    for _ in range(3):
+        with torch.no_grad():
+            for q in model.parameters():
+                if q.requires_grad:
+                    q.add_(torch.randn_like(q))  # what an optimizer step would do
+        for k, v in model.named_parameters():
+            if v.requires_grad:
+                expected[k] = 0.75 * expected[k] + 0.25 * v.detach()
+        average.update()
+    state = average.state_dict()
+    assert state.keys() == expected.keys()
+    for k in expected:
+        torch.testing.assert_close(state[k], expected[k], rtol=0, atol=1e-6)
+    other = ppo.WeightAverage(model, decay=0.75)  # starts from the live weights
+    other.load_state_dict({k: v.clone() for k, v in state.items()})
+    other.copy_to_policy()
+    for k, v in model.named_parameters():
+        torch.testing.assert_close(v.detach(), expected.get(k, frozen), rtol=0, atol=1e-6)
+
+
+def test_the_weight_average_follows_every_optimizer_step_of_an_update(ready):
+    """ppo_step moves the average once per optimizer step: 2 epochs x 2 minibatches, each
+    step's weights (snapshotted by an optimizer hook) folded in by the formula."""
+    cfg, m, opt, acc = _fresh(ready, **{"ppo.approxkl_stop": 0.0, "ppo.ema_decay": 0.6})
+    average = ppo.WeightAverage(m.policy, cfg.ppo.ema_decay)
+    expected = [q.detach().clone() for q in m.policy.parameters()]
+    steps = []
+
+    def fold(*_):
+        steps.append(1)
+        for i, q in enumerate(m.policy.parameters()):
+            expected[i] = 0.6 * expected[i] + 0.4 * q.detach()
+
+    opt.register_step_post_hook(fold)
+    prompts = [p.text for p in build_world(cfg, progress=False).prompts("train")[:8]]
+    metrics, _ = ppo.ppo_step(
+        m,
+        opt,
+        acc,
+        cfg.ppo,
+        prompts,
+        cfg.ppo.kl_coef,
+        seed=0,
+        ptx_data=None,
+        shuffle_gen=torch.Generator().manual_seed(1),
+        ptx_gen=torch.Generator().manual_seed(2),
+        average=average,
+    )
+    assert len(steps) == metrics["policy/minibatches"] == 4
+    live = list(m.policy.parameters())
+    for a, e in zip(average.average, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-6)
+    assert any(not torch.equal(a, q) for a, q in zip(average.average, live, strict=True))
+
+
+def _weights(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(run.model_dir / "model.safetensors"))
+
+
+def test_a_run_with_a_weight_average_trains_alike_saves_the_average_and_resumes_it(
+    ready, monkeypatch, tmp_path
+):
+    """ppo.ema_decay changes no rollout or update (the live weights train as without it), only
+    the saved policy; a killed run restores the average from its checkpoint."""
+    plain = ppo.train(micro(ready), run_dir=tmp_path / "plain", progress=False)
+    ema = micro(ready, ppo__ema_decay=0.9)
+    straight = ppo.train(ema, run_dir=tmp_path / "straight", progress=False)
+    for a, b in zip(plain.metrics(), straight.metrics(), strict=True):
+        for k in ("objective/scores", "objective/kl", "val/vf_loss"):
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (a["step"], k)
+    saved_plain, saved = _weights(plain), _weights(straight)
+    assert any(not torch.allclose(saved[k], saved_plain[k], atol=1e-5) for k in saved)
+    with ppo_killed_in_step(monkeypatch, 4):  # after the checkpoint at step 2
+        ppo.train(ema, run_dir=tmp_path / "killed", progress=False)
+    resumed = _weights(ppo.train(ema, run_dir=tmp_path / "killed", progress=False))
+    assert saved.keys() == resumed.keys()
+    for k in saved:
+        torch.testing.assert_close(resumed[k], saved[k], rtol=0, atol=1e-6)
+
+
 def test_adaptive_kl_controller_moves_beta_towards_the_target():
     ctl = ppo.AdaptiveKL(0.1, target=6.0, horizon=100)
     ctl.update(kl=12.0, n_steps=10)  # error clipped to +0.2: beta * (1 + 0.2 * 10/100)
