@@ -117,6 +117,25 @@ def test_a_ppo_run_with_lora_saves_a_plain_policy_that_differs_from_sft(ready, l
     assert policy.lm_head.weight.data_ptr() == policy.model.embed_tokens.weight.data_ptr()
 
 
+def test_a_lora_run_with_a_weight_average_trains_alike_and_saves_the_averaged_adapters(
+    ready, lora_run, tmp_path
+):
+    """ppo.ema_decay with LoRA: the average is of the adapters (the only trainable weights),
+    copied back before the merge; the saved policy is a plain model of SFT's shape, other
+    than the run's without the average, which trained the same live weights."""
+    from safetensors.torch import load_file
+
+    cfg = micro(ready, **sections("ppo", ema_decay=0.9))
+    run = ppo.train(cfg, run_dir=tmp_path / "ema", progress=False)
+    for a, b in zip(run.metrics(), lora_run.metrics(), strict=True):
+        for k in ("objective/scores", "objective/kl", "val/vf_loss"):
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (a["step"], k)
+    averaged = load_file(str(run.model_dir / "model.safetensors"))
+    last = load_file(str(lora_run.model_dir / "model.safetensors"))
+    assert averaged.keys() == last.keys() and not any("lora" in k for k in averaged)
+    assert any(not torch.allclose(averaged[k], last[k], atol=1e-6) for k in averaged)
+
+
 def test_a_killed_lora_run_resumes_from_its_checkpoint_with_the_same_steps(
     ready, lora_run, monkeypatch, tmp_path
 ):
