@@ -323,8 +323,8 @@ class AdaptiveKL:
 class WeightAverage:
     """An exponential moving average of the policy's trainable weights, moved towards them
     after every optimizer step: average <- decay * average + (1 - decay) * weights (paper C.4
-    averages the weights so, with a decay of 0.992). It is the run's final policy; the rollouts sample the live weights, since PPO's ratio needs the
-    policy that sampled them."""
+    averages the weights so, with a decay of 0.992). It is the run's final policy; the
+    rollouts sample the live weights, since PPO's ratio needs the policy that sampled them."""
 
     def __init__(self, policy: torch.nn.Module, decay: float):
         self.decay = decay

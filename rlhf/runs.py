@@ -288,28 +288,31 @@ def _read_jsonl(f: Path) -> list[dict[str, Any]]:
     return rows
 
 
+# Keys added after runs had been made, each left out of config.json while it is off (empty,
+# 0, false), so that a run made before the key existed matches its config and is reused:
+OFF_KEYS = (
+    ("sft", "data"),  # no --data: the world's prompts
+    ("rm", "data"),
+    ("ppo", "data"),
+    ("world", "rl_per_family"),  # PPO on the train prompts alone
+    ("compare", "rl_sets"),  # an RM without the rl prompts' comparisons
+    ("compare", "extra_response"),  # sampled responses only
+    ("sft", "base_model"),  # the world's own base model
+    ("rm", "backbone"),  # the RM on the SFT model
+    ("rm", "likelihood_weight"),  # the paper's RM, without the likelihood term
+    ("rm", "ensemble"),  # a trained RM, not an ensemble of RM runs
+    ("ppo", "ema_decay"),  # the last weights as the policy, not their average
+)
+
+
 def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
     """What a run's config.json holds: the stage, the resolved config, and the world's version
     under world.version, so a run made on an older world is never reused for a newer one."""
     data = {"stage": stage, **cfg.to_dict()}
     data["world"]["version"] = WORLD_VERSION
-    for section in ("sft", "rm", "ppo"):  # no --data: left out, so runs made before it match
-        if not data[section]["data"]:
-            del data[section]["data"]
-    if not data["world"]["rl_per_family"]:  # likewise for PPO on the train prompts alone
-        del data["world"]["rl_per_family"]
-    if not data["compare"]["rl_sets"]:  # and for an RM without the rl prompts' comparisons
-        del data["compare"]["rl_sets"]
-    if not data["compare"]["extra_response"]:  # and for sampled responses only
-        del data["compare"]["extra_response"]
-    if not data["sft"]["base_model"]:  # likewise for the world's own base model
-        del data["sft"]["base_model"]
-    if not data["rm"]["backbone"]:  # and for the RM on the SFT model
-        del data["rm"]["backbone"]
-    if not data["rm"]["likelihood_weight"]:  # and for the paper's RM, without the likelihood
-        del data["rm"]["likelihood_weight"]
-    if not data["rm"]["ensemble"]:  # and for a trained RM (not an ensemble of RM runs)
-        del data["rm"]["ensemble"]
+    for section, key in OFF_KEYS:  # off: left out, so runs made before the key existed match
+        if not data[section][key]:
+            del data[section][key]
     if data["rm"]["samples"] == "all":  # and for an RM on every stored comparison
         del data["rm"]["samples"]
     if data["ppo"]["reward"] == "rm":  # the RM, the paper's reward: likewise

@@ -341,8 +341,12 @@ def test_a_run_with_a_weight_average_trains_alike_saves_the_average_and_resumes_
 ):
     """ppo.ema_decay changes no rollout or update (the live weights train as without it), only
     the saved policy; a killed run restores the average from its checkpoint."""
+    from rlhf.runs import saved_config
+
+    assert "ema_decay" not in saved_config(micro(ready), "ppo")["ppo"]  # older runs match
     plain = ppo.train(micro(ready), run_dir=tmp_path / "plain", progress=False)
     ema = micro(ready, ppo__ema_decay=0.9)
+    assert saved_config(ema, "ppo")["ppo"]["ema_decay"] == 0.9
     straight = ppo.train(ema, run_dir=tmp_path / "straight", progress=False)
     for a, b in zip(plain.metrics(), straight.metrics(), strict=True):
         for k in ("objective/scores", "objective/kl", "val/vf_loss"):
