@@ -1,7 +1,8 @@
 """Scale-out: SFT, RM and PPO, each under `accelerate launch` with 2 CPU processes over gloo
 (lab/accelerate/cpu_2proc.yaml) makes one run directory, written by the main process alone, and
 both processes end with the same parameters (each one's sha256 is in eval.json); a killed PPO
-run resumes under the launcher to the same parameters; every config in lab/accelerate/ loads
+run resumes under the launcher to the same parameters, with the paper's weight average
+(ppo.ema_decay) too; every config in lab/accelerate/ loads
 with accelerate's own config classes."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import micro_workspace
 
@@ -62,10 +64,11 @@ def launched(cfg, stage: str, *args: str) -> str:
     return done.stdout
 
 
-def launch(cfg, stage: str) -> tuple[Path, str]:
-    """`launched(cfg, stage, "--new")`: the new run's directory and the launcher's stdout."""
+def launch(cfg, stage: str, *args: str) -> tuple[Path, str]:
+    """`launched(cfg, stage, "--new", *args)`: the new run's directory and the launcher's
+    stdout."""
     before = {r.dir for r in list_runs(cfg.workspace_dir, stage)}
-    stdout = launched(cfg, stage, "--new")
+    stdout = launched(cfg, stage, "--new", *args)
     new = [r.dir for r in list_runs(cfg.workspace_dir, stage) if r.dir not in before]
     assert len(new) == 1, new  # one run directory for both processes
     return new[0], stdout
@@ -125,19 +128,53 @@ def test_ppo_under_accelerate_launch_with_two_cpu_processes(workspace):
     # Killed in step 4, after the checkpoint of step 2 (micro: checkpoint_every 2): the run as a
     # Ctrl-C leaves it, made from this one. Launched again on its directory, both processes
     # resume from step 2 and end with this run's parameters to the bit.
-    killed = run_dir.parent / f"{run_dir.name}-killed"
-    shutil.copytree(run_dir, killed)
-    shutil.rmtree(killed / "model")
-    (killed / "eval.json").unlink()
-    lines = (killed / "metrics.jsonl").read_text().splitlines(keepends=True)
-    (killed / "metrics.jsonl").write_text("".join(lines[:3]))  # steps 1-3 were logged
-    Run.open(killed).set_status("failed")
-    assert json.loads((killed / "checkpoint" / "state.json").read_text())["step"] == 2
+    killed = _killed_after_step_2(run_dir)
     launched(workspace, "ppo", "--run-dir", str(killed))
     resumed = Run.open(killed)
     assert resumed.done and [r["step"] for r in resumed.metrics()] == [1, 2, 3, 4]
     assert read_eval(resumed)["param_sha256_by_process"] == report["param_sha256_by_process"]
     assert read_eval(resumed)["value_param_sha256_by_process"] == values
+
+
+def _killed_after_step_2(run_dir: Path) -> Path:
+    """A copy of a finished 4-step micro PPO run as a kill in step 4 leaves it: the checkpoint
+    of step 2, steps 1-3 logged, no model, status failed."""
+    killed = run_dir.parent / f"{run_dir.name}-killed"
+    shutil.copytree(run_dir, killed)
+    shutil.rmtree(killed / "model")
+    (killed / "eval.json").unlink()
+    lines = (killed / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (killed / "metrics.jsonl").write_text("".join(lines[:3]))
+    Run.open(killed).set_status("failed")
+    assert json.loads((killed / "checkpoint" / "state.json").read_text())["step"] == 2
+    return killed
+
+
+def test_ppo_weight_average_under_accelerate_launch(workspace):
+    """ppo.ema_decay under the launcher: each process keeps its own average of the same
+    weights (the gradients are averaged, the models not wrapped), so both save the same
+    policy, the average; a killed run resumes the average from its checkpoint in both."""
+    from safetensors.torch import load_file
+
+    from rlhf.models import load_policy
+
+    ema = ("--set", "ppo.ema_decay=0.5")
+    run_dir, stdout = launch(workspace, "ppo", *ema)
+    model, _ = load_policy(run_dir / "model")
+    check_one_writer_and_same_parameters(run_dir, stdout, model, "objective/kl")
+    report = read_eval(Run.open(run_dir))
+
+    # The checkpoint of step 2 holds the live weights and their average, which lags them.
+    live = load_file(str(run_dir / "checkpoint" / "policy.safetensors"))
+    average = load_file(str(run_dir / "checkpoint" / "policy_average.safetensors"))
+    shared = set(average) & set(live)
+    assert shared and any(not torch.equal(average[n], live[n]) for n in shared)
+
+    killed = _killed_after_step_2(run_dir)
+    launched(workspace, "ppo", "--run-dir", str(killed), *ema)
+    resumed = Run.open(killed)
+    assert resumed.done and [r["step"] for r in resumed.metrics()] == [1, 2, 3, 4]
+    assert read_eval(resumed)["param_sha256_by_process"] == report["param_sha256_by_process"]
 
 
 def _children(pid: int) -> list[int]:
