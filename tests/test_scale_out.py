@@ -2,8 +2,8 @@
 (lab/accelerate/cpu_2proc.yaml) makes one run directory, written by the main process alone, and
 both processes end with the same parameters (each one's sha256 is in eval.json); a killed PPO
 run resumes under the launcher to the same parameters, with the paper's weight average
-(ppo.ema_decay) too; every config in lab/accelerate/ loads
-with accelerate's own config classes."""
+(ppo.ema_decay) too; every config in lab/accelerate/ loads with accelerate's own config
+classes."""
 
 from __future__ import annotations
 
