@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from rlhf.errors import RunError
-from rlhf.results import label_of
+from rlhf.results import run_kinds
 from rlhf.runs import Run, list_runs, read_eval
 
 
@@ -61,11 +61,12 @@ def runs_frame(workspace: str | Path) -> pd.DataFrame:
     """One row per run, oldest first: run, stage, kind, recipe, seed, status, started,
     duration_s, then the key metrics (columns differ by stage; NaN where they do not apply)."""
     rows = []
+    kind_of = run_kinds(workspace)
     for run in list_runs(Path(workspace)):
         cfg = run.raw_config()
         status = run.status
         try:
-            kind = label_of(run)
+            kind = kind_of(run)
         except RunError:
             kind = run.stage
         rows.append(

@@ -31,7 +31,7 @@ from rlhf.runs import Run, read_eval, recorded_run
 LOADS: Counter[str] = Counter()
 
 RUN_FIRST = (
-    "make demo                                  # the whole tiny pipeline, 12-17 minutes\n"
+    "make demo                                  # the whole tiny pipeline, about 18 minutes\n"
     "# or stage by stage:\n"
     "rlhf world build --recipe tiny && rlhf pretrain --recipe tiny && rlhf sft --recipe tiny\n"
     "rlhf compare --recipe tiny && rlhf rm --recipe tiny && rlhf ppo --recipe tiny"
@@ -140,6 +140,18 @@ def newest_of_each_kind(runs: list[PolicyRun]) -> list[str]:
         if p.kind in PAPER_KINDS:
             newest.setdefault(p.kind, p.label)
     return list(newest.values())
+
+
+def ppo_pair(runs: list[PolicyRun]) -> list[str]:
+    """The KL drift page's default choice of `training_runs`: any run training now, then the
+    newest finished PPO and PPO-ptx runs (the paper's pair, side by side as in notebook 04);
+    the first two runs when there are neither."""
+    live = [p.label for p in runs if p.run.state == "running"]
+    newest: dict[str, str] = {}
+    for p in runs:  # finished ones newest first within a kind
+        if p.kind in ("PPO", "PPO-ptx") and p.run.done:
+            newest.setdefault(p.kind, p.label)
+    return live + list(newest.values()) or [p.label for p in runs[:2]]
 
 
 def reward_run_choices() -> list[Run]:

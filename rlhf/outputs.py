@@ -24,7 +24,7 @@ import torch
 from rlhf.errors import RunError
 from rlhf.generation import Generation, generate
 from rlhf.ppo import forward_logprobs, pack
-from rlhf.results import label_of
+from rlhf.results import run_kinds
 from rlhf.runs import POLICY_STAGES, Run, list_runs, read_eval, same_run
 
 PAPER_KINDS = ("base", "SFT", "PPO", "PPO-ptx")  # the paper's policies: the default selections
@@ -62,14 +62,21 @@ class PolicyRun:
 def policy_runs(workspace: str | Path) -> list[PolicyRun]:
     """Every finished pretrain, SFT, PPO, DPO and GRPO run with a saved model, in pipeline
     order (POLICY_KINDS: base, SFT, PPO, PPO-ptx, then the runs beyond the paper), newest first
-    within a kind."""
+    within a kind. A PPO run of an earlier round of iterated collection is "PPO round 0", after
+    PPO-ptx, as in the results table."""
     out = []
+    kind = run_kinds(workspace)
     for stage in POLICY_STAGES:
         for run in reversed(list_runs(Path(workspace), stage)):  # newest first
             if run.done and (run.model_dir / "config.json").exists():
-                out.append(PolicyRun(label_of(run), run))
+                out.append(PolicyRun(kind(run), run))
     order = {k: i for i, k in enumerate(POLICY_KINDS)}
-    return sorted(out, key=lambda p: order.get(p.kind, len(order)))  # stable within a kind
+    earlier_round = order["PPO-ptx"] + 0.5  # after the last round's runs, as in the table
+
+    def rank(p: PolicyRun) -> float:
+        return earlier_round if " round " in p.kind else order.get(p.kind, len(order))
+
+    return sorted(out, key=rank)  # stable within a kind
 
 
 def ppo_runs(workspace: str | Path) -> list[PolicyRun]:
@@ -77,12 +84,13 @@ def ppo_runs(workspace: str | Path) -> list[PolicyRun]:
     ones (as policy_runs orders them), then the stopped or failed ones that logged a step (a
     run stopped by a NaN keeps its curves up to it). Run.state tells them apart."""
     live, ended = [], []
+    kind = run_kinds(workspace)
     for run in reversed(list_runs(Path(workspace), "ppo")):
         state = run.state
         if state == "running":
-            live.append(PolicyRun(label_of(run), run))
+            live.append(PolicyRun(kind(run), run))
         elif not run.done and run.metrics():
-            ended.append(PolicyRun(label_of(run), run))
+            ended.append(PolicyRun(kind(run), run))
     done = [p for p in policy_runs(workspace) if p.run.stage == "ppo"]
     return live + done + ended
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,16 @@ from rlhf.evaluate import (
 )
 from rlhf.metrics import METRICS, policy_metrics
 from rlhf.models import load_policy
-from rlhf.runs import Run, find_done, saved_config, write_json
+from rlhf.runs import (
+    Run,
+    find_done,
+    list_runs,
+    named_run,
+    read_eval,
+    recorded_run,
+    saved_config,
+    write_json,
+)
 
 POLICY_STAGES = {"pretrain": "base", "sft": "SFT", "ppo": "PPO", "dpo": "DPO", "grpo": "GRPO"}
 TAX = ("perplexity", "fact_cloze")
@@ -66,6 +76,53 @@ def label_of(run: Run) -> str:
     if stage == "ppo" and raw["ppo"].get("reward", "rm") != "rm":  # an oracle reward
         label += "+" + raw["ppo"]["reward"]
     return label
+
+
+def round_labels(workspace: str | os.PathLike) -> dict[Path, str]:
+    """Labels of the runs of earlier rounds of iterated collection (paper section 3;
+    `pipeline.rounds`), as `rlhf pipeline` names them in the results table: a PPO run whose
+    samples a later RM ranked (that RM's compare.policy_run) is "PPO round r", and the RM it
+    trained against "RM round r", r being how many rounds came before it (0 for an RM of the
+    SFT model's comparisons alone). Keyed by resolved run directory; the runs of the last
+    round, and every run of a workspace without rounds, keep `label_of`'s label."""
+    ws = Path(workspace)
+
+    def rm_of(ppo_dir: Path) -> Path | None:  # the RM a PPO run trained against
+        try:
+            return recorded_run(read_eval(Run.open(ppo_dir))["rm_run"], ws).resolve()
+        except (RunError, KeyError, TypeError):
+            return None
+
+    def ranked_policy(rm_dir: Path) -> Path | None:  # the policy whose samples the RM learned
+        try:
+            named = Run.open(rm_dir).raw_config().get("compare", {}).get("policy_run")
+            return named_run(named, ws).resolve() if named else None
+        except RunError:
+            return None
+
+    labels: dict[Path, str] = {}
+    for rm in list_runs(ws, "rm"):
+        ppo = ranked_policy(rm.dir)
+        if ppo is None or not (ppo / "config.json").exists() or Run.open(ppo).stage != "ppo":
+            continue
+        r, rm_dir, seen = 0, rm_of(ppo), set()
+        while rm_dir is not None and rm_dir not in seen:  # back through the earlier rounds
+            seen.add(rm_dir)
+            earlier = ranked_policy(rm_dir)
+            if earlier is None:
+                break
+            r, rm_dir = r + 1, rm_of(earlier)
+        labels[ppo] = f"{label_of(Run.open(ppo))} round {r}"
+        if rm_of(ppo) is not None:
+            labels[rm_of(ppo)] = f"RM round {r}"
+    return labels
+
+
+def run_kinds(workspace: str | os.PathLike) -> Callable[[Run], str]:
+    """What each run of the workspace is, for a list of its runs: `label_of`, or
+    `round_labels`' "PPO round 0" for a run of an earlier round of iterated collection."""
+    rounds = round_labels(workspace)
+    return lambda run: rounds.get(run.dir.resolve()) or label_of(run)
 
 
 def perplexity_ci(
@@ -114,7 +171,7 @@ def evaluate_runs(
 ) -> dict[str, Any]:
     """{"labels": [...], "rows": {label: {metric: ci}}, "runs": {label: run dir}, ...}: every
     run in the order given (see the module doc), labelled by `labels` (one per run; the
-    pipeline names its own runs) or else by `label_of`.
+    pipeline names its own runs) or else by `run_kinds`.
 
     The win-rate baseline is the SFT run among `run_dirs`, else the newest finished SFT run of
     this config; without one there is no win rate. Also kept: each policy's gold quality per
@@ -157,7 +214,8 @@ def evaluate_runs(
     quality: dict[str, list[float]] = {}
     curves: dict[str, list[dict[str, float]]] = {}
     for i, run in enumerate(tqdm(runs, desc="eval", disable=not progress)):
-        label = labels[i] if labels is not None else label_of(run)
+        # a run of an earlier round of collection: "PPO round 0", as the pipeline names it
+        label = labels[i] if labels is not None else run_kinds(run.dir.parent.parent)(run)
         if label in rows:  # two runs of a kind: tell them apart by directory
             label = f"{label} ({run.dir.name})"
         where[label] = str(run.dir)

@@ -189,6 +189,59 @@ def test_kl_drift_follows_a_run_still_training(micro_pipeline, tmp_path, monkeyp
     assert table.loc[table["run"] == run.dir.name, "status"].tolist() == ["stopped"]
 
 
+def test_runs_of_an_earlier_round_are_named_as_in_the_results_table(
+    micro_pipeline, tmp_path, monkeypatch
+):
+    """After a round of iterated collection (pipeline.rounds=1, as `make demo` makes one) the
+    workspace holds two PPO runs against two RMs. Every page and `rlhf eval` call the first
+    round's "PPO round 0" and "RM round 0", as the pipeline's results table does, and KL drift
+    opens on the last round's PPO and PPO-ptx, not on the two PPO runs."""
+    from rlhf.cli import main
+    from rlhf.outputs import policy_runs
+    from rlhf.results import evaluate_runs, round_labels
+    from rlhf.runs import Run
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    ws = ["--recipe", "micro", "--workspace", str(cfg.workspace_dir), "--with", "none"]
+    assert main(["pipeline", *ws, "--set", "pipeline.rounds=1", "--set", "rm.samples=chain"]) == 0
+    table = json.loads((cfg.workspace_dir / "results" / "results.json").read_text())["runs"]
+    run = {label: Run.open(d) for label, d in table.items()}
+    assert round_labels(cfg.workspace_dir) == {
+        run[label].dir.resolve(): label for label in ("PPO round 0", "RM round 0")
+    }
+    assert round_labels(micro_pipeline.workspace_dir) == {}  # no round: every run as before
+
+    policies = policy_runs(cfg.workspace_dir)  # the copied pipeline's PPO runs are there too
+    kinds = [p.kind for p in policies]
+    assert [p.run.dir for p in policies if p.kind == "PPO"][0] == run["PPO"].dir  # newest
+    assert [p.run.dir for p in policies if p.kind == "PPO round 0"] == [run["PPO round 0"].dir]
+    assert kinds.index("PPO-ptx") < kinds.index("PPO round 0") < kinds.index("DPO")
+    runs_table = page("runs", cfg.workspace_dir, monkeypatch).dataframe[0].value
+    kind = dict(zip(runs_table["run"], runs_table["kind"], strict=True))
+    for label in ("RM round 0", "PPO round 0", "RM", "PPO"):
+        assert kind[run[label].dir.name] == label
+
+    at = page("kl_drift", cfg.workspace_dir, monkeypatch)
+    no_exception(at)
+    assert at.multiselect(key="kl_runs").value == [
+        f"{label} · {run[label].dir.name}" for label in ("PPO", "PPO-ptx")
+    ]
+    at = page("compare", cfg.workspace_dir, monkeypatch)
+    chosen = at.multiselect(key="compare_policies").value
+    assert f"PPO · {run['PPO'].dir.name}" in chosen and "PPO round 0" not in " ".join(chosen)
+
+    both = evaluate_runs(cfg, [run["PPO round 0"].dir, run["PPO"].dir], progress=False)
+    assert both["labels"] == ["PPO round 0", "PPO"]
+
+    # A second round: each earlier round's runs by their number, as the table has them.
+    assert main(["pipeline", *ws, "--set", "pipeline.rounds=2", "--set", "rm.samples=chain"]) == 0
+    table = json.loads((cfg.workspace_dir / "results" / "results.json").read_text())["runs"]
+    assert {"PPO round 0", "PPO round 1", "RM round 1"} <= set(table)
+    assert round_labels(cfg.workspace_dir) == {
+        Path(d).resolve(): label for label, d in table.items() if " round " in label
+    }
+
+
 def test_kl_drift_rollouts_follow_the_newest_step_unless_an_earlier_one_is_picked(
     micro_pipeline, tmp_path, monkeypatch
 ):

@@ -21,7 +21,7 @@ if not ppo:
     st.stop()
 
 labels = [p.label for p in ppo]
-chosen = st.multiselect("PPO runs", labels, default=labels[:2], key="kl_runs")
+chosen = st.multiselect("PPO runs", labels, default=dash.ppo_pair(ppo), key="kl_runs")
 if not chosen:
     st.info("Choose one or more PPO runs.")
     st.stop()
