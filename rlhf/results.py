@@ -87,34 +87,36 @@ def round_labels(workspace: str | os.PathLike) -> dict[Path, str]:
     round, and every run of a workspace without rounds, keep `label_of`'s label."""
     ws = Path(workspace)
 
-    def rm_of(ppo_dir: Path) -> Path | None:  # the RM a PPO run trained against
+    def rm_of(ppo: Run) -> Path | None:  # the RM a PPO run trained against
         try:
-            return recorded_run(read_eval(Run.open(ppo_dir))["rm_run"], ws).resolve()
+            return recorded_run(read_eval(ppo)["rm_run"], ws).resolve()
         except (RunError, KeyError, TypeError):
             return None
 
-    def ranked_policy(rm_dir: Path) -> Path | None:  # the policy whose samples the RM learned
+    def ranked_ppo(rm_dir: Path) -> Run | None:  # the PPO policy whose samples the RM learned
         try:
             named = Run.open(rm_dir).raw_config().get("compare", {}).get("policy_run")
-            return named_run(named, ws).resolve() if named else None
+            policy = Run.open(named_run(named, ws)) if named else None
         except RunError:
             return None
+        return policy if policy is not None and policy.stage == "ppo" else None
 
     labels: dict[Path, str] = {}
     for rm in list_runs(ws, "rm"):
-        ppo = ranked_policy(rm.dir)
-        if ppo is None or not (ppo / "config.json").exists() or Run.open(ppo).stage != "ppo":
+        ppo = ranked_ppo(rm.dir)
+        if ppo is None:
             continue
-        r, rm_dir, seen = 0, rm_of(ppo), set()
+        its_rm = rm_of(ppo)
+        r, rm_dir, seen = 0, its_rm, set()
         while rm_dir is not None and rm_dir not in seen:  # back through the earlier rounds
             seen.add(rm_dir)
-            earlier = ranked_policy(rm_dir)
+            earlier = ranked_ppo(rm_dir)
             if earlier is None:
                 break
             r, rm_dir = r + 1, rm_of(earlier)
-        labels[ppo] = f"{label_of(Run.open(ppo))} round {r}"
-        if rm_of(ppo) is not None:
-            labels[rm_of(ppo)] = f"RM round {r}"
+        labels[ppo.dir.resolve()] = f"{label_of(ppo)} round {r}"
+        if its_rm is not None:
+            labels[its_rm] = f"RM round {r}"
     return labels
 
 
