@@ -389,10 +389,15 @@ def metric_bars(
     df = pd.DataFrame(records)
     if df.empty:
         raise ValueError(f"metric_bars: no run has {', '.join(metrics)}")
+    # Past four runs the labels stand on end: level, or turned part way, Vega drops every other
+    # one where they would overlap (a dashboard column of 7 runs showed base, PPO, PPO round 0
+    # and GRPO, and no SFT). One metric needs no legend, and its width goes to the bars.
+    angle = 0 if len(labels) <= 4 else -90
+    legend = alt.Legend(title=None) if len(metrics) > 1 else None
     base = alt.Chart(df, title=title).encode(
-        x=alt.X("run:N", title=None, sort=labels, axis=alt.Axis(labelAngle=0)),
+        x=alt.X("run:N", title=None, sort=labels, axis=alt.Axis(labelAngle=angle)),
         xOffset=alt.XOffset("metric:N", sort=list(metrics)),
-        color=alt.Color("metric:N", title=None, sort=list(metrics)),
+        color=alt.Color("metric:N", sort=list(metrics), legend=legend),
     )
     bars = base.mark_bar().encode(
         y=alt.Y("mean:Q", title=y_title or ", ".join(metrics)),
@@ -477,6 +482,7 @@ def score_scatter(frame: pd.DataFrame, score: str = "rm_score", gold: str = "qua
     rho = rank_correlation(df[score], df[gold])
     rho_text = f"Spearman ρ = {rho:.2f}, " if rho == rho else ""
     tooltip = [c for c in ("policy", "prompt_id", "response") if c in df.columns]
+    policies = list(dict.fromkeys(df["policy"]))  # score_boxes' order: a policy keeps its colour
     return (
         alt.Chart(
             df,
@@ -488,7 +494,7 @@ def score_scatter(frame: pd.DataFrame, score: str = "rm_score", gold: str = "qua
         .encode(
             x=alt.X(f"{gold}:Q", title="gold quality (0-1)"),
             y=alt.Y(f"{score}:Q", title="RM score"),
-            color=alt.Color("policy:N", legend=BOTTOM),
+            color=alt.Color("policy:N", sort=policies, legend=BOTTOM),
             tooltip=tooltip + [alt.Tooltip(f"{score}:Q", format=".2f"), f"{gold}:Q"],
         )
         .properties(width=380, height=260)

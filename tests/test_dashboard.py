@@ -110,6 +110,43 @@ def test_rewards_scores_policies_and_shows_rm_accuracy(micro_pipeline, monkeypat
     assert len(means) == 4 and means["likert"].between(1, 7).all()
 
 
+def recorded_heights(monkeypatch) -> dict[str, object]:
+    """Chart title -> the height each st.altair_chart call asked for (None: Streamlit's
+    default), recorded at the call: AppTest does not keep an element's height."""
+    import streamlit as st
+
+    heights, altair_chart = {}, st.altair_chart
+
+    def recording(chart, **kwargs):
+        spec = chart.to_dict()  # a layered chart may keep its title in a layer
+        layers = [lay["title"] for lay in spec.get("layer", []) if "title" in lay]
+        title = spec.get("title") or (layers[0] if layers else "")
+        text = title.get("text", "") if isinstance(title, dict) else title  # or with a subtitle
+        heights[text] = kwargs.get("height")
+        return altair_chart(chart, **kwargs)
+
+    monkeypatch.setattr(st, "altair_chart", recording)
+    return heights
+
+
+def test_charts_side_by_side_get_room_for_their_plots(micro_pipeline, monkeypatch):
+    """Streamlit fits an Altair chart's title, axes and legend into the chart's own height
+    (autosize "fit"): in a column, the RM-vs-gold scatter with its legend was left a strip of
+    about 30 pixels, the Runs page's bars about 80 (seen in the browser). The pages give the
+    charts of those rows a height of their own."""
+    heights = recorded_heights(monkeypatch)
+    at = page("rewards", micro_pipeline.workspace_dir, monkeypatch)
+    at.slider(key="rewards_per_family").set_value(2)
+    at.button(key="rewards_score").click().run()
+    no_exception(at)
+    scatter = heights["RM score vs gold quality"]
+    [boxes] = [h for title, h in heights.items() if title.startswith("RM score vs gold Likert")]
+    assert isinstance(scatter, int) and scatter >= 400 and boxes == scatter
+    no_exception(page("runs", micro_pipeline.workspace_dir, monkeypatch))
+    bars = [heights["Gold win rate against SFT"], heights["Gold Likert (1-7)"]]
+    assert all(isinstance(h, int) and h >= 300 for h in bars)
+
+
 def test_rewards_shows_right_vs_wrong_answer_checking(micro_pipeline, tmp_path, monkeypatch):
     import json
 

@@ -320,6 +320,10 @@ def test_metric_bars_draw_each_run_s_metrics_with_their_intervals():
     ]
     assert marks == ["bar", "errorbar"]
     assert layer_encodings(spec)[1]["y2"]["field"] == "hi"
+    assert layer_encodings(spec)[0]["x"]["axis"]["labelAngle"] == 0  # three runs: level
+    seven = {"labels": list("abcdefg"), "rows": {k: {"likert": ci} for k in "abcdefg"}}
+    x = layer_encodings(viz.metric_bars(seven, ["likert"], "Likert").to_dict())[0]["x"]
+    assert x["axis"]["labelAngle"] != 0  # turned, so that none is dropped
     with pytest.raises(ValueError, match="metric_bars: no run has likert"):
         viz.metric_bars(results, ["likert"], "Likert")
 
@@ -356,6 +360,8 @@ def test_score_scatter_puts_rm_score_against_gold_quality_with_spearman():
     assert spec["encoding"]["y"]["field"] == "rm_score"
     # the 4 scored answers: RM ranks 2, 1, 4, 3 and gold ranks 2, 1, 4, 3
     assert spec["title"]["subtitle"] == "Spearman ρ = 1.00, 4 responses"
+    boxes = viz.score_boxes(_scored()).to_dict()["spec"]["encoding"]["color"]["sort"]
+    assert spec["encoding"]["color"]["sort"] == boxes == ["SFT", "PPO"]  # the same colours
     with pytest.raises(ValueError, match="score_scatter"):
         viz.score_scatter(_scored().iloc[:0])
 

@@ -94,9 +94,11 @@ if frame is None:
     st.stop()
 st.altair_chart(score_boxes(frame))
 left, right = st.columns(2)
+# A height for the whole chart: by default Streamlit fits title, axes and legend into the
+# chart's own height and leaves the scatter a strip of about 30 pixels.
 with left:
-    st.altair_chart(score_scatter(frame))
+    st.altair_chart(score_scatter(frame), height=420)
 with right:
-    st.altair_chart(score_vs_gold(frame, score="rm_score", gold="likert"))
+    st.altair_chart(score_vs_gold(frame, score="rm_score", gold="likert"), height=420)
 means = frame.groupby("policy", sort=False)[["rm_score", "likert"]].mean()
 st.dataframe(means.style.format("{:.2f}"), key="rewards_means")

@@ -63,15 +63,19 @@ if not versus.empty:  # the runs beyond the paper (pipeline.extras) held to PPO-
     st.subheader(f"Compared with {results['versus']['reference']}")
     st.dataframe(versus, key="runs_versus")
     st.markdown("\n".join(f"- {line}" for line in versus_lines(results)))
+# Streamlit fits title, axes and labels into a chart's height: the bars need this much more.
+CHART_HEIGHT = 360
 left, right = st.columns(2)
 with left:
     try:
-        st.altair_chart(metric_bars(results, ["win_rate"], "Gold win rate against SFT"))
+        st.altair_chart(
+            metric_bars(results, ["win_rate"], "Gold win rate against SFT"), height=CHART_HEIGHT
+        )
     except ValueError as e:
         st.caption(str(e))
 with right:
     try:
-        st.altair_chart(metric_bars(results, ["likert"], "Gold Likert (1-7)"))
+        st.altair_chart(metric_bars(results, ["likert"], "Gold Likert (1-7)"), height=CHART_HEIGHT)
     except ValueError as e:
         st.caption(str(e))
 
