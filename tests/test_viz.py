@@ -322,8 +322,10 @@ def test_metric_bars_draw_each_run_s_metrics_with_their_intervals():
     assert layer_encodings(spec)[1]["y2"]["field"] == "hi"
     assert layer_encodings(spec)[0]["x"]["axis"]["labelAngle"] == 0  # three runs: level
     seven = {"labels": list("abcdefg"), "rows": {k: {"likert": ci} for k in "abcdefg"}}
-    x = layer_encodings(viz.metric_bars(seven, ["likert"], "Likert").to_dict())[0]["x"]
-    assert x["axis"]["labelAngle"] != 0  # turned, so that none is dropped
+    one = layer_encodings(viz.metric_bars(seven, ["likert"], "Likert").to_dict())[0]
+    assert one["x"]["axis"]["labelAngle"] != 0  # turned, so that none is dropped
+    assert one["color"]["legend"] is None  # one metric: no legend to explain it
+    assert layer_encodings(spec)[0]["color"]["legend"] == {"title": None}  # two: a legend
     with pytest.raises(ValueError, match="metric_bars: no run has likert"):
         viz.metric_bars(results, ["likert"], "Likert")
 
