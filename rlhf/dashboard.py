@@ -147,11 +147,8 @@ def ppo_pair(runs: list[PolicyRun]) -> list[str]:
     newest finished PPO and PPO-ptx runs (the paper's pair, side by side as in notebook 04);
     the first two runs when there are neither."""
     live = [p.label for p in runs if p.run.state == "running"]
-    newest: dict[str, str] = {}
-    for p in runs:  # finished ones newest first within a kind
-        if p.kind in ("PPO", "PPO-ptx") and p.run.done:
-            newest.setdefault(p.kind, p.label)
-    return live + list(newest.values()) or [p.label for p in runs[:2]]
+    finished = newest_of_each_kind([p for p in runs if p.run.done])  # of PPO runs: the pair
+    return live + finished or [p.label for p in runs[:2]]
 
 
 def reward_run_choices() -> list[Run]:
