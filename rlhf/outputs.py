@@ -14,6 +14,7 @@ the k1 estimator PPO's penalty uses, design.md stage 3), and their sum.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,13 +60,14 @@ class PolicyRun:
         return self.run.model_dir
 
 
-def policy_runs(workspace: str | Path) -> list[PolicyRun]:
+def policy_runs(workspace: str | Path, kind: Callable[[Run], str] | None = None) -> list[PolicyRun]:
     """Every finished pretrain, SFT, PPO, DPO and GRPO run with a saved model, in pipeline
     order (POLICY_KINDS: base, SFT, PPO, PPO-ptx, then the runs beyond the paper), newest first
     within a kind. A PPO run of an earlier round of iterated collection is "PPO round 0", after
-    PPO-ptx, as in the results table."""
+    PPO-ptx, as in the results table. `kind`: rlhf.results.run_kinds of the workspace, when
+    the caller has it already."""
     out = []
-    kind = run_kinds(workspace)
+    kind = kind or run_kinds(workspace)
     for stage in POLICY_STAGES:
         for run in reversed(list_runs(Path(workspace), stage)):  # newest first
             if run.done and (run.model_dir / "config.json").exists():
@@ -91,7 +93,7 @@ def ppo_runs(workspace: str | Path) -> list[PolicyRun]:
             live.append(PolicyRun(kind(run), run))
         elif not run.done and run.metrics():
             ended.append(PolicyRun(kind(run), run))
-    done = [p for p in policy_runs(workspace) if p.run.stage == "ppo"]
+    done = [p for p in policy_runs(workspace, kind) if p.run.stage == "ppo"]
     return live + done + ended
 
 
