@@ -215,9 +215,12 @@ def evaluate_runs(
     wall: dict[str, float | None] = {}
     quality: dict[str, list[float]] = {}
     curves: dict[str, list[dict[str, float]]] = {}
+    # Without labels, each run's workspace names it (a run of an earlier round of collection:
+    # "PPO round 0", as the pipeline does); read once per workspace, not once per run.
+    workspaces = {r.dir.parent.parent for r in runs} if labels is None else set()
+    kinds = {ws: run_kinds(ws) for ws in workspaces}
     for i, run in enumerate(tqdm(runs, desc="eval", disable=not progress)):
-        # a run of an earlier round of collection: "PPO round 0", as the pipeline names it
-        label = labels[i] if labels is not None else run_kinds(run.dir.parent.parent)(run)
+        label = labels[i] if labels is not None else kinds[run.dir.parent.parent](run)
         if label in rows:  # two runs of a kind: tell them apart by directory
             label = f"{label} ({run.dir.name})"
         where[label] = str(run.dir)
