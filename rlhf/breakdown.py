@@ -99,6 +99,57 @@ def win_breakdown(
     return out
 
 
+def rm_vs_gold(
+    prompts: Sequence[Any],
+    answers: Sequence[str],
+    base_answers: Sequence[str],
+    judged: Sequence[Any],
+    base: Sequence[Any],
+    scores: Sequence[float],
+    base_scores: Sequence[float],
+    n_examples: int = 8,
+) -> dict[str, Any]:
+    """Where the reward model and the gold labeler disagree about the policy's answer against
+    the baseline's (SFT's), one of each per world prompt in `prompts` (same order): what PPO was
+    paid for that the true objective does not want (over-optimisation, Gao et al. 2022; paper
+    section 4.2 on the RM as a proxy). `scores` / `base_scores` are the RM's scores of
+    `answers` / `base_answers`, `judged` / `base` their gold Judgements.
+
+    Returns {losses, losses_rm_prefers_policy, wins, wins_rm_prefers_policy, examples}: the
+    gold losses and wins (as `win_breakdown` counts them: worse + broken, fixed + better), how
+    many of each the RM scores the other way round from gold, or the same way for wins; and up
+    to `n_examples` of those losses, the RM's widest margins first, each {prompt, family,
+    policy, sft, gold_policy, gold_sft, rm_policy, rm_sft} (gold: quality 0..1)."""
+    n = len(prompts)
+    if not n == len(answers) == len(base_answers) == len(judged) == len(base):
+        raise ValueError(f"rm_vs_gold: {n} prompts but answers or judgements of other lengths")
+    if not n == len(scores) == len(base_scores):
+        raise ValueError(f"rm_vs_gold: {n} prompts, {len(scores)} and {len(base_scores)} scores")
+    losses = [i for i in range(n) if judged[i].quality < base[i].quality]
+    wins = [i for i in range(n) if judged[i].quality > base[i].quality]
+    paid = [i for i in losses if scores[i] > base_scores[i]]  # a gold loss the RM rewarded
+    paid.sort(key=lambda i: base_scores[i] - scores[i])  # the RM's widest margin first
+    return {
+        "losses": len(losses),
+        "losses_rm_prefers_policy": len(paid),
+        "wins": len(wins),
+        "wins_rm_prefers_policy": sum(scores[i] > base_scores[i] for i in wins),
+        "examples": [
+            {
+                "prompt": prompts[i].text,
+                "family": prompts[i].family,
+                "policy": answers[i],
+                "sft": base_answers[i],
+                "gold_policy": judged[i].quality,
+                "gold_sft": base[i].quality,
+                "rm_policy": float(scores[i]),
+                "rm_sft": float(base_scores[i]),
+            }
+            for i in paid[:n_examples]
+        ],
+    }
+
+
 def breakdown_table(breakdowns: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
     """A row per policy: its counts over all prompts under the `WHAT` titles, the net count of
     answers made right (fixed - broken) and the win rate. `breakdowns`: {label: win_breakdown}."""
@@ -153,6 +204,7 @@ __all__ = [
     "breakdown_table",
     "family_table",
     "outcome_kind",
+    "rm_vs_gold",
     "versus",
     "versus_cells",
     "win_breakdown",

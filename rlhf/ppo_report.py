@@ -7,6 +7,8 @@ started from, on the world's test prompts, judged by the gold labeler (paper 4.1
                     right answer only ties)
     win_breakdown   where the win rate comes from: answers made right, made wrong, and other
                     wins, ties and losses, overall and per family (rlhf.breakdown)
+    rm_vs_gold      the gold losses the RM scored above SFT's answer (what PPO was paid for
+                    that gold does not want: over-optimisation), with examples
     likert          gold Likert mean of policy and SFT
     rm_score        the RM's mean score of policy and SFT responses (what PPO optimised)
     perplexity      held-out pretraining perplexity of policy and SFT (the alignment tax, 4.2)
@@ -20,7 +22,7 @@ import math
 import random
 from typing import Any
 
-from rlhf.breakdown import win_breakdown
+from rlhf.breakdown import rm_vs_gold, win_breakdown
 from rlhf.config import LabConfig
 from rlhf.evaluate import heldout_loss, win_outcomes, with_ci
 from rlhf.generation import generate
@@ -61,6 +63,15 @@ def final_report(
     where = win_breakdown(prompts, judgements["policy"], judgements["sft"])
     out["win_breakdown"] = where
     out["win_rate_by_family"] = {f: c["win_rate"] for f, c in where.items() if f != "all"}
+    out["rm_vs_gold"] = rm_vs_gold(
+        prompts,
+        responses["policy"],
+        responses["sft"],
+        judgements["policy"],
+        judgements["sft"],
+        scores["policy"],
+        scores["sft"],
+    )
     # The ceiling: the best of 8 of the world's correct answers per prompt (their wording
     # varies, and gold gives tidy, full-sentence answers a little more) against SFT's.
     rng = random.Random(cfg.seed)
@@ -105,6 +116,25 @@ def _breakdown_lines(b: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _rm_vs_gold_lines(r: dict[str, Any] | None, reward: str) -> list[str]:
+    """Over-optimisation in one or two lines: the gold losses the reward paid for, and the
+    widest such margin. `reward`: "RM", or the oracle arm's reward ("gold", "labelers")."""
+    if not r or not r["losses"] or reward == "gold":  # gold never pays for a gold loss
+        return []  # (and runs before rm_vs_gold have none)
+    lines = [
+        f"  {reward + ' over gold':23}{r['losses_rm_prefers_policy']} of the {r['losses']} losses: "
+        f"the {reward} scored the policy's answer above SFT's"
+    ]
+    if r["examples"]:
+        e = r["examples"][0]
+        question = e["prompt"].split("\n")[0]
+        lines.append(
+            f"{'':25}e.g. {question!r}: {e['policy'].strip()!r} ({e['rm_policy']:+.2f}) "
+            f"over {e['sft'].strip()!r} ({e['rm_sft']:+.2f})"
+        )
+    return lines
+
+
 def summary(report: dict[str, Any]) -> str:
     """The figures issue 4 asks for, a line each (printed by `rlhf ppo`)."""
 
@@ -119,6 +149,7 @@ def summary(report: dict[str, Any]) -> str:
         f"win rate vs SFT (gold)   {ci(report['win_rate_vs_sft'], pct=True)} on {report['n_prompts']} test prompts (issue 4's target on tiny: >= 60%)",
         f"  ceiling                {report['win_rate_ceiling']:.1%}: the world's best correct answers vs SFT",
         *_breakdown_lines(report.get("win_breakdown")),
+        *_rm_vs_gold_lines(report.get("rm_vs_gold"), report["reward"] if oracle else "RM"),
         f"gold Likert              policy {ci(report['likert/policy'])}   SFT {ci(report['likert/sft'])}",
         f"{reward:25}policy {ci(report['rm_score/policy'])}   SFT {ci(report['rm_score/sft'])}",
         f"held-out perplexity      policy {report['perplexity/policy']:.3f}   SFT {report['perplexity/sft']:.3f}",

@@ -16,6 +16,7 @@ from rlhf.breakdown import (
     breakdown_table,
     family_table,
     outcome_kind,
+    rm_vs_gold,
     versus,
     versus_cells,
     win_breakdown,
@@ -87,6 +88,61 @@ def test_versus_is_the_win_rate_with_its_interval_and_the_answers_made_right_and
 def test_win_breakdown_needs_one_judgement_of_each_per_prompt():
     with pytest.raises(ValueError, match="2 prompts, 1 judgements, 2 baseline"):
         win_breakdown([SimpleNamespace(family="a")] * 2, [judged(1, True)], [judged(1, True)] * 2)
+
+
+def test_rm_vs_gold_counts_the_losses_the_rm_paid_for_widest_margin_first():
+    """Six prompts: three gold losses the RM scored above SFT's answer (margins 0.5, 2.0, 1.0),
+    a loss it scored below, a win it scored above, a tie; then against a slow reference on
+    random ones."""
+    prompts = [SimpleNamespace(text=f"Q: {i}?\nA:", family="transform") for i in range(6)]
+    gold_sft = [0.88, 0.94, 0.9, 0.88, 0.3, 0.88]
+    gold_ppo = [0.36, 0.36, 0.36, 0.36, 0.94, 0.88]
+    rm_sft = [0.0, -1.5, 0.2, 0.5, 0.0, 0.1]
+    rm_ppo = [0.5, 0.5, 1.2, -0.5, 0.3, 0.9]
+    r = rm_vs_gold(
+        prompts,
+        [f"ppo {i}" for i in range(6)],
+        [f"sft {i}" for i in range(6)],
+        [judged(q, q > 0.5) for q in gold_ppo],
+        [judged(q, q > 0.5) for q in gold_sft],
+        rm_ppo,
+        rm_sft,
+        n_examples=2,
+    )
+    assert (r["losses"], r["losses_rm_prefers_policy"]) == (4, 3)
+    assert (r["wins"], r["wins_rm_prefers_policy"]) == (1, 1)
+    assert [e["policy"] for e in r["examples"]] == ["ppo 1", "ppo 2"]  # margins 2.0, 1.0
+    e = r["examples"][0]
+    assert (e["prompt"], e["family"], e["sft"]) == ("Q: 1?\nA:", "transform", "sft 1")
+    assert (e["gold_policy"], e["gold_sft"], e["rm_policy"], e["rm_sft"]) == (0.36, 0.94, 0.5, -1.5)
+
+    rng = random.Random(1)
+    n = 200
+    levels = [0.3, 0.36, 0.88, 0.94]
+    mine = [judged(rng.choice(levels), False) for _ in range(n)]
+    base = [judged(rng.choice(levels), False) for _ in range(n)]
+    s_mine = [rng.gauss(0, 1) for _ in range(n)]
+    s_base = [rng.gauss(0, 1) for _ in range(n)]
+    ps = [SimpleNamespace(text=str(i), family="a") for i in range(n)]
+    r = rm_vs_gold(ps, ["x"] * n, ["y"] * n, mine, base, s_mine, s_base, n_examples=n)
+    paid = []
+    for i in range(n):  # the reference: one prompt at a time
+        if mine[i].quality < base[i].quality and s_mine[i] > s_base[i]:
+            paid.append((s_mine[i] - s_base[i], ps[i].text))
+    b = win_breakdown(ps, mine, base)["all"]
+    assert r["losses"] == b["worse"] + b["broken"] and r["wins"] == b["fixed"] + b["better"]
+    assert r["losses_rm_prefers_policy"] == len(paid) > 0
+    assert [e["prompt"] for e in r["examples"]] == [t for _, t in sorted(paid, reverse=True)]
+    with pytest.raises(ValueError, match="6 prompts, 5 and 6 scores"):
+        rm_vs_gold(
+            prompts,
+            ["a"] * 6,
+            ["b"] * 6,
+            [judged(1, True)] * 6,
+            [judged(1, True)] * 6,
+            rm_ppo[:5],
+            rm_sft,
+        )
 
 
 def breakdowns() -> dict:

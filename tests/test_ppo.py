@@ -72,6 +72,15 @@ def test_a_micro_run_logs_every_metric_samples_and_a_report(ready):
     where = report["win_breakdown"]["all"]  # where the win rate comes from: the same figure
     assert where["n"] == 16 and where["win_rate"] == pytest.approx(w["mean"])
     assert "made right" in ppo_report.summary(report)
+    paid = report["rm_vs_gold"]  # the gold losses the RM scored above SFT's answer
+    assert paid["losses"] == where["worse"] + where["broken"]
+    assert paid["wins"] == where["fixed"] + where["better"]
+    assert 0 <= paid["losses_rm_prefers_policy"] <= paid["losses"]
+    assert len(paid["examples"]) == min(8, paid["losses_rm_prefers_policy"])
+    for e in paid["examples"]:
+        assert e["gold_policy"] < e["gold_sft"] and e["rm_policy"] > e["rm_sft"]
+    if paid["losses"]:
+        assert f"of the {paid['losses']} losses" in ppo_report.summary(report)
     assert (report["processes"], report["episodes_per_step"]) == (1, ready.ppo.batch_size)
     assert "accelerate launch" not in ppo_report.summary(report)
     assert report["perplexity/policy"] > 1 and report["perplexity/sft"] > 1
