@@ -111,15 +111,19 @@ def rm_vs_gold(
 ) -> dict[str, Any]:
     """Where the reward model and the gold labeler disagree about the policy's answer against
     the baseline's (SFT's), one of each per world prompt in `prompts` (same order): what PPO was
-    paid for that the true objective does not want (over-optimisation, Gao et al. 2022; paper
-    section 4.2 on the RM as a proxy). `scores` / `base_scores` are the RM's scores of
-    `answers` / `base_answers`, `judged` / `base` their gold Judgements.
+    paid for that the true objective does not want (over-optimisation of a proxy reward, Gao et
+    al. 2022). `scores` / `base_scores` are the RM's scores of `answers` / `base_answers`,
+    `judged` / `base` their gold Judgements.
 
-    Returns {losses, losses_rm_prefers_policy, wins, wins_rm_prefers_policy, examples}: the
-    gold losses and wins (as `win_breakdown` counts them: worse + broken, fixed + better), how
-    many of each the RM scores the other way round from gold, or the same way for wins; and up
-    to `n_examples` of those losses, the RM's widest margins first, each {prompt, family,
-    policy, sft, gold_policy, gold_sft, rm_policy, rm_sft} (gold: quality 0..1)."""
+    Returns
+        losses, wins                the gold losses and wins (as `win_breakdown` counts them:
+                                    worse + broken, fixed + better)
+        losses_rm_prefers_policy    losses whose answer the RM scores above the baseline's:
+                                    it disagrees with gold
+        wins_rm_prefers_policy      wins whose answer it scores above too: it agrees
+        examples                    up to `n_examples` of those losses, the RM's widest margin
+                                    first, each {prompt, family, policy, sft, gold_policy,
+                                    gold_sft, rm_policy, rm_sft} (gold: quality 0..1)"""
     n = len(prompts)
     if not n == len(answers) == len(base_answers) == len(judged) == len(base):
         raise ValueError(f"rm_vs_gold: {n} prompts but answers or judgements of other lengths")
