@@ -154,6 +154,27 @@ def rm_vs_gold(
     }
 
 
+def rm_vs_gold_table(paid: dict[str, Any]) -> pd.DataFrame:
+    """`rm_vs_gold`'s examples as a table, a row each: the family, the question (the prompt's
+    first line), both answers, and what the RM and the gold labeler gave each."""
+    columns = ["family", "question", "policy", "SFT", "RM: policy", "RM: SFT", "gold: policy"]
+    columns += ["gold: SFT"]
+    rows = [
+        [
+            e["family"],
+            e["prompt"].split("\n")[0],
+            e["policy"].strip(),
+            e["sft"].strip(),
+            e["rm_policy"],
+            e["rm_sft"],
+            e["gold_policy"],
+            e["gold_sft"],
+        ]
+        for e in paid["examples"]
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def breakdown_table(breakdowns: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
     """A row per policy: its counts over all prompts under the `WHAT` titles, the net count of
     answers made right (fixed - broken) and the win rate. `breakdowns`: {label: win_breakdown}."""
@@ -209,6 +230,7 @@ __all__ = [
     "family_table",
     "outcome_kind",
     "rm_vs_gold",
+    "rm_vs_gold_table",
     "versus",
     "versus_cells",
     "win_breakdown",

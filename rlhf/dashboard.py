@@ -16,6 +16,7 @@ from typing import Any
 import streamlit as st
 
 from rlhf.config import load
+from rlhf.errors import RunError
 from rlhf.outputs import (
     PAPER_KINDS,
     Judge,
@@ -149,6 +150,23 @@ def ppo_pair(runs: list[PolicyRun]) -> list[str]:
     live = [p.label for p in runs if p.run.state == "running"]
     finished = newest_of_each_kind([p for p in runs if p.run.done])  # of PPO runs: the pair
     return live + finished or [p.label for p in runs[:2]]
+
+
+def paid_for(run: Run) -> tuple[str, dict[str, Any]] | None:
+    """(the reward's name, `rm_vs_gold` of the run's eval.json): the gold losses its reward
+    scored above SFT's answer (rlhf.breakdown.rm_vs_gold); None for a run not finished, or
+    whose report predates it or cannot be read."""
+    if not run.done:
+        return None
+    try:
+        report = read_eval(run)
+    except RunError:
+        return None
+    paid = report.get("rm_vs_gold")
+    if not paid:
+        return None
+    reward = report.get("reward", "rm")
+    return ("RM" if reward == "rm" else f"{reward} reward"), paid
 
 
 def reward_run_choices() -> list[Run]:

@@ -177,6 +177,57 @@ def test_kl_drift_shows_rollouts_of_a_chosen_step(micro_pipeline, monkeypatch):
     no_exception(at)
 
 
+def test_kl_drift_shows_the_gold_losses_the_rm_paid_for(micro_pipeline, tmp_path, monkeypatch):
+    """Each chosen finished run's `rm_vs_gold` (eval.json): its counts in a line, its examples
+    in a table; a run whose report has none says so."""
+    from rlhf.runs import list_runs
+
+    cfg = copy_workspace(micro_pipeline, tmp_path / "ws")
+    example = {
+        "prompt": "Q: Reverse the word boat.\nA:",
+        "family": "transform",
+        "policy": " The answer is BOAT.",
+        "sft": " taob.",
+        "gold_policy": 0.36,
+        "gold_sft": 0.88,
+        "rm_policy": 0.66,
+        "rm_sft": -1.58,
+    }
+    paid = {"losses": 3, "losses_rm_prefers_policy": 2, "wins": 5, "wins_rm_prefers_policy": 4}
+    at = page("kl_drift", cfg.workspace_dir, monkeypatch)
+    chosen = at.multiselect(key="kl_runs").value
+    assert len(chosen) == 2  # the micro pipeline's PPO and PPO-ptx
+    runs = {r.dir.name.rsplit("__", 1)[-1]: r for r in list_runs(cfg.workspace_dir, "ppo")}
+    [with_it] = [r for stamp, r in runs.items() if chosen[0].endswith(stamp)]
+    [without] = [r for stamp, r in runs.items() if chosen[1].endswith(stamp)]
+    for run, value in ((with_it, {**paid, "examples": [example]}), (without, None)):
+        report = json.loads((run.dir / "eval.json").read_text())
+        report.pop("rm_vs_gold")  # the micro runs' own: written by their reports
+        if value:
+            report["rm_vs_gold"] = value
+        (run.dir / "eval.json").write_text(json.dumps(report))
+    at = page("kl_drift", cfg.workspace_dir, monkeypatch)
+    no_exception(at)
+    assert (
+        f"**{chosen[0]}**: the RM scored 2 of its 3 losses to SFT above SFT's answer (and 4 "
+        "of its 5 wins)" in [m.value for m in at.markdown]
+    )
+    [table] = [d.value for d in at.dataframe if "question" in d.value.columns]  # one: with_it's
+    assert table.to_dict("records") == [
+        {
+            "family": "transform",
+            "question": "Q: Reverse the word boat.",
+            "policy": "The answer is BOAT.",
+            "SFT": "taob.",
+            "RM: policy": 0.66,
+            "RM: SFT": -1.58,
+            "gold: policy": 0.36,
+            "gold: SFT": 0.88,
+        }
+    ]
+    assert any(c.value.startswith(f"{chosen[1]}: none yet") for c in at.caption)
+
+
 def test_kl_drift_follows_a_run_still_training(micro_pipeline, tmp_path, monkeypatch):
     """A PPO run still training (this process, as the runs in a notebook) is listed first and
     chosen, with how far it is; its curves grow as it logs steps. Once its process is gone

@@ -1,5 +1,6 @@
 """KL drift: PPO training curves of one or several runs overlaid, the reward-KL frontier, gold
-against proxy reward as KL grows (over-optimisation), and sample rollouts at chosen steps with
+against proxy reward as KL grows (over-optimisation), the test answers each finished run lost
+to SFT's by gold that the RM scored higher (rm_vs_gold), and sample rollouts at chosen steps with
 each token shaded by its KL to the SFT reference. A run still training is listed first, and
 its curves and newest rollouts are redrawn as it logs steps."""
 
@@ -7,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from rlhf import dashboard as dash
+from rlhf.breakdown import rm_vs_gold_table
 from rlhf.viz import PPO_CURVES, ppo_curves, reward_vs_kl, token_kl_html
 
 st.title("KL drift")
@@ -71,6 +73,28 @@ def curves() -> None:
 
 
 curves()
+
+st.subheader("What the RM paid for")
+st.caption(
+    "On the test prompts: the answers of a finished run that lose to SFT's by the gold labeler "
+    "yet the RM scored above SFT's, widest margin first (its eval.json's `rm_vs_gold`). What "
+    "the proxy rewards without checking: over-optimisation one answer at a time."
+)
+for lab in chosen:
+    got = dash.paid_for(by_label[lab].run)
+    if got is None:
+        st.caption(f"{lab}: none yet (a run still training, or one whose report predates it)")
+        continue
+    reward, paid = got
+    st.markdown(
+        f"**{lab}**: the {reward} scored {paid['losses_rm_prefers_policy']} of its "
+        f"{paid['losses']} losses to SFT above SFT's answer (and {paid['wins_rm_prefers_policy']} "
+        f"of its {paid['wins']} wins)"
+    )
+    if paid["examples"]:
+        st.dataframe(
+            rm_vs_gold_table(paid), hide_index=True, key=f"kl_paid_{by_label[lab].run.dir.name}"
+        )
 
 st.subheader("Rollouts over training")
 
