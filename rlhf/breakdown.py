@@ -156,7 +156,8 @@ def rm_vs_gold(
 
 def rm_vs_gold_table(paid: dict[str, Any]) -> pd.DataFrame:
     """`rm_vs_gold`'s examples as a table, a row each: the family, the question (the prompt's
-    first line), both answers, and what the RM and the gold labeler gave each."""
+    first line), both answers, and what the RM and the gold labeler gave each (to 2 decimals:
+    the table is read, eval.json keeps the full figures)."""
     columns = ["family", "question", "policy", "SFT", "RM: policy", "RM: SFT", "gold: policy"]
     columns += ["gold: SFT"]
     rows = [
@@ -165,10 +166,7 @@ def rm_vs_gold_table(paid: dict[str, Any]) -> pd.DataFrame:
             e["prompt"].split("\n")[0],
             e["policy"].strip(),
             e["sft"].strip(),
-            e["rm_policy"],
-            e["rm_sft"],
-            e["gold_policy"],
-            e["gold_sft"],
+            *(round(e[k], 2) for k in ("rm_policy", "rm_sft", "gold_policy", "gold_sft")),
         ]
         for e in paid["examples"]
     ]
