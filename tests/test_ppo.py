@@ -81,6 +81,20 @@ def test_a_micro_run_logs_every_metric_samples_and_a_report(ready):
         assert e["gold_policy"] < e["gold_sft"] and e["rm_policy"] > e["rm_sft"]
     if paid["losses"]:
         assert f"of the {paid['losses']} losses" in ppo_report.summary(report)
+    example = {"prompt": "Q: Reverse the word boat.\nA:", "policy": " The answer is BOAT."}
+    example.update(sft=" taob.", rm_policy=0.66, rm_sft=-1.58)
+    one = {"losses": 3, "losses_rm_prefers_policy": 2, "examples": [example]}
+    lines = ppo_report.summary({**report, "rm_vs_gold": one}).splitlines()
+    i = next(i for i, line in enumerate(lines) if "RM over gold" in line)
+    assert " ".join(lines[i].split()) == (  # the label column's padding aside
+        "RM over gold 2 of the 3 losses: the RM scored the policy's answer above SFT's"
+    )
+    assert lines[i + 1].strip() == (
+        "e.g. 'Q: Reverse the word boat.': 'The answer is BOAT.' (+0.66) over 'taob.' (-1.58)"
+    )
+    for reward, shown in (("labelers", True), ("gold", False)):  # gold never pays for a loss
+        text = ppo_report.summary({**report, "rm_vs_gold": one, "reward": reward})
+        assert (f"{reward} over gold" in text) is shown and "RM over gold" not in text
     assert (report["processes"], report["episodes_per_step"]) == (1, ready.ppo.batch_size)
     assert "accelerate launch" not in ppo_report.summary(report)
     assert report["perplexity/policy"] > 1 and report["perplexity/sft"] > 1
