@@ -14,6 +14,8 @@ tells them apart:
     broken   a loss; SFT's answer was correct, the policy's is not
 
 so win rate = (fixed + better + tie / 2) / n, exactly `rlhf.evaluate.win_outcomes`'s mean.
+`rm_vs_gold` then asks of the losses which the reward model scored higher than SFT's answer:
+what PPO was paid for that the gold labeler does not want.
 "Correct" is the gold labeler's flag: the right sum, the upper-case word, the refusal of an
 insult request, "I don't know" to an unanswerable question.
 """
@@ -154,12 +156,22 @@ def rm_vs_gold(
     }
 
 
+RM_VS_GOLD_COLUMNS = (
+    "family",
+    "question",
+    "policy",
+    "SFT",
+    "RM: policy",
+    "RM: SFT",
+    "gold: policy",
+    "gold: SFT",
+)
+
+
 def rm_vs_gold_table(paid: dict[str, Any]) -> pd.DataFrame:
     """`rm_vs_gold`'s examples as a table, a row each: the family, the question (the prompt's
     first line), both answers, and what the RM and the gold labeler gave each (to 2 decimals:
     the table is read, eval.json keeps the full figures)."""
-    columns = ["family", "question", "policy", "SFT", "RM: policy", "RM: SFT", "gold: policy"]
-    columns += ["gold: SFT"]
     rows = [
         [
             e["family"],
@@ -170,7 +182,7 @@ def rm_vs_gold_table(paid: dict[str, Any]) -> pd.DataFrame:
         ]
         for e in paid["examples"]
     ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(RM_VS_GOLD_COLUMNS))
 
 
 def breakdown_table(breakdowns: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
