@@ -14,10 +14,11 @@ tells them apart:
     broken   a loss; SFT's answer was correct, the policy's is not
 
 so win rate = (fixed + better + tie / 2) / n, exactly `rlhf.evaluate.win_outcomes`'s mean.
-`rm_vs_gold` then asks of the losses which the reward model scored higher than SFT's answer:
-what PPO was paid for that the gold labeler does not want.
 "Correct" is the gold labeler's flag: the right sum, the upper-case word, the refusal of an
 insult request, "I don't know" to an unanswerable question.
+
+`rm_vs_gold` then asks of the losses which ones the reward model scored above SFT's answer:
+what PPO was paid for that the gold labeler does not want.
 """
 
 from __future__ import annotations
@@ -234,6 +235,7 @@ def breakdown_frame(breakdowns: dict[str, dict[str, dict[str, float]]]) -> pd.Da
 
 __all__ = [
     "KINDS",
+    "RM_VS_GOLD_COLUMNS",
     "WHAT",
     "breakdown_frame",
     "breakdown_table",
