@@ -39,8 +39,13 @@ demo: setup
 	$(BIN)/rlhf world build --recipe $(RECIPE)
 	$(BIN)/rlhf pipeline --recipe $(RECIPE)
 
+# The tests run on TEST_WORKERS pytest-xdist processes with one torch thread each: on 2 cores,
+# two single-threaded workers took 7 min where one took 12 (docs/benchmarks.md, "make test").
+# --dist loadscope keeps each test module on one worker, so its module fixtures are built once.
+# TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 2
 test: system-deps setup lint
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: setup
 	$(BIN)/ruff check rlhf tests benchmarks dashboard
