@@ -153,9 +153,10 @@ def ppo_pair(runs: list[PolicyRun]) -> list[str]:
 
 
 def paid_for(run: Run) -> tuple[str, dict[str, Any]] | None:
-    """(the reward's name, `rm_vs_gold` of the run's eval.json): the gold losses its reward
-    scored above SFT's answer (rlhf.breakdown.rm_vs_gold); None for a run not finished, or
-    whose report predates it or cannot be read."""
+    """(the run's reward, `rm_vs_gold` of its eval.json): the gold losses its reward scored
+    above SFT's answer (rlhf.breakdown.rm_vs_gold). The reward is its eval.json's: "rm", or an
+    oracle arm's "gold" / "labelers" (rlhf.ppo_report.reward_name names it). None for a run not
+    finished, or whose report predates it or cannot be read."""
     if not run.done:
         return None
     try:
@@ -165,8 +166,7 @@ def paid_for(run: Run) -> tuple[str, dict[str, Any]] | None:
     paid = report.get("rm_vs_gold")
     if not paid:
         return None
-    reward = report.get("reward", "rm")
-    return ("RM" if reward == "rm" else f"{reward} reward"), paid
+    return report.get("reward", "rm"), paid
 
 
 def reward_run_choices() -> list[Run]:

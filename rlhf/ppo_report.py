@@ -29,6 +29,13 @@ from rlhf.generation import generate
 from rlhf.pretrain import pick_eval_prompts
 from rlhf.runs import Run
 
+
+def reward_name(kind: str) -> str:
+    """What paid a PPO run, as its summary and the dashboard name it. `kind`: its eval.json's
+    `reward`, "rm" or an oracle arm's "gold" / "labelers" (ppo.reward, rlhf.oracle)."""
+    return "RM" if kind == "rm" else f"{kind} reward"
+
+
 VALUE_INIT = {  # Models.value_init -> what the value model started from
     "rm": "the reward model (paper 3.5; it shares the policy's tokenizer)",
     "policy": "the SFT policy's trunk with a new scalar head (the reward model has its own "
@@ -116,14 +123,15 @@ def _breakdown_lines(b: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _rm_vs_gold_lines(r: dict[str, Any] | None, reward: str) -> list[str]:
+def _rm_vs_gold_lines(r: dict[str, Any] | None, kind: str) -> list[str]:
     """Over-optimisation in one or two lines: the gold losses the reward paid for, and the
-    widest such margin. `reward`: "RM", or the oracle arm's reward ("gold", "labelers")."""
-    if not r or not r["losses"] or reward == "gold":  # gold never pays for a gold loss
+    widest such margin. `kind`: the run's reward ("rm", "gold", "labelers")."""
+    if not r or not r["losses"] or kind == "gold":  # gold never pays for a gold loss
         return []  # (and runs before rm_vs_gold have none)
+    name = reward_name(kind)
     lines = [
-        f"  {reward + ' over gold':23}{r['losses_rm_prefers_policy']} of the {r['losses']} losses: "
-        f"the {reward} scored the policy's answer above SFT's"
+        f"  {name + ' over gold':<22} {r['losses_rm_prefers_policy']} of the {r['losses']} "
+        f"losses: the {name} scored the policy's answer above SFT's"
     ]
     if r["examples"]:
         e = r["examples"][0]
@@ -143,13 +151,14 @@ def summary(report: dict[str, Any]) -> str:
         return f"{f(d['mean'])} [{f(d['lo'])}, {f(d['hi'])}]"
 
     t = report.get("training", {})
-    oracle = report.get("reward", "rm") != "rm"  # ppo.reward=gold or labelers: an oracle arm
-    reward = f"{report['reward']} reward" if oracle else "RM score"
+    kind = report.get("reward", "rm")
+    oracle = kind != "rm"  # ppo.reward=gold or labelers: an oracle arm
+    reward = reward_name(kind) if oracle else "RM score"
     lines = [
         f"win rate vs SFT (gold)   {ci(report['win_rate_vs_sft'], pct=True)} on {report['n_prompts']} test prompts (issue 4's target on tiny: >= 60%)",
         f"  ceiling                {report['win_rate_ceiling']:.1%}: the world's best correct answers vs SFT",
         *_breakdown_lines(report.get("win_breakdown")),
-        *_rm_vs_gold_lines(report.get("rm_vs_gold"), report["reward"] if oracle else "RM"),
+        *_rm_vs_gold_lines(report.get("rm_vs_gold"), kind),
         f"gold Likert              policy {ci(report['likert/policy'])}   SFT {ci(report['likert/sft'])}",
         f"{reward:25}policy {ci(report['rm_score/policy'])}   SFT {ci(report['rm_score/sft'])}",
         f"held-out perplexity      policy {report['perplexity/policy']:.3f}   SFT {report['perplexity/sft']:.3f}",
@@ -163,8 +172,8 @@ def summary(report: dict[str, Any]) -> str:
     if oracle:
         who = {"gold": "the gold labeler", "labelers": "the training labelers' mean utility"}
         lines.append(
-            f"reward                   {who.get(report['reward'], report['reward'])} "
-            f"(ppo.reward={report['reward']}): an oracle, not the RM"
+            f"reward                   {who.get(kind, kind)} "
+            f"(ppo.reward={kind}): an oracle, not the RM"
         )
     if report.get("processes", 1) > 1:  # accelerate launch
         n, episodes = report["processes"], report["episodes_per_step"]

@@ -226,6 +226,20 @@ def test_kl_drift_shows_the_gold_losses_the_rm_paid_for(micro_pipeline, tmp_path
         }
     ]
     assert any(c.value.startswith(f"{chosen[1]}: none yet") for c in at.caption)
+    # An oracle arm paid by gold itself: its report's counts are never shown (always 0).
+    report = json.loads((with_it.dir / "eval.json").read_text())
+    (with_it.dir / "eval.json").write_text(json.dumps({**report, "reward": "gold"}))
+    at = page("kl_drift", cfg.workspace_dir, monkeypatch)
+    no_exception(at)
+    assert not any(m.value.startswith(f"**{chosen[0]}**") for m in at.markdown)
+    assert f"{chosen[0]}: trained against the gold labeler itself, which pays for no gold loss" in [
+        c.value for c in at.caption
+    ]
+    report["reward"] = "labelers"  # the other oracle, a model of the labelers, can pay for one
+    (with_it.dir / "eval.json").write_text(json.dumps(report))
+    at = page("kl_drift", cfg.workspace_dir, monkeypatch)
+    want = f"**{chosen[0]}**: the labelers reward scored 2 of its 3 losses"
+    assert any(m.value.startswith(want) for m in at.markdown)
 
 
 def test_kl_drift_follows_a_run_still_training(micro_pipeline, tmp_path, monkeypatch):

@@ -94,7 +94,10 @@ def test_a_micro_run_logs_every_metric_samples_and_a_report(ready):
     )
     for reward, shown in (("labelers", True), ("gold", False)):  # gold never pays for a loss
         text = ppo_report.summary({**report, "rm_vs_gold": one, "reward": reward})
-        assert (f"{reward} over gold" in text) is shown and "RM over gold" not in text
+        assert ("over gold" in text) is shown and "RM over gold" not in text
+    lines = ppo_report.summary({**report, "rm_vs_gold": one, "reward": "labelers"}).splitlines()
+    [line] = [x for x in lines if "over gold" in x]  # the longest name keeps a space
+    assert line.startswith("  labelers reward over gold 2 of the 3 losses: the labelers reward")
     assert (report["processes"], report["episodes_per_step"]) == (1, ready.ppo.batch_size)
     assert "accelerate launch" not in ppo_report.summary(report)
     assert report["perplexity/policy"] > 1 and report["perplexity/sft"] > 1

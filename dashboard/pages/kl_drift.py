@@ -9,6 +9,7 @@ import streamlit as st
 
 from rlhf import dashboard as dash
 from rlhf.breakdown import rm_vs_gold_table
+from rlhf.ppo_report import reward_name
 from rlhf.viz import PPO_CURVES, ppo_curves, reward_vs_kl, token_kl_html
 
 st.title("KL drift")
@@ -85,9 +86,12 @@ for lab in chosen:
     if got is None:
         st.caption(f"{lab}: none yet (a run still training, or one whose report predates it)")
         continue
-    reward, paid = got
+    kind, paid = got
+    if kind == "gold":  # an oracle arm paid by gold itself: it never pays for a gold loss
+        st.caption(f"{lab}: trained against the gold labeler itself, which pays for no gold loss")
+        continue
     st.markdown(
-        f"**{lab}**: the {reward} scored {paid['losses_rm_prefers_policy']} of its "
+        f"**{lab}**: the {reward_name(kind)} scored {paid['losses_rm_prefers_policy']} of its "
         f"{paid['losses']} losses to SFT above SFT's answer (and {paid['wins_rm_prefers_policy']} "
         f"of its {paid['wins']} wins)"
     )
