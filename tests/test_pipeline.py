@@ -244,7 +244,7 @@ def test_the_ptx_row_takes_pipeline_ptx_coef_unless_ppo_ptx_coef_is_set():
     assert pipeline.ptx_config(lower).ppo.ptx_coef == 0.3
     both = load_config("micro", ["pipeline.ptx_coef=0.3", "ppo.ptx_coef=2.0"])
     assert pipeline.ptx_config(both).ppo.ptx_coef == 2.0  # an explicit ppo.ptx_coef wins
-    assert load_config("tiny").pipeline.ptx_coef == 0.3  # chosen on validation prompts
+    assert load_config("tiny").pipeline.ptx_coef == 0.03  # chosen on validation prompts
     assert pipeline.ptx_config(lower, 0.1).ppo.ptx_coef == 0.1  # notebook 04's PTX_COEF
     tiny = load_config("tiny")  # one round of iterated collection, its RMs on their rounds' data
     assert (tiny.pipeline.rounds, tiny.rm.samples) == (1, "chain")
