@@ -157,22 +157,13 @@ def rm_vs_gold(
     }
 
 
-RM_VS_GOLD_COLUMNS = (
-    "family",
-    "question",
-    "policy",
-    "SFT",
-    "RM: policy",
-    "RM: SFT",
-    "gold: policy",
-    "gold: SFT",
-)
-
-
-def rm_vs_gold_table(paid: dict[str, Any]) -> pd.DataFrame:
+def rm_vs_gold_table(paid: dict[str, Any], reward: str = "RM") -> pd.DataFrame:
     """`rm_vs_gold`'s examples as a table, a row each: the family, the question (the prompt's
-    first line), both answers, and what the RM and the gold labeler gave each (to 2 decimals:
-    the table is read, eval.json keeps the full figures)."""
+    first line), both answers, and what the run's reward and the gold labeler gave each (to 2
+    decimals: the table is read, eval.json keeps the full figures). `reward` heads the reward's
+    columns: "RM", or an oracle arm's name (rlhf.ppo_report.reward_name)."""
+    columns = ["family", "question", "policy", "SFT"]
+    columns += [f"{who}: {whose}" for who in (reward, "gold") for whose in ("policy", "SFT")]
     rows = [
         [
             e["family"],
@@ -183,7 +174,7 @@ def rm_vs_gold_table(paid: dict[str, Any]) -> pd.DataFrame:
         ]
         for e in paid["examples"]
     ]
-    return pd.DataFrame(rows, columns=list(RM_VS_GOLD_COLUMNS))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def breakdown_table(breakdowns: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
@@ -235,7 +226,6 @@ def breakdown_frame(breakdowns: dict[str, dict[str, dict[str, float]]]) -> pd.Da
 
 __all__ = [
     "KINDS",
-    "RM_VS_GOLD_COLUMNS",
     "WHAT",
     "breakdown_frame",
     "breakdown_table",

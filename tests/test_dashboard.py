@@ -240,6 +240,13 @@ def test_kl_drift_shows_the_gold_losses_the_rm_paid_for(micro_pipeline, tmp_path
     at = page("kl_drift", cfg.workspace_dir, monkeypatch)
     want = f"**{chosen[0]}**: the labelers reward scored 2 of its 3 losses"
     assert any(m.value.startswith(want) for m in at.markdown)
+    [table] = [d.value for d in at.dataframe if "question" in d.value.columns]
+    assert list(table.columns[4:]) == [
+        "labelers reward: policy",
+        "labelers reward: SFT",
+        "gold: policy",
+        "gold: SFT",
+    ]
 
 
 def test_kl_drift_follows_a_run_still_training(micro_pipeline, tmp_path, monkeypatch):

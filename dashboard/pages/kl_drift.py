@@ -97,7 +97,9 @@ for lab in chosen:
     )
     if paid["examples"]:
         st.dataframe(
-            rm_vs_gold_table(paid), hide_index=True, key=f"kl_paid_{by_label[lab].run.dir.name}"
+            rm_vs_gold_table(paid, reward_name(kind)),
+            hide_index=True,
+            key=f"kl_paid_{by_label[lab].run.dir.name}",
         )
 
 st.subheader("Rollouts over training")
