@@ -79,9 +79,12 @@ def test_rank_page_saves_a_hand_ranking_from_the_browser(micro_pipeline, tmp_pat
             has=page.locator("strong", has_text=re.compile(r"^Prompt$"))
         )
         shown_id = heading.locator("code").first.inner_text()
-        codes = page.locator('[data-testid="stCode"] pre').all_inner_texts()
-        shown_prompt, shown_responses = codes[0], codes[1 : 1 + n]
-        assert len(shown_responses) == n
+        # all_inner_texts does not wait: on a busy machine the blocks' <pre> can come after the
+        # rank inputs (CI, 2026-11-28: none yet), so wait for the prompt's and the n responses'.
+        blocks = page.locator('[data-testid="stCode"] pre')
+        expect(blocks).to_have_count(1 + n, timeout=FIRST_RUN_TIMEOUT_MS)
+        codes = blocks.all_inner_texts()
+        shown_prompt, shown_responses = codes[0], codes[1:]
 
         typed = [1] + [2] * (n - 1)  # the first best, the rest tied
         for i, r in enumerate(typed):
