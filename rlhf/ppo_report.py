@@ -36,6 +36,12 @@ def reward_name(kind: str) -> str:
     return "RM" if kind == "rm" else f"{kind} reward"
 
 
+def pays_for_gold_losses(kind: str) -> bool:
+    """Whether a run's reward (`kind`, as for reward_name) can score a gold loss above SFT's
+    answer: every reward but the gold labeler itself, whose `rm_vs_gold` counts are always 0."""
+    return kind != "gold"
+
+
 VALUE_INIT = {  # Models.value_init -> what the value model started from
     "rm": "the reward model (paper 3.5; it shares the policy's tokenizer)",
     "policy": "the SFT policy's trunk with a new scalar head (the reward model has its own "
@@ -126,7 +132,7 @@ def _breakdown_lines(b: dict[str, Any] | None) -> list[str]:
 def _rm_vs_gold_lines(r: dict[str, Any] | None, kind: str) -> list[str]:
     """Over-optimisation in one or two lines: the gold losses the reward paid for, and the
     widest such margin. `kind`: the run's reward ("rm", "gold", "labelers")."""
-    if not r or not r["losses"] or kind == "gold":  # gold never pays for a gold loss
+    if not r or not r["losses"] or not pays_for_gold_losses(kind):
         return []  # (and runs before rm_vs_gold have none)
     name = reward_name(kind)
     lines = [

@@ -9,7 +9,7 @@ import streamlit as st
 
 from rlhf import dashboard as dash
 from rlhf.breakdown import rm_vs_gold_table
-from rlhf.ppo_report import reward_name
+from rlhf.ppo_report import pays_for_gold_losses, reward_name
 from rlhf.viz import PPO_CURVES, ppo_curves, reward_vs_kl, token_kl_html
 
 st.title("KL drift")
@@ -87,7 +87,7 @@ for lab in chosen:
         st.caption(f"{lab}: none yet (a run still training, or one whose report predates it)")
         continue
     kind, paid = got
-    if kind == "gold":  # an oracle arm paid by gold itself: it never pays for a gold loss
+    if not pays_for_gold_losses(kind):  # an oracle arm paid by the gold labeler itself
         st.caption(f"{lab}: trained against the gold labeler itself, which pays for no gold loss")
         continue
     st.markdown(
