@@ -23,7 +23,8 @@ One step (`ppo_step`), numbered as lm-human-preference-details numbers its rollo
     3. forward   logprobs under ref, values under V, for every response token
     4. reward    -beta * (log pi - log pi_ref) per token, the score at the last token
     5. GAE       gamma = 1, lambda = 0.95 -> advantages (whitened) and returns
-    6. update    ppo_epochs x minibatches: clipped surrogate + vf_coef * clipped value loss
+    6. update    the policy's rate from `policy_lr` (a warm-up over lr_warmup rollouts, paper
+                 C.4); ppo_epochs x minibatches: clipped surrogate + vf_coef * clipped value loss
                  (+ ptx_coef * LM loss on pretraining blocks: PPO-ptx); stop early when the
                  approx KL to the rollout policy passes approxkl_stop; ema_decay > 0: an
                  average of the policy's weights follows each optimizer step and is the
@@ -352,6 +353,17 @@ class WeightAverage:
             a.copy_(tensors[name])  # KeyError for a tensor the file lacks
 
 
+def policy_lr(p: PPOConfig, step: int) -> float:
+    """The policy's learning rate for rollout step `step` (0-based): a linear warm-up from
+    lr / 10 over lr_warmup steps (paper C.4), then a cosine from lr down to lr * lr_end at the
+    last step. A function of the step alone, so a resumed run continues the schedule."""
+    if step < p.lr_warmup:
+        return p.lr * (0.1 + 0.9 * step / p.lr_warmup)
+    span = p.steps - 1 - p.lr_warmup
+    done = (step - p.lr_warmup) / span if span > 0 else 1.0
+    return p.lr * (p.lr_end + (1 - p.lr_end) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0))))
+
+
 def make_optimizer(m: Models, p: PPOConfig) -> torch.optim.AdamW:
     """One AdamW, two groups: the policy's trainable parameters (all of them, or its LoRA
     adapters alone) at ppo.lr and the value model at ppo.vf_lr (constant)."""
@@ -551,6 +563,7 @@ def ppo_step(
         "policy/clipfrac": mean(stats["clip"]),
         "policy/pg_loss": mean(stats["pg"]),
         "policy/minibatches": float(len(stats["pg"])),
+        "policy/lr": float(optimizer.param_groups[0]["lr"]),
         "val/vf_loss": mean(stats["vf"]),
         "val/clipfrac": mean(stats["vclip"]),
         "val/mean": float(masked_mean(b_values, b_mask)),
@@ -715,6 +728,7 @@ def _train(
             probe = overoptimisation_probe(
                 m, accelerator.unwrap_model(m.policy), world, probe_prompts, p, cfg.seed
             )
+        optimizer.param_groups[0]["lr"] = policy_lr(p, step)  # group 0: the policy
         metrics, rollout = ppo_step(
             m,
             optimizer,

@@ -302,6 +302,7 @@ OFF_KEYS = (
     ("rm", "likelihood_weight"),  # the paper's RM, without the likelihood term
     ("rm", "ensemble"),  # a trained RM, not an ensemble of RM runs
     ("ppo", "ema_decay"),  # the last weights as the policy, not their average
+    ("ppo", "lr_warmup"),  # no warm-up of the policy's learning rate
 )
 
 
@@ -315,6 +316,8 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
             del data[section][key]
     if data["rm"]["samples"] == "all":  # and for an RM on every stored comparison
         del data["rm"]["samples"]
+    if data["ppo"]["lr_end"] == 1:  # a constant learning rate after any warm-up: likewise
+        del data["ppo"]["lr_end"]
     if data["ppo"]["reward"] == "rm":  # the RM, the paper's reward: likewise
         del data["ppo"]["reward"], data["ppo"]["gold_scale"]
     for section in ("sft", "ppo"):  # no LoRA (lora_r 0): likewise, runs made before it match

@@ -3,6 +3,7 @@ changed after one update, the PPO-ptx term, resume after a kill, and a NaN stop.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from conftest import copy_workspace, micro_workspace, ppo_killed_in_step
 from rlhf import packing, ppo, ppo_report
 from rlhf.config import load
 from rlhf.errors import RunError
-from rlhf.runs import Run, read_eval
+from rlhf.runs import Run, read_eval, saved_config
 from rlhf.world import build_world
 
 METRICS = [
@@ -367,8 +368,6 @@ def test_a_run_with_a_weight_average_trains_alike_saves_the_average_and_resumes_
 ):
     """ppo.ema_decay changes no rollout or update (the live weights train as without it), only
     the saved policy; a killed run restores the average from its checkpoint."""
-    from rlhf.runs import saved_config
-
     assert "ema_decay" not in saved_config(micro(ready), "ppo")["ppo"]  # older runs match
     plain = ppo.train(micro(ready), run_dir=tmp_path / "plain", progress=False)
     ema = micro(ready, ppo__ema_decay=0.9)
@@ -408,6 +407,50 @@ def test_an_adaptive_kl_run_moves_its_beta_each_step(ready, tmp_path):
         assert row["objective/kl_coef"] == pytest.approx(ctl.value)
         ctl.update(row["objective/kl"], cfg.ppo.batch_size)
     assert rows[-1]["objective/kl_coef"] != cfg.ppo.kl_coef
+
+
+def test_the_policy_learning_rate_warms_up_from_a_tenth_then_follows_a_cosine():
+    """ppo.lr_warmup (paper C.4: 10 iterations from a tenth of the rate, the default) and
+    ppo.lr_end, against the schedule written out by hand; lr_end's default keeps the rate
+    constant after the warm-up, as the paper's."""
+    p = dataclasses.replace(load("micro").ppo, steps=22, lr_warmup=5, lr_end=0.1)
+    lr = p.lr
+    want = [lr * (0.1 + 0.9 * s / 5) for s in range(5)]  # 0.1 lr, 0.28 lr, ... 0.82 lr
+    want += [lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 16))) for k in range(17)]
+    got = [ppo.policy_lr(p, s) for s in range(22)]
+    assert got == pytest.approx(want)
+    assert got[0] == pytest.approx(lr / 10) and got[5] == pytest.approx(lr)
+    assert got[-1] == pytest.approx(lr * 0.1) and got[13] == pytest.approx(lr * 0.55)
+    assert all(a >= b for a, b in zip(got[5:], got[6:], strict=False))  # decays, never rises
+    default = dataclasses.replace(load("micro").ppo, steps=21)
+    assert [ppo.policy_lr(default, s) for s in range(10, 21)] == [default.lr] * 11
+    assert ppo.policy_lr(default, 0) == pytest.approx(default.lr / 10)
+    constant = dataclasses.replace(default, lr_warmup=0)
+    assert [ppo.policy_lr(constant, s) for s in range(21)] == [constant.lr] * 21
+
+
+def test_a_run_sets_the_scheduled_policy_rate_each_step_and_keeps_the_value_rate(
+    ready, tmp_path, monkeypatch
+):
+    cfg = micro(ready, ppo__lr_warmup=2, ppo__lr_end=0.1)  # micro: 4 steps
+    seen = []
+    real = ppo.ppo_step
+
+    def spy(m, optimizer, *args, **kwargs):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        return real(m, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(ppo, "ppo_step", spy)
+    rows = ppo.train(cfg, run_dir=tmp_path / "schedule", progress=False).metrics()
+    lr, vf_lr = cfg.ppo.lr, cfg.ppo.vf_lr
+    want = [lr * 0.1, lr * 0.55, lr, lr * 0.1]  # warm-up over steps 0-1, cosine over 2-3
+    assert [r["policy/lr"] for r in rows] == pytest.approx(want)
+    assert [policy for policy, _ in seen] == pytest.approx(want)
+    assert [value for _, value in seen] == [vf_lr] * 4
+    saved = saved_config(cfg, "ppo")["ppo"]
+    assert (saved["lr_warmup"], saved["lr_end"]) == (2, 0.1)
+    off = saved_config(micro(ready, ppo__lr_warmup=0), "ppo")["ppo"]
+    assert "lr_warmup" not in off and "lr_end" not in off  # runs made before the schedule match
 
 
 def test_missing_runs_give_the_command_to_run(tmp_path):
