@@ -366,7 +366,8 @@ def policy_lr(p: PPOConfig, step: int) -> float:
 
 def make_optimizer(m: Models, p: PPOConfig) -> torch.optim.AdamW:
     """One AdamW, two groups: the policy's trainable parameters (all of them, or its LoRA
-    adapters alone) at ppo.lr and the value model at ppo.vf_lr (constant)."""
+    adapters alone) at ppo.lr, which `policy_lr` schedules each step, and the value model at
+    ppo.vf_lr (constant)."""
     return torch.optim.AdamW(
         [
             {"params": [q for q in m.policy.parameters() if q.requires_grad], "lr": p.lr},
