@@ -11,7 +11,7 @@ import torch
 from conftest import copy_workspace, micro_workspace, ppo_killed_in_step
 
 from rlhf import packing, ppo, ppo_report
-from rlhf.config import load
+from rlhf.config import PPOConfig, load
 from rlhf.errors import RunError
 from rlhf.runs import Run, read_eval, saved_config
 from rlhf.world import build_world
@@ -422,7 +422,8 @@ def test_the_policy_learning_rate_warms_up_from_a_tenth_then_follows_a_cosine():
     assert got[0] == pytest.approx(lr / 10) and got[5] == pytest.approx(lr)
     assert got[-1] == pytest.approx(lr * 0.1) and got[13] == pytest.approx(lr * 0.55)
     assert all(a >= b for a, b in zip(got[5:], got[6:], strict=False))  # decays, never rises
-    default = dataclasses.replace(load("micro").ppo, steps=21)
+    default = dataclasses.replace(PPOConfig(), steps=21)  # the recipes' default: the paper's
+    assert default.lr_warmup == 10 and default.lr_end == 1
     assert [ppo.policy_lr(default, s) for s in range(10, 21)] == [default.lr] * 11
     assert ppo.policy_lr(default, 0) == pytest.approx(default.lr / 10)
     constant = dataclasses.replace(default, lr_warmup=0)
