@@ -130,6 +130,7 @@ class Run:
         data.pop("stage", None)
         if isinstance(data.get("world"), dict):  # else apply() says what is wrong with it
             data["world"].pop("version", None)
+        restore_off_keys(data)
         try:
             return from_dict(data, source=str(self.dir / "config.json"))
         except ConfigError as e:
@@ -304,6 +305,18 @@ OFF_KEYS = (
     ("ppo", "ema_decay"),  # the last weights as the policy, not their average
     ("ppo", "lr_warmup"),  # no warm-up of the policy's learning rate
 )
+
+
+def restore_off_keys(data: dict[str, Any]) -> None:
+    """Put back, as off, the keys saved_config leaves out when off: a missing key means the run
+    had it off (or ran before it existed), which is not the config's default where that default
+    is on (world.rl_per_family 1500, ppo.lr_warmup 10: the paper's)."""
+    defaults = LabConfig()
+    for section, key in OFF_KEYS:
+        if isinstance(data.get(section), dict) and key not in data[section]:
+            data[section][key] = type(getattr(getattr(defaults, section), key))()  # 0, "", []
+    if isinstance(data.get("ppo"), dict):
+        data["ppo"].setdefault("lr_end", 1.0)
 
 
 def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:

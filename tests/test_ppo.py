@@ -450,8 +450,13 @@ def test_a_run_sets_the_scheduled_policy_rate_each_step_and_keeps_the_value_rate
     assert [value for _, value in seen] == [vf_lr] * 4
     saved = saved_config(cfg, "ppo")["ppo"]
     assert (saved["lr_warmup"], saved["lr_end"]) == (2, 0.1)
-    off = saved_config(micro(ready, ppo__lr_warmup=0), "ppo")["ppo"]
+    off_cfg = micro(ready, ppo__lr_warmup=0)
+    off = saved_config(off_cfg, "ppo")["ppo"]
     assert "lr_warmup" not in off and "lr_end" not in off  # runs made before the schedule match
+    # ... and such a run reads back as it ran, not with the config's default warm-up (10)
+    read = Run.create(off_cfg, "ppo", tmp_path / "off").config.ppo
+    assert (read.lr_warmup, read.lr_end) == (0, 1.0)
+    assert Run.open(tmp_path / "schedule").config.ppo.lr_warmup == 2
 
 
 def test_missing_runs_give_the_command_to_run(tmp_path):

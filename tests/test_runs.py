@@ -35,6 +35,21 @@ def test_config_json_round_trips_to_the_resolved_config(cfg):
     assert run.raw_config()["stage"] == "pretrain"
 
 
+@pytest.mark.parametrize(
+    "section, key, off",
+    [("world", "rl_per_family", 0), ("ppo", "lr_warmup", 0), ("ppo", "lr_end", 1.0)],
+)
+def test_a_key_left_out_when_off_reads_back_off_not_as_the_default(cfg, section, key, off):
+    """saved_config leaves these keys out when off, so older runs match; their defaults are on
+    (1500 prompts, the paper's 10-step warm-up, ...), and the run must not read back as if it
+    had them."""
+    setattr(getattr(cfg, section), key, off)
+    run = Run.create(cfg, "ppo")
+    assert key not in run.raw_config()[section]
+    assert getattr(getattr(run.config, section), key) == off
+    assert run.config == cfg
+
+
 def test_a_run_of_an_older_world_version_is_not_reused(cfg):
     run = Run.create(cfg, "pretrain")
     assert run.raw_config()["world"]["version"] == WORLD_VERSION
