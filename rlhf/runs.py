@@ -16,6 +16,7 @@ half-written config or status behind.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shlex
@@ -289,34 +290,33 @@ def _read_jsonl(f: Path) -> list[dict[str, Any]]:
     return rows
 
 
-# Keys added after runs had been made, each left out of config.json while it is off (empty,
-# 0, false), so that a run made before the key existed matches its config and is reused:
-OFF_KEYS = (
-    ("sft", "data"),  # no --data: the world's prompts
-    ("rm", "data"),
-    ("ppo", "data"),
-    ("world", "rl_per_family"),  # PPO on the train prompts alone
-    ("compare", "rl_sets"),  # an RM without the rl prompts' comparisons
-    ("compare", "extra_response"),  # sampled responses only
-    ("sft", "base_model"),  # the world's own base model
-    ("rm", "backbone"),  # the RM on the SFT model
-    ("rm", "likelihood_weight"),  # the paper's RM, without the likelihood term
-    ("rm", "ensemble"),  # a trained RM, not an ensemble of RM runs
-    ("ppo", "ema_decay"),  # the last weights as the policy, not their average
-    ("ppo", "lr_warmup"),  # no warm-up of the policy's learning rate
+# Keys added after runs had been made, each left out of config.json while it has its off
+# value, so that a run made before the key existed matches its config and is reused; reading a
+# run back (Run.config) puts the off value back, which is not the default where that is on:
+OFF_VALUES: tuple[tuple[str, str, Any], ...] = (
+    ("sft", "data", ""),  # no --data: the world's prompts
+    ("rm", "data", ""),
+    ("ppo", "data", ""),
+    ("world", "rl_per_family", 0),  # PPO on the train prompts alone (default 1500)
+    ("compare", "rl_sets", 0),  # an RM without the rl prompts' comparisons
+    ("compare", "extra_response", ""),  # sampled responses only
+    ("sft", "base_model", ""),  # the world's own base model
+    ("rm", "backbone", ""),  # the RM on the SFT model
+    ("rm", "likelihood_weight", 0.0),  # the paper's RM, without the likelihood term
+    ("rm", "ensemble", []),  # a trained RM, not an ensemble of RM runs
+    ("rm", "samples", "all"),  # an RM on every stored comparison
+    ("ppo", "ema_decay", 0.0),  # the last weights as the policy, not their average
+    ("ppo", "lr_warmup", 0),  # no warm-up of the policy's learning rate (default 10)
+    ("ppo", "lr_end", 1.0),  # a constant learning rate after any warm-up
 )
 
 
 def restore_off_keys(data: dict[str, Any]) -> None:
-    """Put back, as off, the keys saved_config leaves out when off: a missing key means the run
-    had it off (or ran before it existed), which is not the config's default where that default
-    is on (world.rl_per_family 1500, ppo.lr_warmup 10: the paper's)."""
-    defaults = LabConfig()
-    for section, key in OFF_KEYS:
+    """Put back, with its off value, each key saved_config left out: a missing key means the
+    run had it off (or ran before it existed), not the config's default."""
+    for section, key, off in OFF_VALUES:
         if isinstance(data.get(section), dict) and key not in data[section]:
-            data[section][key] = type(getattr(getattr(defaults, section), key))()  # 0, "", []
-    if isinstance(data.get("ppo"), dict):
-        data["ppo"].setdefault("lr_end", 1.0)
+            data[section][key] = copy.copy(off)
 
 
 def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
@@ -324,13 +324,9 @@ def saved_config(cfg: LabConfig, stage: str) -> dict[str, Any]:
     under world.version, so a run made on an older world is never reused for a newer one."""
     data = {"stage": stage, **cfg.to_dict()}
     data["world"]["version"] = WORLD_VERSION
-    for section, key in OFF_KEYS:  # off: left out, so runs made before the key existed match
-        if not data[section][key]:
+    for section, key, off in OFF_VALUES:  # left out, so runs made before the key existed match
+        if data[section][key] == off:
             del data[section][key]
-    if data["rm"]["samples"] == "all":  # and for an RM on every stored comparison
-        del data["rm"]["samples"]
-    if data["ppo"]["lr_end"] == 1:  # a constant learning rate after any warm-up: likewise
-        del data["ppo"]["lr_end"]
     if data["ppo"]["reward"] == "rm":  # the RM, the paper's reward: likewise
         del data["ppo"]["reward"], data["ppo"]["gold_scale"]
     for section in ("sft", "ppo"):  # no LoRA (lora_r 0): likewise, runs made before it match
