@@ -23,6 +23,14 @@ from rlhf.errors import LabError
 from rlhf.pipeline import reuse_resume_or_train
 from rlhf.runs import Run, read_eval
 
+# gamma_ptx values the control offers besides the recipe's: 0 (PPO) up to the paper's 27.8.
+PTX_CHOICES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 27.8)
+
+
+def ptx_options(*also: float) -> list[tuple[str, float]]:
+    """(label, value) pairs of the gamma_ptx control, ascending: PTX_CHOICES and `also`."""
+    return [(f"{v:g}", v) for v in sorted({*PTX_CHOICES, *also})]
+
 
 class PPOControls:
     """beta and gamma_ptx sliders, a steps slider and a Run button over one Output area."""
@@ -37,16 +45,20 @@ class PPOControls:
     ):
         self.recipe, self.overrides, self.workspace = recipe, list(overrides or []), workspace
         self.progress = progress
-        base = config.load(recipe, self.overrides, workspace=workspace).ppo
+        cfg = config.load(recipe, self.overrides, workspace=workspace)
+        base = cfg.ppo
         style = {"description_width": "initial"}
-        # 0.005 .. 1 on a log scale: the paper's 0.02 and the tiny default 0.3 both reachable.
+        # 0.005 .. 1 on a log scale: the paper's 0.02 and 0.3 (tiny's until 2026-11-27).
         self.beta = widgets.FloatLogSlider(
             value=base.kl_coef, base=10, min=-2.3, max=0, step=0.1, description="β (kl_coef)",
             readout_format=".3f", style=style,
         )  # fmt: skip
-        self.ptx = widgets.FloatSlider(
-            value=base.ptx_coef, min=0.0, max=4.0, step=0.25, description="γ_ptx (ptx_coef)",
-            style=style,
+        # gamma_ptx spans four orders of magnitude and must reach 0 (plain PPO), so it picks
+        # from a list rather than a linear or log scale: the recipe's PPO-ptx gamma
+        # (pipeline.ptx_coef) and the paper's 27.8 (appendix C.4) are always among them.
+        self.ptx = widgets.SelectionSlider(
+            options=ptx_options(base.ptx_coef, cfg.pipeline.ptx_coef), value=base.ptx_coef,
+            description="γ_ptx (ptx_coef)", style=style,
         )  # fmt: skip
         self.steps = widgets.IntSlider(
             value=steps, min=1, max=max(60, steps), description="PPO steps", style=style

@@ -12,13 +12,13 @@ from rlhf.runs import list_runs
 
 def test_the_run_button_trains_with_the_sliders_values_then_reuses_the_run(rm_ready, capsys):
     controls = PPOControls("micro", workspace=rm_ready.workspace, steps=2, progress=False)
-    controls.beta.value, controls.ptx.value = 0.1, 0.5
+    controls.beta.value, controls.ptx.value = 0.1, 0.3
     before = {r.dir for r in list_runs(rm_ready.workspace_dir, "ppo")}
     controls.run_button.click()
     ((label, run),) = controls.runs.items()
-    assert label == "β=0.1, γ_ptx=0.5, 2 steps"
+    assert label == "β=0.1, γ_ptx=0.3, 2 steps"
     saved = run.raw_config()["ppo"]
-    assert (saved["kl_coef"], saved["ptx_coef"], saved["steps"]) == (0.1, 0.5, 2)
+    assert (saved["kl_coef"], saved["ptx_coef"], saved["steps"]) == (0.1, 0.3, 2)
     assert run.done and [r["step"] for r in run.metrics()] == [1, 2]
     assert {r.dir for r in list_runs(rm_ready.workspace_dir, "ppo")} - before == {run.dir}
     table = controls.table()
@@ -32,6 +32,19 @@ def test_the_run_button_trains_with_the_sliders_values_then_reuses_the_run(rm_re
     second = controls.launch()
     assert second != run and list(controls.runs) == [label, "β=0.1, γ_ptx=0, 2 steps"]
     assert not controls.run_button.disabled
+
+
+def test_gamma_ptx_offers_zero_the_recipes_value_and_the_papers(rm_ready):
+    """The tiny recipe's PPO-ptx gamma (pipeline.ptx_coef 0.03) must be reachable: a linear
+    slider in steps of 0.25 could only offer 0, 0.25, ..."""
+    controls = PPOControls("tiny", ["pipeline.ptx_coef=0.07"], workspace=rm_ready.workspace)
+    values = [v for _, v in controls.ptx.options]
+    assert values == sorted(values) and controls.ptx.value == 0.0  # starts at plain PPO
+    assert {0.0, 0.03, 0.07, 27.8} <= set(values)
+    controls.ptx.value = 0.07
+    assert "ppo.ptx_coef=0.07" in controls.overrides_now()
+    started = PPOControls("tiny", ["ppo.ptx_coef=0.2"], workspace=rm_ready.workspace)
+    assert started.ptx.value == 0.2  # an override's gamma is offered and selected
 
 
 def test_an_error_is_shown_and_the_button_stays_usable(rm_ready, capsys, tmp_path):
