@@ -17,8 +17,8 @@ ppo = dash.training_runs()  # running first, then finished, then stopped or fail
 if not ppo:
     dash.nothing_yet(
         "No PPO run in this workspace yet.",
-        "rlhf ppo --recipe tiny                      # PPO\n"
-        "rlhf ppo --recipe tiny --set ppo.ptx_coef=0.3  # PPO-ptx\n"
+        "rlhf ppo --recipe tiny                          # PPO\n"
+        "rlhf ppo --recipe tiny --set ppo.ptx_coef=0.03  # PPO-ptx\n"
         "# or everything at once: make demo",
     )
     st.stop()
