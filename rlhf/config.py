@@ -507,12 +507,17 @@ class PPOConfig:
     batch_size: int = doc(
         64,
         "Episodes (prompt, sampled response) per rollout (paper: 512); per process under "
-        "accelerate launch, so N processes roll out N x batch_size a step.",
+        "accelerate launch, so N processes roll out N x batch_size a step. 64 so that the "
+        "tiny recipe's 120 rollouts fit issue 4's 4 minutes on 2 CPU cores; 512 would take "
+        "about 8 times as long a step. 128 won less (60 steps, beta 0.02: 52.8% vs SFT on "
+        "test, 64 55.7%; docs/benchmarks.md, 'Longer runs and larger batches').",
         ge=1,
     )
     mini_batch_size: int = doc(
         16,
-        "Episodes per gradient step; batch_size must be a multiple (paper: 64 of 512).",
+        "Episodes per gradient step; batch_size must be a multiple (paper: 64 of 512, so 8 "
+        "gradient steps a pass). 16 of 64 keeps 4 a pass at the smaller batch; minibatches "
+        "of 8 lost 1.5 points on validation (docs/benchmarks.md, 'Fresher rollouts').",
         ge=1,
     )
     ppo_epochs: int = doc(
@@ -552,7 +557,11 @@ class PPOConfig:
         le=1,
     )
     vf_lr: float = doc(
-        3e-4, "Value-model learning rate, constant (paper C.4: 9e-6 at 1.3B and 6B).", gt=0
+        3e-4,
+        "Value-model learning rate, constant (paper C.4: 9e-6 at 1.3B and 6B). Larger for the "
+        "reason ppo.lr is: a 1M-parameter model must move within a tiny run. At 120 x 2, 1e-4 "
+        "and 1e-3 won as often as 3e-4 (docs/benchmarks.md, 'The paper's weight average').",
+        gt=0,
     )
     ema_decay: float = doc(
         0.0,
