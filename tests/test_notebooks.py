@@ -21,8 +21,10 @@ def run_notebook(path: Path, params: dict, cwd: Path) -> nbformat.NotebookNode:
     assert len(idx) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
     source = "\n".join(f"{k} = {v!r}" for k, v in params.items())
     nb.cells.insert(idx[0] + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected"]}))
+    # A cell's own timeout, under pytest-timeout's 600 s for the whole test, so that a cell
+    # that never replies fails naming itself (a micro cell takes seconds).
     NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
     ).execute()
     return nb
 
